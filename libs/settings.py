@@ -1,0 +1,62 @@
+"""Settings from the environment (prefix ``REELFAB_``), one object shared by every service."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REELFAB_", env_file=None, extra="ignore")
+
+    # where the local stack keeps its data, caches and pid files (git ignores it)
+    state_dir: Path = Field(default_factory=lambda: Path.cwd() / ".reelfab")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+    schema_registry_url: str | None = None  # set: Confluent wire format; unset: Avro single-object
+    max_message_bytes: int = 1_000_000
+    consumer_session_timeout_ms: int = 10_000
+    consumer_heartbeat_interval_ms: int = 1_000
+    consumer_fetch_max_wait_ms: int = 100
+
+    # PostgreSQL
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5433
+    postgres_db: str = "reelfab"
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_pool_min: int = 1
+    postgres_pool_max: int = 5
+
+    # delivery
+    retry_max_attempts: int = 5
+    retry_backoff_initial_s: float = 0.2
+    retry_backoff_max_s: float = 5.0
+    outbox_poll_interval_s: float = 0.2
+    outbox_batch_size: int = 100
+
+    # storage
+    storage_root: str = Field(default_factory=lambda: (Path.cwd() / ".reelfab" / "objects").as_uri())
+
+    # service process
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: the service's default port
+    log_format: str = "json"  # json | pretty
+    log_level: str = "INFO"
+
+    @property
+    def postgres_dsn(self) -> str:
+        auth = self.postgres_user + (f":{self.postgres_password}" if self.postgres_password else "")
+        return f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
