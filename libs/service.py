@@ -1,0 +1,170 @@
+"""Running one service: database and migrations, the bus, the outbox relay, and an HTTP server
+for /healthz, /readyz and /metrics; SIGTERM stops it cleanly. A service's ``main`` module only
+declares a ``ServiceSpec`` and a ``wire`` function; this module does the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from reelfab.bus.base import Bus
+from reelfab.bus.idempotency import handle_once
+from reelfab.bus.message import Event
+from reelfab.bus.outbox import Outbox, OutboxRelay
+from reelfab.codec import default_codec
+from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
+from reelfab.logging import configure_logging, get_logger
+from reelfab.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # as on the command line: consent-registry, planner, ...
+    package: str  # reelfab_services.<folder>
+    schema: str  # its own PostgreSQL schema
+    default_port: int
+    consumes: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass
+class ServiceContext:
+    """What a service's handlers get: its pool, schema, bus and outbox."""
+
+    spec: ServiceSpec
+    settings: Settings
+    bus: Bus
+    pool: asyncpg.Pool | None
+    outbox: Outbox
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+Wire = Callable[[ServiceContext], None]
+
+
+def build_context(spec: ServiceSpec, settings: Settings, bus: Bus, pool: asyncpg.Pool | None, wire: Wire) -> ServiceContext:
+    ctx = ServiceContext(spec, settings, bus, pool, Outbox(spec.schema, bus))
+    for topic in spec.produces:
+        bus.declare_publisher(topic)
+    wire(ctx)
+    return ctx
+
+
+def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[Any]], Awaitable[None]]:
+    """A handler that records the event in the service's ``received_events`` and acknowledges it,
+    idempotently: what every service does with a topic until its issue gives it a decision."""
+    schema = ctx.spec.schema
+
+    async def handle(event: Event[Any]) -> None:
+        async def insert(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                f'INSERT INTO "{schema}".received_events (event_id, topic, key, record, kafka_partition, kafka_offset) '
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                event.event_id, event.topic, event.key, type(event.record).__avro_name__, event.partition, event.offset,
+            )
+
+        assert ctx.pool is not None, "record_received needs the service's database"
+        ran, _ = await handle_once(ctx.pool, schema, event, handler_name, insert)
+        if not ran:
+            get_logger("reelfab.service").info("duplicate ignored", topic=event.topic, event_id=event.event_id)
+
+    return handle
+
+
+def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> Starlette:
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"service": ctx.spec.name, "status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        ok = await ready()
+        return JSONResponse({"service": ctx.spec.name, "ready": ok}, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
+async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
+    from reelfab.bus.kafka import KafkaBus
+
+    configure_logging(settings.log_format, settings.log_level, service=spec.name)
+    log = get_logger("reelfab.service")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    pool = await create_pool(settings)
+    try:
+        applied = await migrate(pool, spec.schema, delivery_migrations() + package_migrations(spec.package))
+        if applied:
+            log.info("migrated", schema=spec.schema, applied=[f"{m.source}:{m.version:04d}_{m.name}" for m in applied])
+        bus = KafkaBus(settings, spec.name, default_codec(settings))
+        ctx = build_context(spec, settings, bus, pool, wire)
+
+        async def ready() -> bool:
+            try:
+                return bus.started and await pool.fetchval("SELECT 1") == 1
+            except Exception:
+                return False
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                http_app(ctx, ready),
+                host=settings.http_host,
+                port=settings.http_port or spec.default_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle SIGTERM
+        http_task = asyncio.create_task(server.serve(), name="http")
+        await bus.start()
+        relay = OutboxRelay(
+            pool, spec.schema, bus,
+            batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
+        )
+        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        log.info("started", port=settings.http_port or spec.default_port, consumes=list(spec.consumes))
+        await stop.wait()
+        log.info("stopping")
+        await relay_task
+        await bus.stop()
+        server.should_exit = True
+        await http_task
+        log.info("stopped")
+    finally:
+        await pool.close()
+
+
+# Each service's wiring lives in services/<folder>/main.py; the CLI finds it by name.
+SERVICES: dict[str, str] = {
+    "consent-registry": "reelfab_services.consent_registry",
+    "planner": "reelfab_services.planner",
+    "swapper-gpu": "reelfab_services.swapper_gpu",
+    "post-producer": "reelfab_services.post_producer",
+    "publisher": "reelfab_services.publisher",
+    "analytics": "reelfab_services.analytics",
+}
+
+
+def load_service(name: str) -> tuple[ServiceSpec, Wire]:
+    import importlib
+
+    if name not in SERVICES:
+        raise KeyError(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
+    module = importlib.import_module(SERVICES[name] + ".main")
+    return module.SPEC, module.wire

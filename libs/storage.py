@@ -1,0 +1,140 @@
+"""Object storage by URI. Media travels between services as a URI plus sha256, never as bytes on
+Kafka. ``file://`` roots serve one machine or a shared volume; ``s3://`` will sit behind the same
+interface. Writes are atomic (temp file + rename) and hashed; keys cannot escape the root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+from urllib.parse import unquote, urlparse
+
+from reelfab.errors import StorageError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    sha256: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    root_uri: str
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject: ...
+    def put_file(self, key: str, path: Path) -> StoredObject: ...
+    def get_bytes(self, uri: str, *, expect_sha256: str | None = None) -> bytes: ...
+    def local_path(self, uri: str) -> Path: ...
+    def exists(self, uri: str) -> bool: ...
+    def delete(self, uri: str) -> None: ...
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_key(key: str) -> PurePosixPath:
+    if not key or key.strip() != key:
+        raise StorageError(f"object key {key!r} is empty or has surrounding spaces")
+    if "\\" in key or "\x00" in key:
+        raise StorageError(f"object key {key!r} contains a backslash or NUL")
+    p = PurePosixPath(key)
+    if p.is_absolute() or any(part in ("..", ".") for part in p.parts):
+        raise StorageError(f"object key {key!r} escapes the store's root (absolute or has '..'/'.')")
+    return p
+
+
+class FileStore:
+    """A folder on a local or shared filesystem, addressed by file:// URIs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root_uri = self.root.as_uri()
+
+    def _path_for_key(self, key: str) -> Path:
+        path = (self.root / _safe_key(key)).resolve()
+        # resolve() follows symlinks, so a link inside the root pointing outside is refused too
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"object key {key!r} resolves outside the store's root {self.root}")
+        return path
+
+    def local_path(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise StorageError(f"{uri!r} is not a file:// URI; this store serves {self.root_uri}")
+        path = Path(unquote(parsed.path)).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"{uri!r} is outside the store's root {self.root_uri}")
+        return path
+
+    def _write_atomic(self, key: str, src: BinaryIO) -> StoredObject:
+        dest = self._path_for_key(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoredObject(dest.as_uri(), digest.hexdigest(), size)
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        import io
+
+        return self._write_atomic(key, io.BytesIO(data))
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        with path.open("rb") as f:
+            return self._write_atomic(key, f)
+
+    def get_bytes(self, uri: str, *, expect_sha256: str | None = None) -> bytes:
+        path = self.local_path(uri)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"no object at {uri}") from None
+        if expect_sha256 is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expect_sha256:
+                raise StorageError(f"{uri}: sha256 {actual} does not match the expected {expect_sha256}")
+        return data
+
+    def exists(self, uri: str) -> bool:
+        return self.local_path(uri).is_file()
+
+    def delete(self, uri: str) -> None:
+        self.local_path(uri).unlink(missing_ok=True)
+
+    def copy_to(self, uri: str, dest: Path) -> Path:
+        shutil.copyfile(self.local_path(uri), dest)
+        return dest
+
+
+def open_store(root_uri: str) -> FileStore:
+    parsed = urlparse(root_uri)
+    if parsed.scheme == "file":
+        return FileStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        raise StorageError(f"{root_uri}: s3:// storage is not available in this build; use a file:// root")
+    raise StorageError(f"{root_uri!r}: unsupported storage scheme {parsed.scheme!r} (expected file://)")

@@ -1,0 +1,1 @@
+"""analytics: Engagement in; per-arm posteriors (policy) and flags out."""

@@ -1,0 +1,1 @@
+"""consent-registry: Faces, consent records, signed leases, revocation and the audit chain."""

@@ -1,0 +1,1 @@
+"""planner: Templates, music, trends and policy in; swap jobs out."""

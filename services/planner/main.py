@@ -1,0 +1,41 @@
+"""planner service: wiring only (DESIGN.md layout). Decisions live in its domain modules."""
+
+from __future__ import annotations
+
+import asyncio
+
+from reelfab.service import ServiceContext, ServiceSpec, run_service
+from reelfab.settings import get_settings
+
+from . import handlers
+
+SPEC = ServiceSpec(
+    name="planner",
+    package=__package__ or "reelfab_services.planner",
+    schema="planner",
+    default_port=8082,
+    consumes=(
+        "reelfab.consent.changed.v1",
+        "reelfab.trend.detected.v1",
+        "reelfab.swap.completed.v1",
+        "reelfab.render.completed.v1",
+        "reelfab.publish.completed.v1",
+        "reelfab.policy.updated.v1",
+        "reelfab.subject.flagged.v1",
+        "reelfab.job.failed.v1",
+    ),
+    produces=(
+        "reelfab.swap.requested.v1",
+        "reelfab.job.failed.v1",
+    ),
+    description="Templates, music, trends and policy in; swap jobs out.",
+)
+
+
+def wire(ctx: ServiceContext) -> None:
+    for topic, handler in handlers.HANDLERS.items():
+        ctx.bus.subscribe(topic, handler(ctx))
+
+
+def main() -> None:
+    asyncio.run(run_service(SPEC, get_settings(), wire))

@@ -1,0 +1,1 @@
+"""post-producer: Mezzanine in; platform-spec, labelled, signed video out."""

@@ -1,0 +1,1 @@
+"""publisher: Rendered video in; platform post and engagement read-back out."""

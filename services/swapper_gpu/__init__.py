@@ -1,0 +1,1 @@
+"""swapper-gpu: Swap jobs in; swapped mezzanine and face track out."""

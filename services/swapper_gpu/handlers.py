@@ -1,0 +1,15 @@
+"""swapper-gpu handlers, one per consumed topic. For now each records the event (idempotently) in
+the service's received_events and acknowledges it; the service's own issue gives each its decision."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from reelfab.bus import Event
+from reelfab.service import ServiceContext, record_received
+
+HANDLERS: dict[str, Callable[[ServiceContext], Callable[[Event[Any]], Awaitable[None]]]] = {
+    "reelfab.consent.changed.v1": lambda ctx: record_received(ctx, "consent.changed"),
+    "reelfab.swap.requested.v1": lambda ctx: record_received(ctx, "swap.requested"),
+}
