@@ -5,7 +5,7 @@ The models also give FastStream the payload shapes it writes into the AsyncAPI d
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -60,7 +60,7 @@ class _Builder:
         if kind == "map":
             return dict[str, self.python_type(schema["values"], namespace)]  # type: ignore[misc]
         if kind == "enum":
-            py = Literal[tuple(schema["symbols"])]
+            py = Literal[tuple(schema["symbols"])]  # type: ignore[valid-type]
             self.named[self.full_name(schema["name"], schema.get("namespace", namespace))] = py
             return py
         if kind == "fixed":
@@ -75,6 +75,7 @@ class _Builder:
         fields: dict[str, Any] = {}
         for f in schema["fields"]:
             py = self.python_type(f["type"], ns)
+            spec: Any
             if "default" in f:
                 default = f["default"]
                 spec = Field(default_factory=lambda d=default: list(d) if isinstance(d, list) else dict(d)) \
@@ -98,7 +99,7 @@ def model_from_schema(schema: dict[str, Any]) -> type[Record]:
     return _Builder().record(schema, schema.get("namespace"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_for(record: str) -> type[Record]:
     """The model of a record's current schema, by Avro full name (``reelfab.events.SwapRequested``)."""
     from reelfab.codec import default_catalog

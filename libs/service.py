@@ -5,8 +5,9 @@ declares a ``ServiceSpec`` and a ``wire`` function; this module does the rest.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,14 @@ def build_context(spec: ServiceSpec, settings: Settings, bus: Bus, pool: asyncpg
         bus.declare_publisher(topic)
     wire(ctx)
     return ctx
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, minus its own signal capture: the service's handler stops everything in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[Any]], Awaitable[None]]:
@@ -121,7 +130,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
             except Exception:
                 return False
 
-        server = uvicorn.Server(
+        server = _QuietServer(
             uvicorn.Config(
                 http_app(ctx, ready),
                 host=settings.http_host,
@@ -130,7 +139,6 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
                 lifespan="off",
             )
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours handle SIGTERM
         http_task = asyncio.create_task(server.serve(), name="http")
         await bus.start()
         relay = OutboxRelay(

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 1_000
     consumer_fetch_max_wait_ms: int = 100
+    consumer_commit_interval_ms: int = 100  # settled offsets are committed this often (and on revoke/stop)
 
     # PostgreSQL
     postgres_host: str = "127.0.0.1"

@@ -2,11 +2,19 @@
 
 FastStream owns the consumers, the producer (idempotent, acks=all) and the AsyncAPI document;
 Reelfab's delivery policy runs as a FastStream middleware around each message, so retries and
-dead-lettering happen before FastStream acknowledges. Acknowledging commits the offset: a message
-is committed only once its outcome is settled, and a failure to dead-letter nacks it (seek back)."""
+dead-lettering happen before anything is committed.
+
+Offsets: a message's offset becomes committable only once its outcome is settled (handled or
+dead-lettered); a failure to dead-letter seeks back so it is fetched again. Settled offsets are
+committed in the background every ``consumer_commit_interval_ms`` and before partitions are
+revoked or the bus stops: a synchronous commit per message costs a broker round trip (measured
+~6 ms here, capping a consumer at ~140 msg/s). A crash can redeliver at most that interval's
+settled messages, which the idempotent handlers absorb."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -14,12 +22,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from faststream import BaseMiddleware, Context
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
 from reelfab.codec import AvroCodec
+from reelfab.logging import get_logger
 from reelfab.records import model_for
 from reelfab.settings import Settings
 
@@ -27,7 +37,60 @@ from .base import Bus, Subscription
 from .message import Event, Headers, Published, RawMessage
 
 _ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("reelfab_attempt", default=1)
+# the message being handled, set by the policy middleware: cheaper than FastStream's Context()
+# injection, which fast_depends resolves through a thread pool on every message
+_MESSAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("reelfab_message")
 _HEADER_MARGIN = 64 * 1024  # DLQ headers ride on top of a message at the size limit
+log = get_logger("reelfab.bus.kafka")
+
+
+class OffsetCommitter:
+    """Commits settled offsets per consumer, in the background and on demand."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.pending: dict[AIOKafkaConsumer, dict[TopicPartition, int]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def settled(self, consumer: AIOKafkaConsumer, topic: str, partition: int, offset: int) -> None:
+        self.pending.setdefault(consumer, {})[TopicPartition(topic, partition)] = offset + 1
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, {}
+        for consumer, offsets in pending.items():
+            try:
+                await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+            except Exception as exc:  # lost the partitions meanwhile: the new owner redelivers
+                log.warning("offset commit failed; those messages will be redelivered", error=str(exc))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    def start(self) -> None:
+        self.closing = False
+        self.task = asyncio.create_task(self._loop(), name="kafka-offset-committer")
+
+    async def stop(self) -> None:
+        self.closing = True
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.flush()
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, committer: OffsetCommitter) -> None:
+        self.committer = committer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.committer.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
 
 
 def _raw_from(record: Any) -> RawMessage:
@@ -45,6 +108,7 @@ def _raw_from(record: Any) -> RawMessage:
 class KafkaBus(Bus):
     def __init__(self, settings: Settings, service: str, codec: AvroCodec, *, client_id: str | None = None) -> None:
         super().__init__(settings, service, codec)
+        self.committer = OffsetCommitter(settings.consumer_commit_interval_ms / 1000)
         self.broker = KafkaBroker(
             settings.kafka_bootstrap,
             client_id=client_id or f"reelfab-{service}",
@@ -74,8 +138,8 @@ class KafkaBus(Bus):
             # the typed record is built here, so a bad payload fails inside the policy's scope
             return bus.decode(sub, _raw_from(msg.raw_message), _ATTEMPT.get()).record
 
-        async def entry(body: Any, message: Any = Context("message")) -> None:
-            raw = message.raw_message
+        async def entry(body: Any) -> None:
+            raw = _MESSAGE.get().raw_message
             await sub.handler(
                 Event(
                     record=body,
@@ -90,7 +154,7 @@ class KafkaBus(Bus):
 
         # FastStream reads the payload type from the signature: this is what lands in AsyncAPI
         params = list(inspect.signature(entry).parameters.values())
-        entry.__signature__ = inspect.Signature([params[0].replace(annotation=model), params[1]])  # type: ignore[attr-defined]
+        entry.__signature__ = inspect.Signature([params[0].replace(annotation=model)])  # type: ignore[attr-defined]
         entry.__annotations__ = {"body": model, "return": None}
         entry.__name__ = f"{sub.group}__{sub.topic.short_record}"
         entry.__doc__ = sub.topic.description
@@ -99,20 +163,21 @@ class KafkaBus(Bus):
         self.broker.subscriber(
             sub.topic.name,
             group_id=sub.group,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # offsets are ours: see OffsetCommitter
+            listener=_FlushOnRevoke(self.committer),
             auto_offset_reset="earliest" if sub.from_beginning else "latest",
             decoder=decoder,
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
             max_partition_fetch_bytes=s.max_message_bytes + _HEADER_MARGIN,
-            title=f"{sub.topic.name}:{sub.group}",
+            title=f"{sub.topic.name}/consume/{sub.group}",
             description=sub.topic.description,
         )(entry)
 
     def declare_publisher(self, topic: Any) -> Any:
         t = super().declare_publisher(topic)
-        self.broker.publisher(t.name, schema=model_for(t.record), title=f"{t.name}:{self.service}", description=t.description)
+        self.broker.publisher(t.name, schema=model_for(t.record), title=f"{t.name}/publish/{self.service}", description=t.description)
         return t
 
     def _subscription_for(self, topic: str, group: str | None) -> Subscription:
@@ -131,13 +196,23 @@ class KafkaBus(Bus):
                 sub = bus._subscription_for(raw.topic, getattr(handler, "group_id", None))
 
                 async def attempt(n: int) -> Any:
-                    token = _ATTEMPT.set(n)
+                    tokens = _ATTEMPT.set(n), _MESSAGE.set(msg)
                     try:
                         return await call_next(msg)
                     finally:
-                        _ATTEMPT.reset(token)
+                        _ATTEMPT.reset(tokens[0])
+                        _MESSAGE.reset(tokens[1])
 
-                await bus.policy.deliver(raw, attempt, lambda letter: bus.dead_letter(sub, letter))
+                consumer = msg.consumer
+                try:
+                    await bus.policy.deliver(raw, attempt, lambda letter: bus.dead_letter(sub, letter))
+                except Exception:
+                    # not even dead-lettered: fetch it again rather than lose it
+                    consumer.seek(TopicPartition(raw.topic, raw.partition), raw.offset)
+                    raise
+                bus.committer.settled(consumer, raw.topic, raw.partition, raw.offset)
+                if bus.committer.closing:
+                    await bus.committer.flush()
                 return None
 
         return DeliveryPolicyMiddleware
@@ -152,9 +227,12 @@ class KafkaBus(Bus):
 
     async def _start(self) -> None:
         await self.broker.start()
+        self.committer.start()
 
     async def _stop(self) -> None:
+        await self.committer.stop()  # from here on each settled message commits at once
         await self.broker.stop()
+        await self.committer.flush()
 
     async def scan(self, topic: str, since: datetime) -> list[RawMessage]:
         consumer = AIOKafkaConsumer(

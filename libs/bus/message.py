@@ -46,7 +46,7 @@ class Event(Generic[R]):
 
     @property
     def event_id(self) -> str:
-        return str(getattr(self.record, "event_id"))
+        return str(self.record.event_id)
 
 
 Handler = Callable[[Event[Any]], Awaitable[None]]

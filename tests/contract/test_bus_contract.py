@@ -7,11 +7,16 @@ import struct
 from datetime import datetime
 from typing import Any
 
-import pytest
-
 from reelfab.bus import Event
 from reelfab.bus.policy import (
-    H_ATTEMPTS, H_ERROR_CLASS, H_ERROR_MESSAGE, H_FIRST_SEEN, H_GROUP, H_ORIGINAL_OFFSET, H_ORIGINAL_TOPIC, H_SERVICE,
+    H_ATTEMPTS,
+    H_ERROR_CLASS,
+    H_ERROR_MESSAGE,
+    H_FIRST_SEEN,
+    H_GROUP,
+    H_ORIGINAL_OFFSET,
+    H_ORIGINAL_TOPIC,
+    H_SERVICE,
 )
 from reelfab.codec import default_codec
 from reelfab.errors import TransientError

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from reelfab.errors import StackError
 from reelfab.localstack import (
     broker_max_message_bytes,

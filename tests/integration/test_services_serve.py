@@ -63,7 +63,7 @@ def _get(port: int, path: str) -> httpx.Response | None:
 
 async def test_every_service_is_healthy_ready_and_serves_metrics(running_services: Any) -> None:
     for name, (proc, port) in running_services.items():
-        await eventually(lambda: _ok(port, "/readyz", proc, name), timeout=90, interval=0.2)
+        await eventually(lambda p=port, pr=proc, n=name: _ok(p, "/readyz", pr, n), timeout=90, interval=0.2)
         health = _get(port, "/healthz")
         assert health is not None and health.json() == {"service": name, "status": "ok"}
         metrics = _get(port, "/metrics")
@@ -110,7 +110,7 @@ async def test_a_trend_reaches_the_planner_and_is_recorded(running_services: Any
 
 
 def test_every_service_stops_cleanly_on_sigterm(running_services: Any) -> None:
-    for _name, (proc, port) in running_services.items():
+    for _name, (proc, _port) in running_services.items():
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 40

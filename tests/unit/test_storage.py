@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from reelfab.errors import StorageError
+from reelfab.storage import open_store
+
+
+def test_put_and_get_bytes_with_sha256(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    obj = store.put_bytes("faces/subject-1/a.png", b"pixels")
+    assert obj.sha256 == hashlib.sha256(b"pixels").hexdigest() and obj.size == 6
+    assert obj.uri.startswith("file://") and obj.uri.endswith("faces/subject-1/a.png")
+    assert store.get_bytes(obj.uri, expect_sha256=obj.sha256) == b"pixels"
+    assert store.exists(obj.uri)
+    store.delete(obj.uri)
+    assert not store.exists(obj.uri)
+
+
+def test_put_file_streams_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    src = tmp_path / "clip.bin"
+    data = os.urandom(3 * (1 << 20) + 17)
+    src.write_bytes(data)
+    store = open_store((tmp_path / "store").as_uri())
+    obj = store.put_file("templates/clip.bin", src)
+    assert obj.sha256 == hashlib.sha256(data).hexdigest() and obj.size == len(data)
+    assert [p.name for p in (tmp_path / "store" / "templates").iterdir()] == ["clip.bin"]
+
+
+def test_checksum_mismatch_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path.as_uri())
+    obj = store.put_bytes("a", b"one")
+    with pytest.raises(StorageError, match="does not match"):
+        store.get_bytes(obj.uri, expect_sha256="0" * 64)
+
+
+@pytest.mark.parametrize("key", ["../outside", "a/../../b", "/etc/passwd", "", "a/../b", "a\\b", " a"])
+def test_keys_that_escape_the_root_are_refused(tmp_path: Path, key: str) -> None:
+    store = open_store((tmp_path / "root").as_uri())
+    with pytest.raises(StorageError):
+        store.put_bytes(key, b"x")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_symlink_pointing_outside_the_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store = open_store(root.as_uri())
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StorageError, match="outside the store's root"):
+        store.put_bytes("link/file", b"x")
+    assert not (tmp_path / "elsewhere" / "file").exists()
+
+
+def test_uris_outside_the_root_and_other_schemes_are_refused(tmp_path: Path) -> None:
+    store = open_store((tmp_path / "root").as_uri())
+    (tmp_path / "secret").write_bytes(b"s")
+    with pytest.raises(StorageError, match="outside"):
+        store.get_bytes((tmp_path / "secret").as_uri())
+    with pytest.raises(StorageError, match="not a file://"):
+        store.get_bytes("http://example.invalid/x")
+    with pytest.raises(StorageError, match="unsupported storage scheme"):
+        open_store("ftp://host/x")
+    with pytest.raises(StorageError, match="s3://"):
+        open_store("s3://bucket/prefix")
+    with pytest.raises(StorageError, match="no object"):
+        store.get_bytes(store.root_uri + "/missing")
