@@ -7,6 +7,7 @@ As root, the folder belongs to the `postgres` user and every server command runs
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -34,8 +35,32 @@ MAX_SOCKET_DIR = 90
 # --- paths --------------------------------------------------------------------------------------------
 
 
+# where the cluster lives when the postgres account cannot reach the project's state dir (a clone
+# under a 0700 folder, as mktemp -d makes): outside the project, named after it, still ours alone
+FALLBACK_ROOT = Path("/var/lib/reelfab")
+
+
 def pg_dir(settings: Settings) -> Path:
-    return Path(settings.state_dir).resolve() / "postgres"
+    local = Path(settings.state_dir).resolve() / "postgres"
+    if not procs.is_root() or _reachable(local):
+        return local
+    digest = hashlib.sha256(str(local).encode()).hexdigest()[:12]
+    return FALLBACK_ROOT / f"postgres-{digest}"
+
+
+def _reachable(folder: Path) -> bool:
+    try:
+        server_uid = pwd.getpwnam(SYSTEM_USER).pw_uid
+    except KeyError:
+        return True  # no account yet: apt creates it; the check in ensure_initdb speaks then
+    for parent in folder.parents:
+        try:
+            mode = parent.stat()
+        except FileNotFoundError:
+            continue  # created later with the default umask, traversable
+        if not mode.st_mode & stat.S_IXOTH and mode.st_uid != server_uid:
+            return False
+    return True
 
 
 def data_dir(settings: Settings) -> Path:
@@ -115,6 +140,9 @@ def ensure_initdb(settings: Settings, bin_dir: Path, say: Say) -> None:
         return
     say(f"postgres: initdb {data} (first run only)")
     folder = pg_dir(settings)
+    if not folder.is_relative_to(Path(settings.state_dir).resolve()):
+        say(f"postgres: the '{SYSTEM_USER}' account cannot reach {settings.state_dir}; the cluster lives in {folder}")
+        FALLBACK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     _chown_to_server_user(folder)
     _check_reachable(folder)
