@@ -12,7 +12,11 @@ from rich.table import Table
 
 from reelfab.settings import get_settings
 
-app = typer.Typer(help="Reelfab: consent-first content factory for short vertical video.", no_args_is_help=True)
+app = typer.Typer(
+    help="Reelfab: consent-first content factory for short vertical video.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -73,10 +77,18 @@ def topics(create: bool = typer.Option(False, "--create", help="Create missing t
 
 
 async def _describe_topics(bootstrap: str) -> dict[str, tuple[int, str]]:
-    from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import KafkaConnectionError
+
+    from reelfab.errors import StackError
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await admin.close()
+        raise StackError(f"Kafka does not answer at {bootstrap} ({exc}); start it with `make up`") from None
     try:
         names = [n for n in await admin.list_topics() if not n.startswith("__")]
         meta = await admin.describe_topics(names)
@@ -131,5 +143,16 @@ def check_schemas(repo: Path = typer.Option(Path("."), help="Repository root."))
     _say("every schema reads data written with its previous versions")
 
 
+def main() -> None:
+    """Entry point: a known failure prints one line naming what went wrong, not a traceback."""
+    from reelfab.errors import ReelfabError
+
+    try:
+        app()
+    except ReelfabError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

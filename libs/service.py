@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import uvicorn
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox, OutboxRelay
 from reelfab.codec import default_codec
 from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
+from reelfab.errors import StackError
 from reelfab.logging import configure_logging, get_logger
 from reelfab.settings import Settings
 
@@ -116,7 +118,13 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    pool = await create_pool(settings)
+    try:
+        pool = await create_pool(settings)
+    except OSError as exc:
+        raise StackError(
+            f"{spec.name}: PostgreSQL does not answer at {settings.postgres_host}:{settings.postgres_port} ({exc}); "
+            "start it with `make up` or set REELFAB_POSTGRES_*"
+        ) from None
     try:
         applied = await migrate(pool, spec.schema, delivery_migrations() + package_migrations(spec.package))
         if applied:
@@ -140,7 +148,15 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
             )
         )
         http_task = asyncio.create_task(server.serve(), name="http")
-        await bus.start()
+        try:
+            await bus.start()
+        except KafkaConnectionError as exc:
+            server.should_exit = True
+            await http_task
+            raise StackError(
+                f"{spec.name}: Kafka does not answer at {settings.kafka_bootstrap} ({exc}); "
+                "start it with `make up` or set REELFAB_KAFKA_BOOTSTRAP"
+            ) from None
         relay = OutboxRelay(
             pool, spec.schema, bus,
             batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
