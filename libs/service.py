@@ -192,3 +192,25 @@ def load_service(name: str) -> tuple[ServiceSpec, Wire]:
         raise KeyError(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
     module = importlib.import_module(SERVICES[name] + ".main")
     return module.SPEC, module.wire
+
+
+HandlerFactory = Callable[[ServiceContext], Callable[[Event[Any]], Awaitable[None]]]
+
+
+def subscribe_handlers(handlers: dict[str, HandlerFactory]) -> Wire:
+    """The usual wiring: one subscription per consumed topic, its handler bound to the context."""
+
+    def wire(ctx: ServiceContext) -> None:
+        for topic, make in handlers.items():
+            ctx.bus.subscribe(topic, make(ctx))
+
+    return wire
+
+
+def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
+    def main() -> None:
+        from reelfab.settings import get_settings
+
+        asyncio.run(run_service(spec, get_settings(), wire))
+
+    return main

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @property
+    def broker_max_message_bytes(self) -> int:
+        """What the broker and clients accept: the project's limit plus room for DLQ headers."""
+        return self.max_message_bytes + 64 * 1024
+
+    @property
     def postgres_dsn(self) -> str:
         auth = self.postgres_user + (f":{self.postgres_password}" if self.postgres_password else "")
         return f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"

@@ -40,7 +40,6 @@ _ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("reelfab_attempt"
 # the message being handled, set by the policy middleware: cheaper than FastStream's Context()
 # injection, which fast_depends resolves through a thread pool on every message
 _MESSAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("reelfab_message")
-_HEADER_MARGIN = 64 * 1024  # DLQ headers ride on top of a message at the size limit
 log = get_logger("reelfab.bus.kafka")
 
 
@@ -114,7 +113,7 @@ class KafkaBus(Bus):
             client_id=client_id or f"reelfab-{service}",
             enable_idempotence=True,
             acks="all",
-            max_request_size=settings.max_message_bytes + _HEADER_MARGIN,
+            max_request_size=settings.broker_max_message_bytes,
             allow_auto_create_topics=False,
             middlewares=[self._policy_middleware()],
             logger=logging.getLogger("reelfab.faststream"),
@@ -170,7 +169,7 @@ class KafkaBus(Bus):
             session_timeout_ms=s.consumer_session_timeout_ms,
             heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
             fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
-            max_partition_fetch_bytes=s.max_message_bytes + _HEADER_MARGIN,
+            max_partition_fetch_bytes=s.broker_max_message_bytes,
             title=f"{sub.topic.name}/consume/{sub.group}",
             description=sub.topic.description,
         )(entry)
@@ -240,7 +239,7 @@ class KafkaBus(Bus):
             enable_auto_commit=False,
             group_id=None,
             fetch_max_wait_ms=50,
-            max_partition_fetch_bytes=self.settings.max_message_bytes + _HEADER_MARGIN,
+            max_partition_fetch_bytes=self.settings.broker_max_message_bytes,
         )
         await consumer.start()
         try:

@@ -35,7 +35,6 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 # room above settings.max_message_bytes for the record batch framing, the key and the headers the
 # bus adds (a DLQ copy carries the original message plus reason/stage/attempt headers)
-MESSAGE_MARGIN_BYTES = 64 * 1024
 DEFAULT_PARTITIONS = 3
 
 T = TypeVar("T")
@@ -81,7 +80,7 @@ def _lock_path(settings: Settings) -> Path:
 
 def broker_max_message_bytes(settings: Settings) -> int:
     """The broker's message.max.bytes: the project's maximum plus room for framing and DLQ headers."""
-    return settings.max_message_bytes + MESSAGE_MARGIN_BYTES
+    return settings.broker_max_message_bytes
 
 
 # --- tools: java, mvn, jars ---------------------------------------------------------------------------

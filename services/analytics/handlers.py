@@ -3,13 +3,9 @@ the service's received_events and acknowledges it; the service's own issue gives
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from reelfab.service import HandlerFactory, record_received
 
-from reelfab.bus import Event
-from reelfab.service import ServiceContext, record_received
-
-HANDLERS: dict[str, Callable[[ServiceContext], Callable[[Event[Any]], Awaitable[None]]]] = {
+HANDLERS: dict[str, HandlerFactory] = {
     "reelfab.publish.completed.v1": lambda ctx: record_received(ctx, "publish.completed"),
     "reelfab.engagement.observed.v1": lambda ctx: record_received(ctx, "engagement.observed"),
     "reelfab.job.failed.v1": lambda ctx: record_received(ctx, "job.failed"),

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from reelfab.service import ServiceContext, ServiceSpec, run_service
-from reelfab.settings import get_settings
+from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
 
 from . import handlers
 
@@ -27,10 +24,5 @@ SPEC = ServiceSpec(
 )
 
 
-def wire(ctx: ServiceContext) -> None:
-    for topic, handler in handlers.HANDLERS.items():
-        ctx.bus.subscribe(topic, handler(ctx))
-
-
-def main() -> None:
-    asyncio.run(run_service(SPEC, get_settings(), wire))
+wire = subscribe_handlers(handlers.HANDLERS)
+main = entry_point(SPEC, wire)
