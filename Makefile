@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/reelfab setup
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 
 import typer
@@ -143,13 +145,153 @@ def check_schemas(repo: Path = typer.Option(Path("."), help="Repository root."))
     _say("every schema reads data written with its previous versions")
 
 
+faces_app = typer.Typer(help="The face engine: detect, check and swap.", no_args_is_help=True)
+models_app = typer.Typer(help="ONNX model files: list what the manifest knows, pull one.", no_args_is_help=True)
+app.add_typer(faces_app, name="faces")
+app.add_typer(models_app, name="models")
+
+
+@app.command()
+def setup() -> None:
+    """Install what the media path needs from Debian (ffmpeg) where it is missing."""
+    from reelfab.media.tools import ensure_ffmpeg
+
+    _say(f"ffmpeg: {ensure_ffmpeg(say=_say)}")
+
+
+@faces_app.command("swap")
+def faces_swap(
+    source: Path = typer.Option(..., "--source", "-s", help="Image of the face to put in."),
+    target: Path = typer.Option(..., "--target", "-t", help="Template clip."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the swapped clip (.mp4)."),
+    backend: str = typer.Option("", help="classical, onnx or facefusion (default: REELFAB_FACE_BACKEND)."),
+    detect_every: int = typer.Option(5, help="Run the detector every N frames; track landmarks in between."),
+    batch_size: int = typer.Option(8, help="Frames per batch through the swapper."),
+) -> None:
+    """Swap the face of SOURCE onto the performer of TARGET (a preview tool until consent lands)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from reelfab.faces.backends import get_engine
+    from reelfab.faces.clip import swap_clip
+    from reelfab.media.frames import read_image
+    from reelfab.media.probe import probe
+
+    settings = get_settings()
+    name = backend or settings.face_backend
+    if name == "facefusion":
+        from reelfab.faces.facefusion import FaceFusionBackend
+
+        run = FaceFusionBackend.from_settings(settings).swap_clip(source, target, out)
+        _say(f"FaceFusion wrote {run.output}")
+        return
+    image = read_image(source)
+    info = probe(target)
+    engine = get_engine(name, settings)
+    with Progress(TextColumn("[bold]swapping[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+                  TextColumn("{task.fields[fps]:.1f} frames/s"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("swap", total=info.frames, fps=0.0)
+        started = time.perf_counter()
+
+        def advance(n: int) -> None:
+            done = bar.tasks[0].completed + n
+            bar.update(task, advance=n, fps=done / max(time.perf_counter() - started, 1e-6))
+
+        result = swap_clip(engine, image, target, out, detect_every=detect_every, batch_size=batch_size, progress=advance)
+    _say(
+        f"wrote {out}: {result.frames} frames, face in {result.frames_with_face}, "
+        f"{result.fps:.1f} frames/s with the {engine.name} backend"
+    )
+
+
+@faces_app.command("detect")
+def faces_detect(image: Path, backend: str = typer.Option("", help="classical or onnx.")) -> None:
+    """List the faces in IMAGE: box, detector score, size."""
+    from reelfab.faces.backends import get_engine
+    from reelfab.media.frames import read_image
+
+    settings = get_settings()
+    engine = get_engine(backend or settings.face_backend, settings)
+    faces = sorted(engine.detect(read_image(image)), key=lambda f: -f.score)
+    if not faces:
+        err.print(f"no face found in {image}")
+        raise typer.Exit(1)
+    table = Table(title=f"faces in {image}")
+    for col in ("#", "box (x1, y1, x2, y2)", "score", "size px", "68 landmarks"):
+        table.add_column(col)
+    for i, f in enumerate(faces, 1):
+        table.add_row(str(i), ", ".join(f"{v:.0f}" for v in f.box), f"{f.score:.2f}", f"{f.size:.0f}",
+                      "yes" if f.landmarks68 is not None else "no")
+    console.print(table)
+
+
+@faces_app.command("qc")
+def faces_qc(
+    path: Path,
+    template: bool = typer.Option(False, "--template", help="PATH is a template clip, not a source image."),
+    backend: str = typer.Option("", help="classical or onnx."),
+) -> None:
+    """Run the source-face (or template) quality gate and print its reasons."""
+    from reelfab.faces.backends import get_engine
+    from reelfab.faces.qc import check_source, check_template
+    from reelfab.media.frames import read_image
+
+    settings = get_settings()
+    engine = get_engine(backend or settings.face_backend, settings)
+    result = check_template(path, engine) if template else check_source(read_image(path), engine)
+    for key, value in result.metrics.items():
+        console.print(f"  {key}: {value}")
+    for reason in result.reasons:
+        err.print(f"[red]✗[/red] {reason.code}: {reason.message}")
+    if not result.passed:
+        raise typer.Exit(1)
+    _say(f"{path}: passed")
+
+
+@faces_app.command("demo-assets")
+def faces_demo_assets(folder: Path = typer.Argument(Path(".reelfab/demo-assets"))) -> None:
+    """Generate virtual people, template clips and music beds (no real person in any of them)."""
+    from reelfab.faces.synthetic import demo_assets
+
+    written = demo_assets(folder)
+    _say(f"wrote {sum(len(v) for v in written.values() if isinstance(v, list))} files under {folder}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The model manifest, with what is installed."""
+    from reelfab.faces.backends import models_dir
+    from reelfab.faces.onnx.store import ModelStore
+
+    store = ModelStore(models_dir(get_settings()))
+    table = Table(title=f"models ({store.root})")
+    for col in ("name", "kind", "licence", "commercial", "installed"):
+        table.add_column(col)
+    for row in store.list():
+        table.add_row(row["name"], row["kind"], row["licence"], "yes" if row["commercial"] else "no",
+                      "[green]yes[/green]" if row["installed"] else "no")
+    console.print(table)
+
+
+@models_app.command("pull")
+def models_pull(name: str) -> None:
+    """Download a model from the manifest's URLs and verify its hash."""
+    from reelfab.faces.backends import models_dir
+    from reelfab.faces.onnx.store import ModelStore
+
+    settings = get_settings()
+    path = ModelStore(models_dir(settings)).pull(name, commercial_mode=settings.commercial_mode)
+    _say(f"{name}: verified and installed at {path}")
+
+
 def main() -> None:
     """Entry point: a known failure prints one line naming what went wrong, not a traceback."""
     from reelfab.errors import ReelfabError
 
     try:
         app()
-    except ReelfabError as exc:
+    except (ReelfabError, ValueError, OSError) as exc:
+        if os.environ.get("REELFAB_DEBUG"):
+            raise
         err.print(f"[red]error:[/red] {exc}")
         raise SystemExit(1) from None
 

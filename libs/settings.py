@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     # storage
     storage_root: str = Field(default_factory=lambda: (Path.cwd() / ".reelfab" / "objects").as_uri())
 
+    # face engine
+    face_backend: str = "classical"  # classical | onnx | facefusion
+    models_dir: Path | None = None  # onnx model files; default <state_dir>/models
+    commercial_mode: bool = True  # refuse models whose licence forbids commercial use
+    execution_providers: str = ""  # comma-separated onnxruntime providers; empty: best available
+    facefusion_home: Path | None = None  # an installed FaceFusion (folder holding facefusion.py)
+    facefusion_python: str = "python3"
+
     # service process
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: the service's default port

@@ -1,0 +1,113 @@
+"""The one interface every backend implements, and the values it trades in.
+
+Conventions: frames are ``numpy.ndarray`` of shape (H, W, 3), dtype uint8, **BGR** channel order
+(OpenCV's); points are float32 (x, y) in frame pixels. Batches are first-class: the GPU path lives on
+them, and the CPU path accepts them too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+# 5-point order, as FaceFusion / insightface use it: image-left eye, image-right eye, nose tip,
+# image-left mouth corner, image-right mouth corner
+KPS5_ORDER = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face in one frame."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float  # detector confidence; faces are chosen by this, not by box size
+    kps5: np.ndarray  # (5, 2) float32, KPS5_ORDER
+    landmarks68: np.ndarray | None = None  # (68, 2) float32, iBUG 300-W order, where the backend has them
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """Long side of the box, in pixels."""
+        return max(self.width, self.height)
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in a frame ``factor`` times the size (detection runs on reduced frames)."""
+        return Face(
+            tuple(v * factor for v in self.box),  # type: ignore[arg-type]
+            self.score,
+            (self.kps5 * factor).astype(np.float32),
+            None if self.landmarks68 is None else (self.landmarks68 * factor).astype(np.float32),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """An identity vector and the model that made it; only vectors of one model compare."""
+
+    vector: np.ndarray  # float32, 1-D
+    model: str
+    metric: str = "euclidean"  # "euclidean" (dlib) or "cosine" (ArcFace)
+
+    def distance(self, other: Embedding) -> float:
+        if other.model != self.model:
+            raise ValueError(f"cannot compare a {self.model} embedding with a {other.model} one")
+        a = self.vector.astype(np.float64)
+        b = other.vector.astype(np.float64)
+        if self.metric == "cosine":
+            return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        return float(np.linalg.norm(a - b))
+
+
+@dataclass(frozen=True, eq=False)
+class SourceFace:
+    """The identity to put onto target faces, prepared once per job by the backend that swaps."""
+
+    image: np.ndarray  # the source image (BGR)
+    face: Face  # the one face in it
+    embedding: Embedding
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific (crops, latent vectors)
+
+
+@runtime_checkable
+class FaceEngine(Protocol):
+    """What every backend does. ``refine`` re-fits landmarks near a known face (tracking between
+    detections); ``swap_batch`` puts ``source`` onto the given face of each frame (``None``: leave
+    the frame as it is)."""
+
+    name: str
+    embedder: str  # the embedding model name, e.g. "dlib_resnet_v1", "arcface_w600k_r50"
+
+    def detect(self, frame: np.ndarray) -> list[Face]: ...
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]: ...
+
+    def refine(self, frame: np.ndarray, face: Face) -> Face: ...
+
+    def embed(self, frame: np.ndarray, face: Face) -> Embedding: ...
+
+    def prepare_source(self, image: np.ndarray) -> SourceFace: ...
+
+    def swap_batch(
+        self, source: SourceFace, frames: Sequence[np.ndarray], faces: Sequence[Face | None]
+    ) -> list[np.ndarray]: ...
+
+    def enhance_batch(self, frames: Sequence[np.ndarray], faces: Sequence[Face | None]) -> list[np.ndarray]: ...
+
+    def identity_threshold(self, asset_kind: str = "photo") -> float:
+        """Distance under which two embeddings are the same person, calibrated per embedder and per
+        asset kind ("photo" for real photographs, "synthetic" for the generated demo people)."""
+        ...
+
+
+def best_face(faces: Sequence[Face]) -> Face | None:
+    """The face to work on: highest detector score (a spacesuit fooled "largest box" in a trial)."""
+    return max(faces, key=lambda f: f.score, default=None)
