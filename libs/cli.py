@@ -151,6 +151,16 @@ app.add_typer(faces_app, name="faces")
 app.add_typer(models_app, name="models")
 
 
+def _service_cli(package: str) -> typer.Typer:
+    """A service's operator commands live in its own package; the CLI only finds them."""
+    import importlib
+
+    return importlib.import_module(f"{package}.cli").app  # type: ignore[no-any-return]
+
+
+app.add_typer(_service_cli("reelfab_services.consent_registry"), name="consent")
+
+
 @app.command()
 def setup() -> None:
     """Install what the media path needs from Debian (ffmpeg) where it is missing."""

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from reelfab.bus.base import Bus
 from reelfab.bus.idempotency import handle_once
@@ -52,6 +52,7 @@ class ServiceContext:
     pool: asyncpg.Pool | None
     outbox: Outbox
     extras: dict[str, object] = field(default_factory=dict)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after migrations, before consuming
 
 
 Wire = Callable[[ServiceContext], None]
@@ -105,7 +106,11 @@ def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> Starl
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    api = ctx.extras.get("api")
+    if api is not None:  # a service with an HTTP API of its own serves it beside health and metrics
+        routes.append(Mount("/", app=api))  # type: ignore[arg-type]
+    return Starlette(routes=routes)
 
 
 async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
@@ -148,6 +153,8 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
             )
         )
         http_task = asyncio.create_task(server.serve(), name="http")
+        for hook in ctx.on_start:
+            await hook()
         try:
             await bus.start()
         except KafkaConnectionError as exc:

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     facefusion_home: Path | None = None  # an installed FaceFusion (folder holding facefusion.py)
     facefusion_python: str = "python3"
 
+    # consent
+    consent_master_key: str | None = None  # base64 of 32 bytes; unset: a key file under state_dir (dev)
+    consent_asset_kind: str = "photo"  # photo | synthetic: which identity threshold enrolment uses
+    consent_phash_threshold: int = 8  # bits of 64 a re-encoded copy of an enrolled image may differ by
+    consent_max_upload_bytes: int = 10 * 1024 * 1024
+    consent_public_keys: str = ""  # for other services: "keyid=base64,..." of the registry's public keys
+
     # service process
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: the service's default port

@@ -1,12 +1,66 @@
-"""consent-registry handlers, one per consumed topic. For now each records the event (idempotently) in
-the service's received_events and acknowledges it; the service's own issue gives each its decision."""
+"""consent-registry handlers, one per consumed topic: posts that used a face (for takedown lists),
+flags from analytics and consent denials reported by other stages join the registry's records."""
 
 from __future__ import annotations
 
-from reelfab.service import HandlerFactory, record_received
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-HANDLERS: dict[str, HandlerFactory] = {
-    "reelfab.publish.completed.v1": lambda ctx: record_received(ctx, "publish.completed"),
-    "reelfab.subject.flagged.v1": lambda ctx: record_received(ctx, "subject.flagged"),
-    "reelfab.job.failed.v1": lambda ctx: record_received(ctx, "job.failed"),
+from reelfab.bus import Event
+from reelfab.bus.idempotency import handle_once
+from reelfab.consent.decision import DENIAL_REASONS
+from reelfab.service import ServiceContext
+
+from .registry import Registry
+
+Handler = Callable[[Event[Any]], Awaitable[None]]
+
+
+def on_publish_completed(ctx: ServiceContext, registry: Registry) -> Handler:
+    async def handle(event: Event[Any]) -> None:
+        r = event.record
+
+        async def work(_conn: Any) -> None:
+            await registry.record_post(post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
+                                       consent_version=r.consent_version, published_at=r.published_at)
+
+        await handle_once(registry.pool, registry.schema, event, "publish.completed", work)
+
+    return handle
+
+
+def on_job_failed(ctx: ServiceContext, registry: Registry) -> Handler:
+    async def handle(event: Event[Any]) -> None:
+        r = event.record
+        reason = r.reason_code.removeprefix("consent.")
+        if reason not in DENIAL_REASONS:
+            return  # not a consent decision: the planner and analytics deal with it
+
+        async def work(_conn: Any) -> None:
+            await registry.report_denial(subject_id=r.face_id, reason=reason, stage=r.stage, job_id=r.job_id, actor=r.stage)
+
+        await handle_once(registry.pool, registry.schema, event, "job.failed", work)
+
+    return handle
+
+
+def on_subject_flagged(ctx: ServiceContext, registry: Registry) -> Handler:
+    async def handle(event: Event[Any]) -> None:
+        from . import audit
+
+        r = event.record
+
+        async def work(conn: Any) -> None:
+            await audit.append(conn, registry.schema, actor=r.producer, action="subject.flagged", subject_id=r.subject_id,
+                               details={"kind": r.subject_kind, "action": r.action, "reason": r.reason})
+
+        await handle_once(registry.pool, registry.schema, event, "subject.flagged", work)
+
+    return handle
+
+
+HANDLERS = {
+    "reelfab.publish.completed.v1": on_publish_completed,
+    "reelfab.subject.flagged.v1": on_subject_flagged,
+    "reelfab.job.failed.v1": on_job_failed,
 }
