@@ -173,20 +173,32 @@ def setup() -> None:
 def faces_swap(
     source: Path = typer.Option(..., "--source", "-s", help="Image of the face to put in."),
     target: Path = typer.Option(..., "--target", "-t", help="Template clip."),
+    subject: str = typer.Option(..., "--subject", help="The enrolled subject whose consent covers SOURCE."),
+    platform: str = typer.Option("tiktok", help="Where the result may go (checked against the consent's scope)."),
+    tag: list[str] = typer.Option([], help="The template's tags (checked against the consent's scope)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the swapped clip (.mp4)."),
     backend: str = typer.Option("", help="classical, onnx or facefusion (default: REELFAB_FACE_BACKEND)."),
     detect_every: int = typer.Option(5, help="Run the detector every N frames; track landmarks in between."),
     batch_size: int = typer.Option(8, help="Frames per batch through the swapper."),
 ) -> None:
-    """Swap the face of SOURCE onto the performer of TARGET (a preview tool until consent lands)."""
+    """Swap the face of SOURCE onto the performer of TARGET, if SUBJECT's consent covers it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from reelfab.consent.client import RegistryClient, now_request
     from reelfab.faces.backends import get_engine
     from reelfab.faces.clip import swap_clip
     from reelfab.media.frames import read_image
     from reelfab.media.probe import probe
 
     settings = get_settings()
+    source_bytes = source.read_bytes() if source.is_file() else b""
+    decision = RegistryClient.from_settings(settings).check(
+        now_request(subject, purpose="swap", platform=platform, tags=tuple(tag)), image_bytes=source_bytes or None, consume=True
+    )
+    if not decision.allowed:
+        err.print(f"[red]refused[/red]: consent denied ({decision.reason}): {decision.detail}")
+        raise typer.Exit(3)
+    _say(f"consent: {decision.detail}")
     name = backend or settings.face_backend
     if name == "facefusion":
         from reelfab.faces.facefusion import FaceFusionBackend

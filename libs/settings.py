@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     consent_phash_threshold: int = 8  # bits of 64 a re-encoded copy of an enrolled image may differ by
     consent_max_upload_bytes: int = 10 * 1024 * 1024
     consent_public_keys: str = ""  # for other services: "keyid=base64,..." of the registry's public keys
+    consent_registry_url: str = "http://127.0.0.1:8081"
+    consent_token: str = ""  # a reader token of the registry's API, for checks from other processes
 
     # service process
     http_host: str = "127.0.0.1"
