@@ -81,9 +81,12 @@ def next_terms(
             raise Refused("a grant needs a scope and the signed consent document")
         if not images:
             raise Refused(f"{subject_id} has no enrolled image: enrol a photo before granting consent")
+    elif status == "ERASED" and previous is None:
+        pass  # enrolled but never granted: erasure needs no consent to end
     else:
+        verb = {"AMENDED": "amend", "REVOKED": "revoke", "EXPIRED": "expire", "ERASED": "erase"}[status]
         if previous is None:
-            raise Conflict(f"{subject_id} has no consent to {status.lower().rstrip('ed')}")
+            raise Conflict(f"{subject_id} has no consent to {verb}")
         if status in ("AMENDED", "REVOKED") and previous.status not in ACTIVE:
             raise Conflict(f"{subject_id}'s consent is {previous.status.lower()}; nothing to {'amend' if status == 'AMENDED' else 'revoke'}")
         if status == "ERASED" and previous.status in ACTIVE:
@@ -91,6 +94,9 @@ def next_terms(
     base = previous if (previous is not None and keep_previous and status != "GRANTED") else None
     vf = valid_from or (base.valid_from if base else now)
     vu = valid_until if valid_until is not None else (base.valid_until if base else None)
+    for moment in (vf, vu):
+        if moment is not None and not 1970 <= moment.year <= 9999:
+            raise Refused(f"{moment.isoformat()} is outside the years 1970-9999")
     if vu is not None and vu <= vf:
         raise Refused(f"valid_until ({vu.isoformat()}) must be after valid_from ({vf.isoformat()})")
     if daily_cap is not None and daily_cap < 1:

@@ -3,8 +3,11 @@ and the outgoing event (outbox) commit together or not at all."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -32,6 +35,8 @@ from .domain import KnownIdentity, check_enrolment, embedding_digest, next_terms
 from .errors import Conflict, NotFound, Refused, TooLarge
 
 SERVICE = "consent-registry"
+SUBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_PIXELS = 50_000_000
 TOPIC = "reelfab.consent.changed.v1"
 
 
@@ -66,34 +71,29 @@ class Registry:
     # -- subjects and enrolment -----------------------------------------------------------------------
 
     async def create_subject(self, subject_id: str, display_name: str, actor: str) -> dict[str, Any]:
-        if not subject_id or not subject_id.replace("-", "").replace("_", "").isalnum() or len(subject_id) > 64:
-            raise Refused(f"subject id {subject_id!r} must be 1–64 letters, digits, '-' or '_'")
+        if not SUBJECT_ID.fullmatch(subject_id):
+            raise Refused(f"subject id {subject_id!r} must be 1-64 ASCII letters, digits, '-' or '_'")
         if not display_name.strip():
             raise Refused("display name must not be empty")
         async with self.pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(f"SELECT 1 FROM {self._t('subjects')} WHERE subject_id = $1", subject_id):
-                raise Conflict(f"subject {subject_id} already exists")
-            await conn.execute(
-                f"INSERT INTO {self._t('subjects')} (subject_id, display_name, wrapped_key, key_wrapper) VALUES ($1, $2, $3, $4)",
+            inserted = await conn.fetchval(
+                f"INSERT INTO {self._t('subjects')} (subject_id, display_name, wrapped_key, key_wrapper) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (subject_id) DO NOTHING RETURNING 1",
                 subject_id, display_name.strip(), self.wrapper.wrap(new_data_key(), subject_id.encode()), self.wrapper.name,
             )
+            if inserted is None:
+                raise Conflict(f"subject {subject_id} already exists")
             await audit.append(conn, self.schema, actor=actor, action="subject.created", subject_id=subject_id, details={})
         return {"subject_id": subject_id, "display_name": display_name.strip()}
 
     async def enrol(self, subject_id: str, image_bytes: bytes, actor: str) -> dict[str, Any]:
         if len(image_bytes) > self.config.max_upload_bytes:
             raise TooLarge(f"image of {len(image_bytes)} bytes is over the {self.config.max_upload_bytes}-byte limit")
-        image = _decode_image(image_bytes)
-        qc = check_source(image, self.engine)
-        if not qc.passed:
-            raise Refused(f"the image fails the source-face check: {qc.summary()}")
-        try:
-            source = self.engine.prepare_source(image)
-        except FaceError as exc:
-            raise Refused(str(exc)) from None
-        embedding = source.embedding
+        async with self.pool.acquire() as conn:
+            await self._subject_key(conn, subject_id)  # unknown or erased: say so before any face work
+        # decoding, QC and the embedding are CPU work: off the event loop, outside any transaction
+        qc, embedding, phash = await asyncio.to_thread(self._examine, image_bytes)
         sha = hashlib.sha256(image_bytes).hexdigest()
-        phash = perceptual_hash(image)
         async with self.pool.acquire() as conn, conn.transaction():
             key = await self._subject_key(conn, subject_id, for_update=True)
             if await conn.fetchval(f"SELECT 1 FROM {self._t('enrolled_images')} WHERE subject_id = $1 AND sha256 = $2", subject_id, sha):
@@ -117,6 +117,17 @@ class Registry:
             if latest is not None and latest.status in ("GRANTED", "AMENDED"):
                 await self._issue(conn, subject_id, "AMENDED", actor, reason="image enrolled")
         return {"subject_id": subject_id, "sha256": sha, "phash": phash, "embedder": embedding.model, "qc": qc.metrics}
+
+    def _examine(self, image_bytes: bytes) -> tuple[Any, Embedding, str]:
+        image = _decode_image(image_bytes)
+        qc = check_source(image, self.engine)
+        if not qc.passed:
+            raise Refused(f"the image fails the source-face check: {qc.summary()}")
+        try:
+            source = self.engine.prepare_source(image)
+        except FaceError as exc:
+            raise Refused(str(exc)) from None
+        return qc, source.embedding, perceptual_hash(image)
 
     # -- consent versions ------------------------------------------------------------------------------
 
@@ -155,9 +166,11 @@ class Registry:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._subject_key(conn, subject_id, for_update=True)
             images = await conn.fetch(f"SELECT sha256, image_uri FROM {self._t('enrolled_images')} WHERE subject_id = $1", subject_id)
+            await conn.execute(f"UPDATE {self._t('subjects')} SET display_name = '' WHERE subject_id = $1", subject_id)
             await self._issue(conn, subject_id, "ERASED", actor, reason="erasure request")
-            await conn.execute(
-                f"UPDATE {self._t('subjects')} SET wrapped_key = NULL, erased_at = now() WHERE subject_id = $1", subject_id
+            await conn.execute(  # the key goes, and with it the name: personal data too
+                f"UPDATE {self._t('subjects')} SET wrapped_key = NULL, display_name = '', erased_at = now() WHERE subject_id = $1",
+                subject_id,
             )
             await audit.append(conn, self.schema, actor=actor, action="subject.erased", subject_id=subject_id,
                                details={"images": [r["sha256"] for r in images]})
@@ -203,16 +216,16 @@ class Registry:
                     embedding: Embedding | None = None, consume: bool = False, actor: str = SERVICE) -> Decision:
         """The full check: what a lease says, plus what only the registry knows (uses today,
         enrolled embeddings). ``consume`` counts an allowed use toward the daily cap."""
+        image_fields: dict[str, Any] = {}
+        if image_bytes is not None:
+            image_fields, found = await asyncio.to_thread(self._image_facts, image_bytes, embedding is None)
+            embedding = embedding or found
         async with self.pool.acquire() as conn, conn.transaction():
+            # one consuming check per subject at a time, so two cannot both take the last use of the day
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{self.schema}.usage.{request.subject}")
             terms = await self._latest(conn, request.subject)
             used = await conn.fetchval(f"SELECT uses FROM {self._t('usage')} WHERE subject_id = $1 AND day = $2",
                                        request.subject, request.at.astimezone(UTC).date()) or 0
-            image_fields: dict[str, Any] = {}
-            if image_bytes is not None:
-                image = _decode_image(image_bytes)
-                image_fields = {"image_sha256": hashlib.sha256(image_bytes).hexdigest(), "image_phash": perceptual_hash(image)}
-                if embedding is None and terms is not None and terms.status in ("GRANTED", "AMENDED"):
-                    embedding = self._embed_or_none(image)
             request = ConsentRequest(**{**request.__dict__, **image_fields, "used_today": used})
             decision = decide(terms, request, phash_threshold=self.config.phash_threshold)
             if decision.allowed and embedding is not None:
@@ -229,11 +242,15 @@ class Registry:
                                             **{k: v for k, v in image_fields.items()}})
         return decision
 
-    def _embed_or_none(self, image: np.ndarray) -> Embedding | None:
+    def _image_facts(self, image_bytes: bytes, want_embedding: bool) -> tuple[dict[str, Any], Embedding | None]:
+        image = _decode_image(image_bytes)
+        facts = {"image_sha256": hashlib.sha256(image_bytes).hexdigest(), "image_phash": perceptual_hash(image)}
+        if not want_embedding:
+            return facts, None
         try:
-            return self.engine.prepare_source(image).embedding
+            return facts, self.engine.prepare_source(image).embedding
         except FaceError:
-            return None
+            return facts, None  # no usable face: the image hashes decide
 
     async def _identity_decision(self, conn: asyncpg.Connection, subject_id: str, embedding: Embedding,
                                  decision: Decision) -> Decision:
@@ -385,11 +402,23 @@ def perceptual_hash(image: np.ndarray) -> str:
 def _decode_image(data: bytes) -> np.ndarray:
     if not data:
         raise Refused("the upload is empty")
+    size = _declared_pixels(data)
+    if size is not None and size > MAX_PIXELS:
+        raise Refused(f"the image declares {size} pixels; at most {MAX_PIXELS} are accepted")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         head = data[:8].hex()
         raise Refused(f"the upload is not an image (first bytes {head}); send PNG or JPEG")
     return image
+
+
+def _declared_pixels(data: bytes) -> int | None:
+    """Width x height from the header, read before decoding (a small file can claim a huge canvas)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.width) * int(img.height)
+    except Exception:
+        return None  # not an image PIL knows: cv2's decode says so next
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,7 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from reelfab.consent.decision import ConsentRequest, decide, phash_distance
 from reelfab.consent.lease import (
-    EnrolledImageRef, LeaseInvalid, LeaseTerms, Scope, SignedLease, public_key_from_text, public_key_text, sign, verify,
+    EnrolledImageRef,
+    LeaseInvalid,
+    LeaseTerms,
+    Scope,
+    SignedLease,
+    public_key_from_text,
+    public_key_text,
+    sign,
+    verify,
 )
 from reelfab.consent.view import ConsentView
 from reelfab_services.consent_registry.domain import KnownIdentity, check_enrolment, next_terms
