@@ -4,6 +4,7 @@ late never overwrite newer ones; a revocation applies as soon as its event is co
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from reelfab.consent.lease import LeaseInvalid, LeaseTerms, SignedLease, verify
 from reelfab.logging import get_logger
 
 CONSENT_TOPIC = "reelfab.consent.changed.v1"
+RELOAD_EVERY_S = 5.0
 log = get_logger("reelfab.consent.view")
 
 
@@ -32,14 +34,19 @@ class Applied:
 class ConsentView:
     def __init__(
         self,
-        public_keys: dict[str, Ed25519PublicKey],
+        public_keys: dict[str, Ed25519PublicKey] | Callable[[], dict[str, Ed25519PublicKey]],
         *,
         service: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.public_keys = dict(public_keys)
+        # a loader (the registry's /keys, or settings) is asked again when a lease names a key we
+        # have not seen: the registry rotated its signing key
+        self._load_keys = public_keys if callable(public_keys) else None
+        self.public_keys: dict[str, Ed25519PublicKey] = {} if callable(public_keys) else dict(public_keys)
         self.service = service
         self.clock = clock
+        self._reloaded_at: datetime | None = None
+        self.suspect: dict[str, str] = {}  # subjects whose latest event did not verify
         self.latest: dict[str, LeaseTerms] = {}
         self.applied_at: dict[str, datetime] = {}
 
@@ -49,8 +56,9 @@ class ConsentView:
         lease = value.get("lease")
         if not lease:
             return self._invalid(subject, "consent event carries no signed lease")
+        signed = SignedLease(bytes(lease["payload"]), bytes(lease["signature"]), lease["key_id"])
         try:
-            terms = verify(SignedLease(bytes(lease["payload"]), bytes(lease["signature"]), lease["key_id"]), self.public_keys)
+            terms = verify(signed, self.public_keys)
         except LeaseInvalid as exc:
             return self._invalid(subject, str(exc))
         if terms.subject != subject:
@@ -59,10 +67,36 @@ class ConsentView:
         if current is not None and terms.consent_version < current.consent_version:
             return Applied(subject, "stale", f"v{terms.consent_version} is older than v{current.consent_version}")
         self.latest[subject] = terms
+        self.suspect.pop(subject, None)
         self.applied_at[subject] = self.clock()
         return Applied(subject, "applied", f"{terms.status} v{terms.consent_version}")
 
+    def _may_reload(self) -> bool:
+        """At most one key reload per RELOAD_EVERY_S: a topic full of leases from a retired
+        registry must not turn into a request per event."""
+        now = self.clock()
+        if self._reloaded_at is not None and (now - self._reloaded_at).total_seconds() < RELOAD_EVERY_S and self.public_keys:
+            return False
+        self._reloaded_at = now
+        return True
+
+    async def apply_async(self, record: Any) -> Applied:
+        """``apply`` for consumers: a lease naming a key we have not seen (the registry rotated its
+        key) makes us ask the loader again, off the event loop. If that fails, the subject is held
+        as suspect (denied) until a lease verifies: an update we could not read may be a revocation."""
+        value = record.to_avro() if hasattr(record, "to_avro") else dict(record)
+        lease = value.get("lease") or {}
+        key_id = lease.get("key_id")
+        if key_id and key_id not in self.public_keys and self._load_keys is not None and self._may_reload():
+            try:
+                self.public_keys = dict(await asyncio.to_thread(self._load_keys))
+            except Exception as exc:
+                self.suspect[value["face_id"]] = f"a consent update could not be verified yet: {exc}"
+                raise
+        return self.apply(value)
+
     def _invalid(self, subject: str, detail: str) -> Applied:
+        self.suspect[subject] = detail  # fail closed: whatever this event said, we cannot trust it
         log.warning("consent event refused", subject=subject, detail=detail, service=self.service)
         metrics.CONSENT_DENIALS.labels(self.service, "invalid_lease").inc()
         return Applied(subject, "invalid", detail)
@@ -71,6 +105,10 @@ class ConsentView:
         return self.latest.get(subject)
 
     def check(self, request: ConsentRequest) -> Decision:
+        if request.subject in self.suspect:
+            decision = Decision.deny("invalid_lease", self.suspect[request.subject])
+            metrics.CONSENT_DENIALS.labels(self.service, decision.reason).inc()
+            return decision
         decision = decide(self.latest.get(request.subject), request)
         if not decision.allowed:
             metrics.CONSENT_DENIALS.labels(self.service, decision.reason).inc()
@@ -81,6 +119,6 @@ class ConsentView:
         subject's latest lease, not a share of the partitions."""
 
         async def on_change(event: Event[Any]) -> None:
-            self.apply(event.record)
+            await self.apply_async(event.record)
 
         bus.subscribe(CONSENT_TOPIC, on_change, group=group or f"{self.service}.consent-view.{uuid.uuid4().hex[:8]}")

@@ -181,6 +181,8 @@ class Registry:
                      reason: str | None = None, takedown: list[str] | None = None, document_uri: str | None = None,
                      **changes: Any) -> LeaseTerms:
         previous = await self._latest(conn, subject_id)
+        if previous is not None and previous.status == "ERASED":
+            raise Conflict(f"{subject_id} was erased: their consent can no longer change")
         rows = await conn.fetch(
             f"SELECT sha256, phash, embedder, embedding_enc FROM {self._t('enrolled_images')} WHERE subject_id = $1 ORDER BY image_id",
             subject_id)
@@ -360,8 +362,10 @@ class Registry:
         return out
 
     async def _other_identities(self, conn: asyncpg.Connection, subject_id: str, model: str) -> list[KnownIdentity]:
+        # subjects whose keys another master key wrapped (before a rotation) cannot be read here
         others = await conn.fetch(
-            f"SELECT subject_id, wrapped_key FROM {self._t('subjects')} WHERE subject_id <> $1 AND wrapped_key IS NOT NULL", subject_id)
+            f"SELECT subject_id, wrapped_key FROM {self._t('subjects')} "
+            "WHERE subject_id <> $1 AND wrapped_key IS NOT NULL AND key_wrapper = $2", subject_id, self.wrapper.name)
         found = []
         for o in others:
             key = self.wrapper.unwrap(bytes(o["wrapped_key"]), o["subject_id"].encode())

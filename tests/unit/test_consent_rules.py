@@ -121,8 +121,11 @@ def test_the_view_applies_revocations_and_ignores_stale_or_forged_events() -> No
     assert view.apply(_event(terms(consent_version=1))).outcome == "stale"  # a late copy of v1
     assert view.check(req()).reason == "revoked"
     forged = view.apply(_event(terms(consent_version=3), Ed25519PrivateKey.generate()))
-    assert forged.outcome == "invalid" and view.check(req()).reason == "revoked"
+    assert forged.outcome == "invalid" and view.check(req()).reason == "invalid_lease"  # fails closed
+    assert view.apply(_event(terms(consent_version=3))).outcome == "applied"  # a verifiable lease clears it
+    assert view.check(req()).allowed
     assert view.apply({"face_id": "face-1", "lease": None}).outcome == "invalid"
+    assert not view.check(req()).allowed
 
 
 def test_next_terms_versions_and_transitions() -> None:

@@ -1,0 +1,57 @@
+"""The point-of-use consent check every stage runs before touching a face: first the local view
+(lease signature, revocation, validity, scope, the image's hashes), then — where the stage holds the
+face's image — the registry's full check (identity match, daily cap). A stage that cannot reach the
+registry does not proceed: that is a transient failure, retried, never a silent pass."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from reelfab.consent.client import RegistryClient
+from reelfab.consent.decision import ConsentRequest, Decision
+from reelfab.consent.lease import public_key_from_text
+from reelfab.consent.view import ConsentView
+from reelfab.errors import PermanentError
+from reelfab.settings import Settings
+
+
+def load_public_keys(settings: Settings, client: RegistryClient | None = None) -> dict[str, Ed25519PublicKey]:
+    """REELFAB_CONSENT_PUBLIC_KEYS ("keyid=base64,..."), else the registry's /keys."""
+    text = settings.consent_public_keys.strip()
+    if text:
+        keys = {}
+        for item in text.split(","):
+            key_id, sep, value = item.strip().partition("=")
+            if not sep:
+                raise PermanentError(f"REELFAB_CONSENT_PUBLIC_KEYS item {item!r} is not keyid=base64")
+            keys[key_id] = public_key_from_text(value)
+        return keys
+    return (client or RegistryClient.from_settings(settings)).public_keys()
+
+
+class ConsentGate:
+    def __init__(self, view: ConsentView, registry: RegistryClient | None) -> None:
+        self.view = view
+        self.registry = registry
+
+    async def check(
+        self,
+        *,
+        subject: str,
+        purpose: str,
+        platform: str,
+        tags: tuple[str, ...] = (),
+        commercial: bool = True,
+        image_sha256: str | None = None,
+        image_bytes: bytes | None = None,
+        consume: bool = False,
+    ) -> Decision:
+        request = ConsentRequest(subject, purpose, platform, datetime.now(UTC), tags, commercial=commercial,
+                                 image_sha256=image_sha256)
+        local = self.view.check(request)
+        if not local.allowed or self.registry is None or image_bytes is None:
+            return local
+        return await asyncio.to_thread(self.registry.check, request, image_bytes=image_bytes, consume=consume)
