@@ -161,6 +161,15 @@ def _service_cli(package: str) -> typer.Typer:
 app.add_typer(_service_cli("reelfab_services.consent_registry"), name="consent")
 
 
+def _jobs_cli() -> typer.Typer:
+    from reelfab.jobs_cli import app as jobs
+
+    return jobs
+
+
+app.add_typer(_jobs_cli(), name="jobs")
+
+
 @app.command()
 def setup() -> None:
     """Install what the media path needs from Debian (ffmpeg) where it is missing."""

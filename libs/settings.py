@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # face engine
     face_backend: str = "classical"  # classical | onnx | facefusion
     models_dir: Path | None = None  # onnx model files; default <state_dir>/models
-    commercial_mode: bool = True  # refuse models whose licence forbids commercial use
+    commercial_mode: bool = False  # True: refuse every model whose licence forbids commercial use (jobs marked commercial always do)
     execution_providers: str = ""  # comma-separated onnxruntime providers; empty: best available
     facefusion_home: Path | None = None  # an installed FaceFusion (folder holding facefusion.py)
     facefusion_python: str = "python3"
@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     consent_public_keys: str = ""  # for other services: "keyid=base64,..." of the registry's public keys
     consent_registry_url: str = "http://127.0.0.1:8081"
     consent_token: str = ""  # a reader token of the registry's API, for checks from other processes
+
+    # post-production
+    c2pa_cert_chain: Path | None = None  # PEM, leaf then CA; unset: a local test CA under state_dir (dev)
+    c2pa_private_key: Path | None = None
+    c2pa_trust_anchor: Path | None = None
+    render_reframe: str = "face"  # face | blur | pad, for templates that are not 9:16
+    render_label_position: str = "top-left"
+    render_loudness_lufs: float = -14.0
 
     # service process
     http_host: str = "127.0.0.1"

@@ -114,6 +114,19 @@ class ConsentView:
             metrics.CONSENT_DENIALS.labels(self.service, decision.reason).inc()
         return decision
 
+    async def catch_up(self, bus: Bus) -> int:
+        """Read the whole compacted topic before the service takes work, so a restarted stage does
+        not judge a job on an empty view. An event that cannot be verified leaves its subject suspect."""
+        applied = 0
+        for msg in await bus.scan(CONSENT_TOPIC, datetime(1970, 1, 1, tzinfo=UTC)):
+            try:
+                value = bus.codec.decode(msg.value, expected="reelfab.events.ConsentChanged").value
+                await self.apply_async(value)
+                applied += 1
+            except Exception as exc:  # noqa: BLE001 - one bad event must not keep the service down
+                log.warning("consent event skipped while catching up", offset=msg.offset, error=str(exc))
+        return applied
+
     def subscribe(self, bus: Bus, *, group: str | None = None) -> None:
         """Follow the topic from the beginning in a group of its own: every instance needs every
         subject's latest lease, not a share of the partitions."""

@@ -1,11 +1,135 @@
-"""post-producer handlers, one per consumed topic. For now each records the event (idempotently) in
-the service's received_events and acknowledges it; the service's own issue gives each its decision."""
+"""post-producer handlers: consent events feed the local view; a swapped mezzanine is re-checked
+against consent (a revocation since the swap stops it here), rendered to the platform spec in one
+ffmpeg pass, verified with ffprobe, signed with C2PA Content Credentials, stored and announced."""
 
 from __future__ import annotations
 
-from reelfab.service import HandlerFactory, record_received
+import asyncio
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-HANDLERS: dict[str, HandlerFactory] = {
-    "reelfab.consent.changed.v1": lambda ctx: record_received(ctx, "consent.changed"),
-    "reelfab.swap.completed.v1": lambda ctx: record_received(ctx, "swap.completed"),
-}
+from reelfab import __version__
+from reelfab.bus import Event, new_event_id, now_utc
+from reelfab.bus.idempotency import handle_once, was_processed
+from reelfab.consent.gate import ConsentGate
+from reelfab.consent.view import ConsentView
+from reelfab.errors import PermanentError
+from reelfab.logging import get_logger
+from reelfab.media.c2pa_sign import SigningMaterial, sign_video
+from reelfab.media.render import RenderJob, RenderSpec, render
+from reelfab.media.spec_check import verify
+from reelfab.media.titles import title_and_hashtags
+from reelfab.service import ServiceContext
+from reelfab.storage import FileStore, sha256_file
+
+log = get_logger("reelfab.post")
+
+
+@dataclass
+class PostProducer:
+    ctx: ServiceContext
+    view: ConsentView
+    gate: ConsentGate
+    store: FileStore
+    spec: RenderSpec
+    signing: SigningMaterial
+    workdir: Path
+
+
+def on_consent_changed(post: PostProducer) -> Any:
+    async def handle(event: Event[Any]) -> None:
+        await post.view.apply_async(event.record)
+
+    return handle
+
+
+def on_swap_completed(post: PostProducer) -> Any:
+    ctx = post.ctx
+
+    async def handle(event: Event[Any]) -> None:
+        r = event.record
+        assert ctx.pool is not None
+        if await was_processed(ctx.pool, ctx.spec.schema, event.event_id):
+            return
+        decision = await post.gate.check(subject=r.face_id, purpose="render", platform=r.platform,
+                                         tags=tuple(r.template_tags), commercial=False)
+        if not decision.allowed:
+            return await fail(post, event, f"consent.{decision.reason}", decision.detail)
+        mezzanine = post.store.local_path(r.mezzanine_uri)
+        if not mezzanine.is_file() or await asyncio.to_thread(sha256_file, mezzanine) != r.mezzanine_sha256:
+            raise PermanentError(f"mezzanine {r.mezzanine_uri} is missing or its sha256 is not {r.mezzanine_sha256}")
+        track = json.loads(post.store.get_bytes(r.face_track_uri, expect_sha256=r.face_track_sha256))
+        music = post.store.local_path(r.music_uri) if r.music_uri else None
+        work = post.workdir / r.job_id
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            rendered, check, label, title, tags = await asyncio.to_thread(_produce, post, r, mezzanine, music, track, work)
+            final = post.store.put_file(f"jobs/{r.job_id}/final.mp4", rendered)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        completed = {
+            "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": r.trace_id,
+            "job_id": r.job_id, "face_id": r.face_id, "consent_version": decision.consent_version or r.consent_version,
+            "final_uri": final.uri, "final_sha256": final.sha256, "spec_check": _spec_record(check),
+            "c2pa_manifest_id": label, "title": title, "hashtags": tags, "platform": r.platform, "is_aigc": True,
+            "template_id": r.template_id, "arm_id": r.arm_id,
+        }
+
+        async def announce(conn: Any) -> None:
+            await ctx.outbox.add(conn, "reelfab.render.completed.v1", completed)
+
+        await handle_once(ctx.pool, ctx.spec.schema, event, "render", announce)
+        log.info("rendered", job_id=r.job_id, final=final.uri)
+
+    return handle
+
+
+def _produce(post: PostProducer, r: Any, mezzanine: Path, music: Path | None, track: dict[str, Any],
+             work: Path) -> tuple[Path, Any, str, str, list[str]]:
+    """The blocking part, in a worker thread: one ffmpeg pass, the spec check, the C2PA signature."""
+    metadata = {"job_id": r.job_id, "consent_version": str(r.consent_version), "ai_generated": "true",
+                "comment": "AI-generated: face swapped with consent (Reelfab)"}
+    job = RenderJob(input=mezzanine, output=work / "render.mp4", duration_s=r.duration_s, music=music,
+                    caption_text=r.caption_text, face_track=track, metadata=metadata)
+    render(job, post.spec)
+    check = verify(job.output, post.spec, r.duration_s)
+    if not check.passed:  # a mismatch is a failure, not a warning
+        raise PermanentError(f"rendered file fails the platform spec: {'; '.join(check.problems)}")
+    title, tags = title_and_hashtags(list(r.template_tags), list(r.trend_tags), None, platform=r.platform)
+    ingredients = [{"title": f"template {r.template_id}", "sha256": r.template_sha256 or "", "format": "video/mp4",
+                    "relationship": "parentOf"},
+                   {"title": f"source face of {r.face_id}", "sha256": r.source_image_sha256, "format": "image/png",
+                    "relationship": "componentOf"}]
+    if not r.template_sha256:
+        ingredients = ingredients[1:]
+    signed = work / "final.mp4"
+    label = sign_video(job.output, signed, post.signing, title=title, claim_generator=f"reelfab/{__version__}",
+                       ingredients=ingredients, ai_action=True)
+    return signed, check, label, title, tags
+
+
+def _spec_record(check: Any) -> dict[str, Any]:
+    return {"passed": check.passed, "width": check.width, "height": check.height, "fps": check.fps,
+            "video_codec": check.video_codec, "video_profile": check.video_profile, "pix_fmt": check.pix_fmt,
+            "audio_codec": check.audio_codec, "sample_rate": check.sample_rate, "duration_s": check.duration_s,
+            "problems": list(check.problems)}
+
+
+async def fail(post: PostProducer, event: Event[Any], reason_code: str, detail: str) -> None:
+    ctx = post.ctx
+    r = event.record
+    record = {
+        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": r.trace_id,
+        "job_id": r.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
+        "retryable": False, "attempts": event.attempt, "face_id": r.face_id, "consent_version": r.consent_version,
+    }
+
+    async def announce(conn: Any) -> None:
+        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
+
+    assert ctx.pool is not None
+    await handle_once(ctx.pool, ctx.spec.schema, event, "render", announce)
+    log.warning("render job failed", job_id=r.job_id, reason=reason_code, detail=detail)

@@ -1,8 +1,19 @@
-"""post-producer service: wiring only (DESIGN.md layout). Decisions live in its domain modules."""
+"""post-producer service: wiring only (DESIGN.md layout). The media work lives in reelfab.media
+(render, spec_check, c2pa_sign, titles); consent at the point of use through reelfab.consent."""
 
 from __future__ import annotations
 
-from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
+import uuid
+from pathlib import Path
+
+from reelfab.consent.client import RegistryClient
+from reelfab.consent.gate import ConsentGate, load_public_keys
+from reelfab.consent.view import ConsentView
+from reelfab.media.c2pa_sign import SigningMaterial, make_test_ca
+from reelfab.media.render import RenderSpec
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
+from reelfab.settings import Settings
+from reelfab.storage import open_store
 
 from . import handlers
 
@@ -23,5 +34,35 @@ SPEC = ServiceSpec(
 )
 
 
-wire = subscribe_handlers(handlers.HANDLERS)
+def signing_material(settings: Settings) -> SigningMaterial:
+    if settings.c2pa_cert_chain and settings.c2pa_private_key:
+        anchor = settings.c2pa_trust_anchor or settings.c2pa_cert_chain
+        return SigningMaterial(Path(settings.c2pa_cert_chain), Path(settings.c2pa_private_key), Path(anchor))
+    folder = Path(settings.state_dir) / "c2pa-test-ca"  # development: a local test CA, made once
+    if (folder / "chain.pem").is_file():
+        return SigningMaterial(folder / "chain.pem", folder / "signer.key", folder / "ca.pem")
+    return make_test_ca(folder)
+
+
+def wire(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
+    view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
+    post = handlers.PostProducer(
+        ctx=ctx, view=view, gate=ConsentGate(view, None), store=open_store(settings.storage_root),
+        spec=RenderSpec(reframe=settings.render_reframe, label_position=settings.render_label_position,  # type: ignore[arg-type]
+                        loudness_lufs=settings.render_loudness_lufs),
+        signing=signing_material(settings) if ctx.pool is not None else SigningMaterial(Path(), Path(), Path()),
+        workdir=Path(settings.state_dir) / "post-work",
+    )
+    ctx.bus.subscribe("reelfab.consent.changed.v1", handlers.on_consent_changed(post),
+                      group=f"{SPEC.name}.consent-view.{uuid.uuid4().hex[:12]}")  # every instance reads it all
+    ctx.bus.subscribe("reelfab.swap.completed.v1", handlers.on_swap_completed(post))
+    ctx.on_start.append(lambda: _catch_up(view, ctx))
+
+
+async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:
+    await view.catch_up(ctx.bus)  # before the first job: judge nothing on an empty view
+
+
 main = entry_point(SPEC, wire)

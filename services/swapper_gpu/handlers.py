@@ -1,11 +1,161 @@
-"""swapper-gpu handlers, one per consumed topic. For now each records the event (idempotently) in
-the service's received_events and acknowledges it; the service's own issue gives each its decision."""
+"""swapper-gpu handlers: consent events feed the local view; a swap job is checked (consent first,
+before any pixel), swapped in a worker thread, stored, and announced — or failed with its reason."""
 
 from __future__ import annotations
 
-from reelfab.service import HandlerFactory, record_received
+import asyncio
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-HANDLERS: dict[str, HandlerFactory] = {
-    "reelfab.consent.changed.v1": lambda ctx: record_received(ctx, "consent.changed"),
-    "reelfab.swap.requested.v1": lambda ctx: record_received(ctx, "swap.requested"),
-}
+import cv2
+import numpy as np
+
+from reelfab.bus import Event, new_event_id, now_utc
+from reelfab.bus.idempotency import handle_once, was_processed
+from reelfab.consent.gate import ConsentGate
+from reelfab.consent.view import ConsentView
+from reelfab.errors import PermanentError, StorageError
+from reelfab.faces.types import FaceEngine
+from reelfab.logging import get_logger
+from reelfab.service import ServiceContext
+from reelfab.storage import FileStore, sha256_file
+
+from . import metrics
+from .domain import ModelChoice, ModelRefused, choose_model
+from .swap import Stopped, run_swap
+
+log = get_logger("reelfab.swapper")
+
+
+@dataclass
+class Swapper:
+    ctx: ServiceContext
+    view: ConsentView
+    gate: ConsentGate
+    store: FileStore
+    manifest: dict[str, tuple[str, bool]]
+    installed: set[str]
+    slots: asyncio.Semaphore
+    workdir: Path
+    detect_every: int = 5
+    batch_size: int = 8
+    engines: dict[tuple[str, str], FaceEngine] = field(default_factory=dict)
+
+    def engine(self, choice: ModelChoice) -> FaceEngine:
+        from reelfab.faces.backends import get_engine
+
+        key = (choice.backend, choice.model)
+        if key not in self.engines:  # sessions are loaded once per process and reused across jobs
+            options = {"swapper": choice.model} if choice.backend == "onnx" else {}
+            self.engines[key] = get_engine(choice.backend, self.ctx.settings, **options)
+        return self.engines[key]
+
+    def revoked(self, subject: str) -> tuple[str, str] | None:
+        terms = self.view.terms(subject)
+        if terms is None or terms.status not in ("GRANTED", "AMENDED"):
+            status = terms.status.lower() if terms else "no_consent"
+            reason = {"expired": "expired", "erased": "erased", "no_consent": "no_consent"}.get(status, "revoked")
+            return reason, f"consent of {subject} is {status}: the swap stopped mid-clip"
+        return None
+
+
+def on_consent_changed(swapper: Swapper) -> Any:
+    async def handle(event: Event[Any]) -> None:
+        await swapper.view.apply_async(event.record)
+
+    return handle
+
+
+def on_swap_requested(swapper: Swapper) -> Any:
+    ctx = swapper.ctx
+
+    async def handle(event: Event[Any]) -> None:
+        job = event.record
+        assert ctx.pool is not None
+        if await was_processed(ctx.pool, ctx.spec.schema, event.event_id):
+            return
+        metrics.QUEUE_LAG.observe(max(0.0, (datetime.now(UTC) - job.occurred_at).total_seconds()))
+        tags = tuple(job.template_tags)
+        decision = await swapper.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+                                            commercial=job.commercial)
+        if not decision.allowed:  # before any byte of the face is read
+            return await fail(swapper, event, f"consent.{decision.reason}", decision.detail)
+        try:
+            source_bytes = swapper.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
+        except StorageError as exc:
+            return await fail(swapper, event, "source_unavailable", str(exc))
+        decision = await swapper.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+                                            commercial=job.commercial, image_sha256=job.source_image_sha256,
+                                            image_bytes=source_bytes, consume=True)
+        if not decision.allowed:
+            return await fail(swapper, event, f"consent.{decision.reason}", decision.detail)
+        try:
+            choice = choose_model(backend=job.backend, model=job.swapper_model, default_backend=ctx.settings.face_backend,
+                                  commercial_job=job.commercial, commercial_mode=ctx.settings.commercial_mode,
+                                  manifest=swapper.manifest, installed=swapper.installed)
+        except ModelRefused as exc:
+            return await fail(swapper, event, "model_refused", str(exc))
+        template = swapper.store.local_path(job.template_uri)
+        if not template.is_file() or await asyncio.to_thread(sha256_file, template) != job.template_sha256:
+            raise PermanentError(f"template {job.template_uri} is missing or its sha256 is not {job.template_sha256}")
+        image = cv2.imdecode(np.frombuffer(source_bytes, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise PermanentError(f"source image {job.source_image_uri} is not a readable image")
+        workdir = swapper.workdir / job.job_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with swapper.slots:
+                metrics.BATCH_SIZE.set(swapper.batch_size)
+                out = await asyncio.to_thread(
+                    run_swap, swapper.engine(choice), image, template, workdir, detect_every=swapper.detect_every,
+                    batch_size=swapper.batch_size, should_stop=lambda: swapper.revoked(job.face_id))
+            mezzanine = swapper.store.put_file(f"jobs/{job.job_id}/mezzanine.mkv", out.mezzanine)
+            track = swapper.store.put_file(f"jobs/{job.job_id}/track.json", out.track)
+        except Stopped as stop:
+            return await fail(swapper, event, f"consent.{stop.reason}", str(stop))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        metrics.FRAMES_PER_SECOND.labels(choice.backend, choice.model).observe(out.fps)
+        log.info("swapped", job_id=job.job_id, frames=out.frames, with_face=out.frames_with_face, fps=round(out.fps, 1))
+        completed = {
+            "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
+            "job_id": job.job_id, "face_id": job.face_id, "consent_version": decision.consent_version or job.consent_version,
+            "mezzanine_uri": mezzanine.uri, "mezzanine_sha256": mezzanine.sha256,
+            "face_track_uri": track.uri, "face_track_sha256": track.sha256,
+            "backend": choice.backend, "swapper_model": choice.model, "model_license": choice.licence,
+            "commercial_use_allowed": choice.commercial_use, "frames": out.frames, "fps": out.fps,
+            "duration_s": out.info.duration_s, "template_id": job.template_id, "template_tags": list(job.template_tags),
+            "source_image_sha256": job.source_image_sha256, "platform": job.platform, "music_uri": job.music_uri,
+            "caption_text": job.caption_text, "caption_style": job.caption_style, "trend_id": job.trend_id,
+            "arm_id": job.arm_id, "template_uri": job.template_uri, "template_sha256": job.template_sha256,
+        }
+
+        async def announce(conn: Any) -> None:
+            await ctx.outbox.add(conn, "reelfab.swap.completed.v1", completed)
+
+        await handle_once(ctx.pool, ctx.spec.schema, event, "swap", announce)
+        metrics.JOBS.labels("completed").inc()
+
+    return handle
+
+
+async def fail(swapper: Swapper, event: Event[Any], reason_code: str, detail: str) -> None:
+    """A decision, not a fault: job.failed with the reason (the registry audits consent denials)."""
+    ctx = swapper.ctx
+    job = event.record
+    record = {
+        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
+        "job_id": job.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
+        "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
+    }
+
+    async def announce(conn: Any) -> None:
+        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
+
+    assert ctx.pool is not None
+    await handle_once(ctx.pool, ctx.spec.schema, event, "swap", announce)
+    metrics.JOBS.labels(reason_code.split(".")[0]).inc()
+    log.warning("swap job failed", job_id=job.job_id, reason=reason_code, detail=detail)

@@ -1,10 +1,22 @@
-"""swapper-gpu service: wiring only (DESIGN.md layout). Decisions live in its domain modules."""
+"""swapper-gpu service: wiring only (DESIGN.md layout). Decisions live in domain.py; the streamed
+swap in swap.py; consent at the point of use through reelfab.consent."""
 
 from __future__ import annotations
 
-from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Any
 
-from . import handlers
+from reelfab.consent.client import RegistryClient
+from reelfab.consent.gate import ConsentGate, load_public_keys
+from reelfab.consent.view import ConsentView
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
+from reelfab.storage import open_store
+
+from . import handlers, metrics
+from .domain import jobs_that_fit, per_job_bytes
 
 SPEC = ServiceSpec(
     name="swapper-gpu",
@@ -23,5 +35,42 @@ SPEC = ServiceSpec(
 )
 
 
-wire = subscribe_handlers(handlers.HANDLERS)
+def wire(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
+    view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
+    manifest, installed = _models(settings)
+    budget = int(os.environ.get("REELFAB_SWAPPER_MEMORY_BYTES", str(4 * 2**30)))
+    swapper = handlers.Swapper(
+        ctx=ctx, view=view, gate=ConsentGate(view, registry), store=open_store(settings.storage_root),
+        manifest=manifest, installed=installed,
+        slots=asyncio.Semaphore(jobs_that_fit(budget, per_job_bytes(1080, 1920, 8))),
+        workdir=Path(settings.state_dir) / "swapper-work",
+    )
+    ctx.bus.subscribe("reelfab.consent.changed.v1", handlers.on_consent_changed(swapper),
+                      group=f"{SPEC.name}.consent-view.{uuid.uuid4().hex[:12]}")  # every instance reads it all
+    ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
+    ctx.extras["swapper"] = swapper
+    ctx.on_start.append(lambda: _catch_up(view, ctx))
+    if metrics.register_gpu_metrics():
+        ctx.extras["gpu"] = True
+
+
+def _models(settings: Any) -> tuple[dict[str, tuple[str, bool]], set[str]]:
+    """Licences from the model manifest and what is installed here (empty without the onnx backend)."""
+    try:
+        from reelfab.faces.backends import models_dir
+        from reelfab.faces.onnx.store import ModelStore
+    except ImportError:
+        return {}, set()
+    store = ModelStore(models_dir(settings))
+    rows = store.list()
+    return ({r["name"]: (r["licence"], bool(r["commercial"])) for r in rows},
+            {r["name"] for r in rows if r["installed"]})
+
+
+async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:
+    await view.catch_up(ctx.bus)  # before the first job: judge nothing on an empty view
+
+
 main = entry_point(SPEC, wire)

@@ -19,7 +19,11 @@ runner = CliRunner()
 def test_topics_lists_every_topic_of_the_design_with_partitions_and_cleanup(stack: Any) -> None:
     result = runner.invoke(app, ["topics"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:]] for line in result.output.splitlines() if line.count("│") >= 5}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:]]
+        for line in result.output.splitlines()
+        if line.count("│") >= 5
+    }
     for t in TOPICS:
         assert rows[t.name][0] == str(t.partitions), rows.get(t.name)
         assert rows[t.name][1] == ("compact" if t.compacted else "delete")
@@ -37,7 +41,9 @@ def test_asyncapi_writes_the_generated_document(tmp_path: Path) -> None:
     result = runner.invoke(app, ["asyncapi", "--out", str(out)])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["asyncapi"].startswith("3.") and {c["address"] for c in doc["channels"].values()} == {t.name for t in TOPICS}
+    assert doc["asyncapi"].startswith("3.") and {c["address"] for c in doc["channels"].values()} == {
+        t.name for t in TOPICS
+    }
 
 
 def test_serve_without_a_database_says_so_in_one_line() -> None:
@@ -46,7 +52,10 @@ def test_serve_without_a_database_says_so_in_one_line() -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "reelfab.cli", "serve", "planner"],
-        env={**__import__("os").environ, "REELFAB_POSTGRES_PORT": "1"}, capture_output=True, text=True, timeout=60,
+        env={**__import__("os").environ, "REELFAB_POSTGRES_PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert "PostgreSQL does not answer at 127.0.0.1:1" in proc.stderr.replace("\n", " ")

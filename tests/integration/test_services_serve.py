@@ -44,7 +44,9 @@ def running_services(stack: Any) -> Any:
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "reelfab.cli", "serve", name],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         procs[name] = (proc, port)
     yield procs
@@ -83,28 +85,43 @@ def _ok(port: int, path: str, proc: subprocess.Popen[bytes], name: str) -> bool:
 async def test_a_trend_reaches_the_planner_and_is_recorded(running_services: Any, stack: Any) -> None:
     settings = make_settings()
     _, port = running_services["planner"]
-    await eventually(lambda: _get(port, "/readyz") is not None and _get(port, "/readyz").status_code == 200, timeout=90)
+    await eventually(
+        lambda: _get(port, "/readyz") is not None and _get(port, "/readyz").status_code == 200, timeout=90
+    )
     bus = KafkaBus(settings, "trend-detector", default_codec())
     await bus.start()
     event_id = str(uuid.uuid4())
     try:
         await bus.publish(
             "reelfab.trend.detected.v1",
-            {"event_id": event_id, "occurred_at": datetime.now(UTC), "producer": "trend-detector",
-             "trend_id": f"trend-{event_id[:8]}", "source": "test", "title": "Dance challenge",
-             "tags": ["dance"], "urgency": 0.8},
+            {
+                "event_id": event_id,
+                "occurred_at": datetime.now(UTC),
+                "producer": "trend-detector",
+                "trend_id": f"trend-{event_id[:8]}",
+                "source": "test",
+                "title": "Dance challenge",
+                "tags": ["dance"],
+                "urgency": 0.8,
+            },
         )
     finally:
         await bus.stop()
     pool = await create_pool(settings)
     try:
+
         async def recorded() -> bool:
-            return bool(await pool.fetchval("SELECT 1 FROM planner.received_events WHERE event_id = $1", event_id))
+            return bool(
+                await pool.fetchval("SELECT 1 FROM planner.received_events WHERE event_id = $1", event_id)
+            )
 
         await eventually(recorded, timeout=30)
         metrics = _get(port, "/metrics")
         assert metrics is not None
-        assert 'reelfab_events_consumed_total{outcome="ok",service="planner",topic="reelfab.trend.detected.v1"}' in metrics.text
+        assert (
+            'reelfab_events_consumed_total{outcome="ok",service="planner",topic="reelfab.trend.detected.v1"}'
+            in metrics.text
+        )
     finally:
         await pool.close()
 

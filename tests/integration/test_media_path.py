@@ -1,0 +1,206 @@
+"""The media path end to end on real Kafka and PostgreSQL: the consent registry, swapper-gpu and
+post-producer run as services (in this process, each with its own schema, bus and HTTP port); a swap
+job for a generated person and template comes out as a platform-spec, AI-labelled, C2PA-signed MP4,
+and a consent revoked between swap and render stops the job."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from reelfab.bus.kafka import KafkaBus
+from reelfab.codec import default_codec
+from reelfab.faces.synthetic import music_bed, template_clip, virtual_person
+from reelfab.media.c2pa_sign import read_manifest
+from reelfab.media.frames import read_frames
+from reelfab.media.probe import probe
+from reelfab.media.render import RenderSpec
+from reelfab.media.spec_check import verify
+from reelfab.service import run_service
+from reelfab.storage import open_store
+from reelfab_services.consent_registry import main as registry_main
+from reelfab_services.consent_registry import tokens
+from reelfab_services.post_producer import main as post_main
+from reelfab_services.swapper_gpu import main as swapper_main
+from tests.conftest import eventually, make_settings, unique
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+PERSON, PERFORMER = 31, 32
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    """A service started with run_service in this process; stop() ends it as SIGTERM would."""
+
+    def __init__(self, module: Any, settings: Any) -> None:
+        self.spec = dataclasses.replace(module.SPEC, schema=unique(module.SPEC.schema))
+        self.port = _port()
+        self.settings = settings.model_copy(update={"http_port": self.port})
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(run_service(self.spec, self.settings, module.wire, self.stop_event))
+
+    async def ready(self) -> None:
+        async def ok() -> bool:
+            if self.task.done():
+                self.task.result()  # surfaces the service's error
+            try:
+                async with httpx.AsyncClient() as c:
+                    return (await c.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ok, timeout=90, interval=0.2)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await asyncio.wait_for(self.task, 60)
+
+
+def _png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+async def _event(bus: KafkaBus, topics: tuple[str, ...], job_id: str, timeout: float = 240) -> tuple[str, dict[str, Any]]:
+    codec = default_codec()
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    async def arrived() -> bool:
+        for topic in topics:
+            for m in await bus.scan(topic, datetime(2020, 1, 1, tzinfo=UTC)):
+                if m.key == job_id.encode():
+                    found.append((topic, codec.decode(m.value).value))
+                    return True
+        return False
+
+    await eventually(arrived, timeout=timeout, interval=1.0)
+    return found[0]
+
+
+@pytest.fixture
+async def factory(stack: Any, tmp_path: Path) -> Any:
+    settings = make_settings(
+        state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri(), consent_asset_kind="synthetic",
+        consent_master_key=base64.b64encode(b"k" * 32).decode(), log_format="json",
+    )
+    registry = Running(registry_main, settings)
+    await registry.ready()
+    import asyncpg
+
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    admin = await tokens.create_token(pool, registry.spec.schema, "test-admin", "admin")
+    reader = await tokens.create_token(pool, registry.spec.schema, "swapper", "reader")
+    await pool.close()
+    workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": f"http://127.0.0.1:{registry.port}"})
+    bus = KafkaBus(settings, "test-driver", default_codec())
+    await bus.start()
+    yield {"settings": workers, "registry": registry, "admin": admin, "bus": bus, "tmp": tmp_path}
+    await bus.stop()
+    await registry.stop()
+
+
+async def _consent(f: dict[str, Any], subject: str, face_png: bytes) -> None:
+    headers = {"Authorization": f"Bearer {f['admin']}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{f['registry'].port}", headers=headers, timeout=120) as api:
+        assert (await api.post("/subjects", json={"subject_id": subject, "display_name": "Virtual Vera"})).status_code == 201
+        r = await api.post(f"/subjects/{subject}/images", files={"image": ("vera.png", face_png, "image/png")})
+        assert r.status_code == 201, r.text
+        r = await api.post(f"/subjects/{subject}/consents", files={"document": ("consent.pdf", b"%PDF signed", "application/pdf")},
+                           data={"platforms": "tiktok", "allowed_tags": "dance", "commercial_use": "false"})
+        assert r.status_code == 201, r.text
+
+
+def _job(f: dict[str, Any], subject: str, face: Path, template: Path, music: Path | None) -> dict[str, Any]:
+    store = open_store(f["settings"].storage_root)
+    job_id = f"job-{uuid.uuid4().hex[:10]}"
+    src, tpl = store.put_file(f"in/{job_id}/face.png", face), store.put_file(f"in/{job_id}/t.mp4", template)
+    mus = store.put_file(f"in/{job_id}/m.m4a", music) if music else None
+    return {
+        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "test", "job_id": job_id,
+        "face_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+        "template_id": "dance-1", "template_uri": tpl.uri, "template_sha256": tpl.sha256, "template_tags": ["dance"],
+        "swapper_model": "classical", "platform": "tiktok", "commercial": False,
+        "music_uri": mus.uri if mus else None, "caption_text": "Virtual dance, consented",
+    }
+
+
+async def test_a_job_becomes_a_signed_platform_spec_video_and_a_revocation_stops_the_next(factory: dict[str, Any]) -> None:
+    f = factory
+    tmp: Path = f["tmp"]
+    subject = unique("vera")
+    face = tmp / "vera.png"
+    face.write_bytes(_png(virtual_person(PERSON)))
+    clip = template_clip(tmp / "template.mp4", seed=7, seconds=5.0, size=(540, 960), performer_seed=PERFORMER)
+    music = music_bed(tmp / "bed.m4a", seed=2, seconds=3.0)  # shorter than the clip: looped
+    await _consent(f, subject, face.read_bytes())
+
+    swapper = Running(swapper_main, f["settings"])
+    post = Running(post_main, f["settings"])
+    await swapper.ready()
+    await post.ready()
+    try:
+        job = _job(f, subject, face, clip.path, music)
+        await f["bus"].publish("reelfab.swap.requested.v1", job)
+        topic, done = await _event(f["bus"], ("reelfab.render.completed.v1", "reelfab.job.failed.v1"), job["job_id"])
+        assert topic == "reelfab.render.completed.v1", done
+        final = open_store(f["settings"].storage_root).local_path(done["final_uri"])
+        check = verify(final, RenderSpec(), probe(clip.path).duration_s)
+        assert check.passed, check.problems
+        assert (check.width, check.height, check.video_profile, check.pix_fmt, check.sample_rate) == (1080, 1920, "High", "yuv420p", 48000)
+        assert check.metadata.get("job_id") == job["job_id"] and check.metadata.get("ai_generated") == "true"
+        manifest = read_manifest(final)
+        assert manifest.valid, manifest.validation_errors
+        assert any("compositeWithTrainedAlgorithmicMedia" in str(a) for a in manifest.actions)
+        assert done["is_aigc"] and "aigenerated" in done["hashtags"]
+        _assert_identity_moved_to_the_source(f, final, face)
+
+        # second job: the post-producer is down; the swap completes; consent is revoked; then it renders nothing
+        await post.stop()
+        job2 = _job(f, subject, face, clip.path, None)
+        await f["bus"].publish("reelfab.swap.requested.v1", job2)
+        topic, _ = await _event(f["bus"], ("reelfab.swap.completed.v1", "reelfab.job.failed.v1"), job2["job_id"])
+        assert topic == "reelfab.swap.completed.v1"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{f['registry'].port}",
+                                     headers={"Authorization": f"Bearer {f['admin']}"}) as api:
+            assert (await api.post(f"/subjects/{subject}/revoke", json={"reason": "changed my mind"})).status_code == 200
+        post = Running(post_main, f["settings"])
+        await post.ready()
+        topic, failed = await _event(f["bus"], ("reelfab.render.completed.v1", "reelfab.job.failed.v1"), job2["job_id"])
+        assert topic == "reelfab.job.failed.v1", failed
+        assert failed["reason_code"] == "consent.revoked" and failed["stage"] == "post-producer" and not failed["retryable"]
+    finally:
+        await post.stop()
+        await swapper.stop()
+
+
+def _assert_identity_moved_to_the_source(f: dict[str, Any], final: Path, face: Path) -> None:
+    from reelfab.faces.classical import ClassicalEngine
+
+    engine = ClassicalEngine()
+    source = engine.prepare_source(cv2.imread(str(face))).embedding
+    performer = engine.prepare_source(virtual_person(PERFORMER)).embedding
+    closer = total = 0
+    for i, frame in enumerate(read_frames(final, fps=5)):
+        faces = engine.detect(frame)
+        if not faces or i == 0:
+            continue
+        best = max(faces, key=lambda x: x.score)
+        e = engine.embed(frame, best)
+        total += 1
+        closer += e.distance(source) < e.distance(performer)
+    assert total >= 10 and closer / total >= 0.9, f"{closer}/{total} sampled frames look like the source"
