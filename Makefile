@@ -61,13 +61,14 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/reelfab up
-	@status=0; $(BIN)/python bench/bus.py || status=$$?; $(BIN)/reelfab down; exit $$status
+	@status=0; $(BIN)/python bench/bus.py && $(BIN)/python bench/faces.py && $(BIN)/python bench/media.py || status=$$?; \
+	$(BIN)/reelfab down; exit $$status
 
+# The media path end to end (consent, swap, post-production) on the local stack; the planner,
+# publisher and analytics join it with their issues.
 demo: $(STAMP)
-	@echo "The whole-factory demo arrives with the face engine, consent and media issues (see docs/architecture.md)."
-	@echo "Today the foundation runs: starting the local stack and listing its topics."
 	$(BIN)/reelfab up
-	$(BIN)/reelfab topics
+	$(BIN)/reelfab demo
 	@echo "The stack keeps running; 'make down' stops it."
 
 clean:

@@ -171,6 +171,14 @@ app.add_typer(_jobs_cli(), name="jobs")
 
 
 @app.command()
+def demo(folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo's inputs and final video go.")) -> None:
+    """Run the media path end to end on the local stack with a generated person (`make up` first)."""
+    from reelfab.demo import run_demo
+
+    asyncio.run(run_demo(get_settings(), folder, _say))
+
+
+@app.command()
 def setup() -> None:
     """Install what the media path needs from Debian (ffmpeg) where it is missing."""
     from reelfab.media.tools import ensure_ffmpeg

@@ -5,10 +5,7 @@ and a consent revoked between swap and render stops the job."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import dataclasses
-import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +18,13 @@ import pytest
 
 from reelfab.bus.kafka import KafkaBus
 from reelfab.codec import default_codec
+from reelfab.embedded import RunningService
 from reelfab.faces.synthetic import music_bed, template_clip, virtual_person
 from reelfab.media.c2pa_sign import read_manifest
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.render import RenderSpec
 from reelfab.media.spec_check import verify
-from reelfab.service import run_service
 from reelfab.storage import open_store
 from reelfab_services.consent_registry import main as registry_main
 from reelfab_services.consent_registry import tokens
@@ -39,37 +36,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 PERSON, PERFORMER = 31, 32
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Running:
-    """A service started with run_service in this process; stop() ends it as SIGTERM would."""
-
+class Running(RunningService):
     def __init__(self, module: Any, settings: Any) -> None:
-        self.spec = dataclasses.replace(module.SPEC, schema=unique(module.SPEC.schema))
-        self.port = _port()
-        self.settings = settings.model_copy(update={"http_port": self.port})
-        self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(run_service(self.spec, self.settings, module.wire, self.stop_event))
-
-    async def ready(self) -> None:
-        async def ok() -> bool:
-            if self.task.done():
-                self.task.result()  # surfaces the service's error
-            try:
-                async with httpx.AsyncClient() as c:
-                    return (await c.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(ok, timeout=90, interval=0.2)
-
-    async def stop(self) -> None:
-        self.stop_event.set()
-        await asyncio.wait_for(self.task, 60)
+        super().__init__(module, settings, schema=unique(module.SPEC.schema))
 
 
 def _png(image: np.ndarray) -> bytes:
