@@ -1,0 +1,77 @@
+"""swapper-gpu's decisions and its streamed job, without a broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reelfab.faces.classical import ClassicalEngine
+from reelfab.faces.synthetic import virtual_person
+from reelfab.media.frames import read_frames
+from reelfab.media.probe import probe
+from reelfab.media.tools import tool
+from reelfab_services.swapper_gpu.domain import ModelRefused, choose_model, jobs_that_fit, per_job_bytes
+from reelfab_services.swapper_gpu.swap import Stopped, run_swap
+
+MANIFEST = {"ghost_2_256": ("Apache-2.0", True), "inswapper_128": ("non-commercial", False)}
+
+
+def choose(**kw: object):  # type: ignore[no-untyped-def]
+    base: dict[str, object] = dict(backend=None, model="classical", default_backend="onnx", commercial_job=False,
+                                   commercial_mode=False, manifest=MANIFEST, installed={"ghost_2_256", "inswapper_128"})
+    base.update(kw)
+    return choose_model(**base)  # type: ignore[arg-type]
+
+
+def test_model_choice_follows_the_job_and_the_licence() -> None:
+    assert choose().backend == "classical"
+    assert choose(model="ghost_2_256").model == "ghost_2_256"
+    with pytest.raises(ModelRefused, match="not installed"):
+        choose(model="ghost_2_256", installed=set())
+    with pytest.raises(ModelRefused, match="not in the model manifest"):
+        choose(model="mystery_swap")
+    with pytest.raises(ModelRefused, match="the job is commercial"):
+        choose(model="inswapper_128", commercial_job=True)
+    with pytest.raises(ModelRefused, match="commercial mode"):
+        choose(commercial_mode=True)  # the classical models' licence is non-commercial too
+
+
+def test_memory_budget_bounds_concurrency() -> None:
+    per = per_job_bytes(1080, 1920, 8)
+    assert jobs_that_fit(2 * 2**30, per) == 2 * 2**30 // per == 4
+    assert jobs_that_fit(1, per) == 1 and jobs_that_fit(10**15, per) == 8
+
+
+def _silent_odd_clip(path: Path) -> Path:
+    subprocess.run([tool("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1",
+                    "-vf", "scale=321:241", "-pix_fmt", "yuv444p", "-c:v", "ffv1", str(path)], check=True)
+    return path
+
+
+def test_a_template_without_audio_or_faces_at_an_odd_size_passes_through_losslessly(tmp_path: Path) -> None:
+    clip = _silent_odd_clip(tmp_path / "odd.mkv")
+    out = run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path)
+    info = probe(out.mezzanine)
+    assert (info.width, info.height, info.codec, info.has_audio) == (321, 241, "ffv1", False)
+    assert out.frames == 25 and out.frames_with_face == 0
+    assert all(np.array_equal(a, b) for a, b in zip(read_frames(clip), read_frames(out.mezzanine), strict=True))
+    track = json.loads(out.track.read_text())
+    assert track["frames"] == [None] * 25 and (track["width"], track["height"]) == (321, 241)
+
+
+def test_a_revocation_mid_job_stops_it_and_leaves_no_mezzanine(tmp_path: Path) -> None:
+    clip = _silent_odd_clip(tmp_path / "odd.mkv")
+    asked = []
+
+    def should_stop() -> tuple[str, str] | None:
+        asked.append(1)
+        return ("revoked", "consent of s was revoked") if len(asked) >= 2 else None
+
+    with pytest.raises(Stopped, match="revoked") as stopped:
+        run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path, batch_size=4, should_stop=should_stop)
+    assert stopped.value.reason == "revoked"
+    assert not (tmp_path / "mezzanine.mkv").exists()
