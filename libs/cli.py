@@ -175,7 +175,7 @@ def demo(folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo
     """Run the media path end to end on the local stack with a generated person (`make up` first)."""
     from reelfab.demo import run_demo
 
-    asyncio.run(run_demo(get_settings(), folder, _say))
+    asyncio.run(run_demo(get_settings(), folder, _say))  # it says what it made
 
 
 @app.command()
@@ -193,6 +193,7 @@ def faces_swap(
     subject: str = typer.Option(..., "--subject", help="The enrolled subject whose consent covers SOURCE."),
     platform: str = typer.Option("tiktok", help="Where the result may go (checked against the consent's scope)."),
     tag: list[str] = typer.Option([], help="The template's tags (checked against the consent's scope)."),
+    commercial: bool = typer.Option(False, "--commercial/--no-commercial", help="Will the result be used commercially?"),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the swapped clip (.mp4)."),
     backend: str = typer.Option("", help="classical, onnx or facefusion (default: REELFAB_FACE_BACKEND)."),
     detect_every: int = typer.Option(5, help="Run the detector every N frames; track landmarks in between."),
@@ -210,7 +211,8 @@ def faces_swap(
     settings = get_settings()
     source_bytes = source.read_bytes() if source.is_file() else b""
     decision = RegistryClient.from_settings(settings).check(
-        now_request(subject, purpose="swap", platform=platform, tags=tuple(tag)), image_bytes=source_bytes or None, consume=True
+        now_request(subject, purpose="swap", platform=platform, tags=tuple(tag), commercial=commercial),
+        image_bytes=source_bytes or None, consume=True
     )
     if not decision.allowed:
         err.print(f"[red]refused[/red]: consent denied ({decision.reason}): {decision.detail}")

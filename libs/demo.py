@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,16 @@ from reelfab.settings import Settings
 SUBJECT = "demo-vera"
 
 
-async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None]) -> Path:
+@dataclass(frozen=True)
+class DemoResult:
+    final: Path
+    face: Path
+    template: Path
+    music: Path
+    job_seconds: float  # from publishing the swap job to render.completed on the topic
+
+
+async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None]) -> DemoResult:
     import asyncpg
 
     from reelfab.bus.kafka import KafkaBus
@@ -64,6 +75,7 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
         job_id = f"demo-{uuid.uuid4().hex[:8]}"
         src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", clip.path)
         mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
+        submitted = time.perf_counter()
         await bus.publish("reelfab.swap.requested.v1", {
             "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "demo", "job_id": job_id,
             "face_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
@@ -72,6 +84,7 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
             "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
         })
         topic, value = await _follow(bus, job_id, say)
+        job_seconds = time.perf_counter() - submitted
         if topic == "reelfab.job.failed.v1":
             raise RuntimeError(f"the job failed at {value['stage']}: {value['reason_code']}: {value['reason']}")
         final = folder / "final.mp4"
@@ -83,7 +96,8 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
             f"{spec['audio_codec']} {spec['sample_rate']} Hz, {spec['duration_s']:.2f} s, spec check passed: {spec['passed']}")
         say(f"  C2PA Content Credentials: valid={manifest.valid}, label {manifest.active_label}")
         say(f"  title: {value['title']}   {' '.join('#' + t for t in value['hashtags'])}")
-        return final
+        say(f"  the job took {job_seconds:.1f} s from request to signed video")
+        return DemoResult(final, face, clip.path, music, job_seconds)
     finally:
         await bus.stop()
         for service in (post, swapper, registry):

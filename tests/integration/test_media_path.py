@@ -5,6 +5,7 @@ and a consent revoked between swap and render stops the job."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -137,6 +138,7 @@ async def test_a_job_becomes_a_signed_platform_spec_video_and_a_revocation_stops
         assert any("compositeWithTrainedAlgorithmicMedia" in str(a) for a in manifest.actions)
         assert done["is_aigc"] and "aigenerated" in done["hashtags"]
         _assert_identity_moved_to_the_source(f, final, face)
+        await _the_swap_command_asks_the_registry(f, subject, face, clip.path)
 
         # second job: the post-producer is down; the swap completes; consent is revoked; then it renders nothing
         await post.stop()
@@ -155,6 +157,31 @@ async def test_a_job_becomes_a_signed_platform_spec_video_and_a_revocation_stops
     finally:
         await post.stop()
         await swapper.stop()
+
+
+async def _the_swap_command_asks_the_registry(f: dict[str, Any], subject: str, face: Path, clip: Path) -> None:
+    """`reelfab faces swap` (another process) swaps only with the registry's consent."""
+    import os
+    import sys
+
+    env = {**os.environ, "REELFAB_CONSENT_TOKEN": f["settings"].consent_token,
+           "REELFAB_CONSENT_REGISTRY_URL": f["settings"].consent_registry_url, "COLUMNS": "200"}
+    out = f["tmp"] / "preview.mp4"
+
+    async def swap(who: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reelfab.cli", "faces", "swap", "--subject", who, "--source", str(face),
+            "--target", str(clip), "--out", str(out), "--tag", "dance", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        text, _ = await proc.communicate()
+        return proc.returncode or 0, text.decode()
+
+    code, text = await swap(unique("stranger"))
+    assert code == 3 and "consent denied (no_consent)" in text and not out.exists(), text
+    code, text = await swap(subject)
+    assert code == 0, text
+    assert "frames/s with the classical backend" in text
+    assert probe(out).frames == probe(clip).frames
 
 
 def _assert_identity_moved_to_the_source(f: dict[str, Any], final: Path, face: Path) -> None:
