@@ -137,5 +137,5 @@ async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: fl
                     say(f"swapped {value['frames']} frames at {value['fps']:.1f} frames/s; post-producing")
                 else:
                     return topic, value
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.25)
     raise TimeoutError(f"no result for {job_id} within {timeout:.0f} s")

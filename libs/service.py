@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from reelfab.bus.base import Bus
+from reelfab.bus.base import Bus, new_event_id, now_utc
 from reelfab.bus.idempotency import handle_once
 from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox, OutboxRelay
@@ -221,3 +221,21 @@ def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
         asyncio.run(run_service(spec, get_settings(), wire))
 
     return main
+
+
+async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_code: str, detail: str) -> None:
+    """A decision, not a fault: announce job.failed (not retryable) for the job ``event`` carries, in
+    the same transaction that marks the event processed. The registry audits consent denials from it."""
+    job = event.record
+    record = {
+        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
+        "job_id": job.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
+        "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
+    }
+
+    async def announce(conn: asyncpg.Connection) -> None:
+        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
+
+    assert ctx.pool is not None, "failing a job needs the service's database"
+    await handle_once(ctx.pool, ctx.spec.schema, event, handler, announce)
+    get_logger("reelfab.service").warning("job failed", job_id=job.job_id, reason=reason_code, detail=detail)

@@ -104,7 +104,18 @@ class FileStore:
 
         return self._write_atomic(key, io.BytesIO(data))
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
+    def put_file(self, key: str, path: Path, *, move: bool = False) -> StoredObject:
+        """Store a copy of ``path``; with ``move`` the file itself is renamed into the store when it
+        is on the same filesystem (a large mezzanine is hashed once and never copied)."""
+        if move:
+            dest = self._path_for_key(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest, size = sha256_file(path), path.stat().st_size
+            try:
+                os.replace(path, dest)
+                return StoredObject(dest.as_uri(), digest, size)
+            except OSError:
+                pass  # another filesystem: copy below
         with path.open("rb") as f:
             return self._write_atomic(key, f)
 

@@ -22,7 +22,7 @@ from reelfab.media.c2pa_sign import SigningMaterial, sign_video
 from reelfab.media.render import RenderJob, RenderSpec, render
 from reelfab.media.spec_check import verify
 from reelfab.media.titles import title_and_hashtags
-from reelfab.service import ServiceContext
+from reelfab.service import ServiceContext, fail_job
 from reelfab.storage import FileStore, sha256_file
 
 log = get_logger("reelfab.post")
@@ -67,7 +67,7 @@ def on_swap_completed(post: PostProducer) -> Any:
         work.mkdir(parents=True, exist_ok=True)
         try:
             rendered, check, label, title, tags = await asyncio.to_thread(_produce, post, r, mezzanine, music, track, work)
-            final = post.store.put_file(f"jobs/{r.job_id}/final.mp4", rendered)
+            final = post.store.put_file(f"jobs/{r.job_id}/final.mp4", rendered, move=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         completed = {
@@ -119,17 +119,4 @@ def _spec_record(check: Any) -> dict[str, Any]:
 
 
 async def fail(post: PostProducer, event: Event[Any], reason_code: str, detail: str) -> None:
-    ctx = post.ctx
-    r = event.record
-    record = {
-        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": r.trace_id,
-        "job_id": r.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
-        "retryable": False, "attempts": event.attempt, "face_id": r.face_id, "consent_version": r.consent_version,
-    }
-
-    async def announce(conn: Any) -> None:
-        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
-
-    assert ctx.pool is not None
-    await handle_once(ctx.pool, ctx.spec.schema, event, "render", announce)
-    log.warning("render job failed", job_id=r.job_id, reason=reason_code, detail=detail)
+    await fail_job(post.ctx, event, "render", reason_code, detail)

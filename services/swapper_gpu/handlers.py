@@ -20,7 +20,7 @@ from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError, StorageError
 from reelfab.faces.types import FaceEngine
 from reelfab.logging import get_logger
-from reelfab.service import ServiceContext
+from reelfab.service import ServiceContext, fail_job
 from reelfab.storage import FileStore, sha256_file
 
 from . import metrics
@@ -112,8 +112,8 @@ def on_swap_requested(swapper: Swapper) -> Any:
                 out = await asyncio.to_thread(
                     run_swap, swapper.engine(choice), image, template, workdir, detect_every=swapper.detect_every,
                     batch_size=swapper.batch_size, should_stop=lambda: swapper.revoked(job.face_id))
-            mezzanine = swapper.store.put_file(f"jobs/{job.job_id}/mezzanine.mkv", out.mezzanine)
-            track = swapper.store.put_file(f"jobs/{job.job_id}/track.json", out.track)
+            mezzanine = swapper.store.put_file(f"jobs/{job.job_id}/mezzanine.mkv", out.mezzanine, move=True)
+            track = swapper.store.put_file(f"jobs/{job.job_id}/track.json", out.track, move=True)
         except Stopped as stop:
             return await fail(swapper, event, f"consent.{stop.reason}", str(stop))
         finally:
@@ -143,19 +143,5 @@ def on_swap_requested(swapper: Swapper) -> Any:
 
 
 async def fail(swapper: Swapper, event: Event[Any], reason_code: str, detail: str) -> None:
-    """A decision, not a fault: job.failed with the reason (the registry audits consent denials)."""
-    ctx = swapper.ctx
-    job = event.record
-    record = {
-        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
-        "job_id": job.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
-        "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
-    }
-
-    async def announce(conn: Any) -> None:
-        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
-
-    assert ctx.pool is not None
-    await handle_once(ctx.pool, ctx.spec.schema, event, "swap", announce)
+    await fail_job(swapper.ctx, event, "swap", reason_code, detail)
     metrics.JOBS.labels(reason_code.split(".")[0]).inc()
-    log.warning("swap job failed", job_id=job.job_id, reason=reason_code, detail=detail)

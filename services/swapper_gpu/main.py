@@ -52,6 +52,7 @@ def wire(ctx: ServiceContext) -> None:
     ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
     ctx.extras["swapper"] = swapper
     ctx.on_start.append(lambda: _catch_up(view, ctx))
+    ctx.on_start.append(lambda: _warm_up(swapper))
     if metrics.register_gpu_metrics():
         ctx.extras["gpu"] = True
 
@@ -67,6 +68,14 @@ def _models(settings: Any) -> tuple[dict[str, tuple[str, bool]], set[str]]:
     rows = store.list()
     return ({r["name"]: (r["licence"], bool(r["commercial"])) for r in rows},
             {r["name"] for r in rows if r["installed"]})
+
+
+async def _warm_up(swapper: handlers.Swapper) -> None:
+    """Load the default backend's models before the first job (dlib's take ~1 s), not during it."""
+    from .domain import CLASSICAL_LICENCE, CLASSICAL_MODEL, ModelChoice
+
+    if swapper.ctx.settings.face_backend == "classical" and swapper.ctx.pool is not None:
+        await asyncio.to_thread(swapper.engine, ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False))
 
 
 async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:

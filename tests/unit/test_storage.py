@@ -69,3 +69,14 @@ def test_uris_outside_the_root_and_other_schemes_are_refused(tmp_path: Path) -> 
         open_store("s3://bucket/prefix")
     with pytest.raises(StorageError, match="no object"):
         store.get_bytes(store.root_uri + "/missing")
+
+
+def test_put_file_can_move_a_large_file_in_without_copying(tmp_path: Path) -> None:
+    src = tmp_path / "mezzanine.mkv"
+    src.write_bytes(b"frames" * 1000)
+    store = open_store((tmp_path / "store").as_uri())
+    inode = src.stat().st_ino
+    obj = store.put_file("jobs/j1/mezzanine.mkv", src, move=True)
+    dest = store.local_path(obj.uri)
+    assert not src.exists() and dest.stat().st_ino == inode  # renamed, not copied
+    assert obj.sha256 == hashlib.sha256(b"frames" * 1000).hexdigest() and obj.size == 6000
