@@ -124,8 +124,13 @@ async def test_a_job_becomes_a_signed_platform_spec_video_and_a_revocation_stops
     await swapper.ready()
     await post.ready()
     try:
-        job = _job(f, subject, face, clip.path, music)
-        await f["bus"].publish("reelfab.swap.requested.v1", job)
+        # the first job goes in by hand, as an operator would: `reelfab jobs submit`, then `jobs watch`
+        code, out = await _cli(f, "jobs", "submit", "--subject", subject, "--source", str(face), "--template", str(clip.path),
+                               "--music", str(music), "--caption", "Virtual dance, consented", "--tag", "dance")
+        assert code == 0, out
+        job = {"job_id": out.strip().splitlines()[-1]}
+        code, watched = await _cli(f, "jobs", "watch", job["job_id"], "--timeout", "240")
+        assert code == 0 and "rendered:" in watched and "#aigenerated" in watched, watched
         topic, done = await _event(f["bus"], ("reelfab.render.completed.v1", "reelfab.job.failed.v1"), job["job_id"])
         assert topic == "reelfab.render.completed.v1", done
         final = open_store(f["settings"].storage_root).local_path(done["final_uri"])
@@ -157,6 +162,20 @@ async def test_a_job_becomes_a_signed_platform_spec_video_and_a_revocation_stops
     finally:
         await post.stop()
         await swapper.stop()
+
+
+async def _cli(f: dict[str, Any], *args: str) -> tuple[int, str]:
+    """The `reelfab` command in another process, configured like the workers."""
+    import os
+    import sys
+
+    s = f["settings"]
+    env = {**os.environ, "REELFAB_CONSENT_TOKEN": s.consent_token, "REELFAB_CONSENT_REGISTRY_URL": s.consent_registry_url,
+           "REELFAB_STORAGE_ROOT": s.storage_root, "COLUMNS": "200"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "reelfab.cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    text, _ = await proc.communicate()
+    return proc.returncode or 0, text.decode()
 
 
 async def _the_swap_command_asks_the_registry(f: dict[str, Any], subject: str, face: Path, clip: Path) -> None:
