@@ -39,13 +39,6 @@ class PostProducer:
     workdir: Path
 
 
-def on_consent_changed(post: PostProducer) -> Any:
-    async def handle(event: Event[Any]) -> None:
-        await post.view.apply_async(event.record)
-
-    return handle
-
-
 def on_swap_completed(post: PostProducer) -> Any:
     ctx = post.ctx
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from reelfab.consent.client import RegistryClient
@@ -55,8 +54,7 @@ def wire(ctx: ServiceContext) -> None:
         signing=signing_material(settings) if ctx.pool is not None else SigningMaterial(Path(), Path(), Path()),
         workdir=Path(settings.state_dir) / "post-work",
     )
-    ctx.bus.subscribe("reelfab.consent.changed.v1", handlers.on_consent_changed(post),
-                      group=f"{SPEC.name}.consent-view.{uuid.uuid4().hex[:12]}")  # every instance reads it all
+    view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe("reelfab.swap.completed.v1", handlers.on_swap_completed(post))
     ctx.on_start.append(lambda: _catch_up(view, ctx))
 

@@ -62,13 +62,6 @@ class Swapper:
         return None
 
 
-def on_consent_changed(swapper: Swapper) -> Any:
-    async def handle(event: Event[Any]) -> None:
-        await swapper.view.apply_async(event.record)
-
-    return handle
-
-
 def on_swap_requested(swapper: Swapper) -> Any:
     ctx = swapper.ctx
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,7 @@ def wire(ctx: ServiceContext) -> None:
         slots=asyncio.Semaphore(jobs_that_fit(budget, per_job_bytes(1080, 1920, 8))),
         workdir=Path(settings.state_dir) / "swapper-work",
     )
-    ctx.bus.subscribe("reelfab.consent.changed.v1", handlers.on_consent_changed(swapper),
-                      group=f"{SPEC.name}.consent-view.{uuid.uuid4().hex[:12]}")  # every instance reads it all
+    view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
     ctx.extras["swapper"] = swapper
     ctx.on_start.append(lambda: _catch_up(view, ctx))
