@@ -15,7 +15,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
@@ -691,14 +691,10 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
                 "nothing to amend: give platforms, allowed_tags, territories, "
                 "commercial_use, valid_until or daily_cap",
             )
-        scope = None
-        if changes:  # scope fields left out keep their current values
-            lease = await registry.latest_lease(subject_id)
-            scope = replace(lease.terms().scope if lease else ConsentScope(), **changes)
-        terms = await registry.amend(
+        terms = await registry.amend(  # scope fields left out keep their current values
             subject_id,
             actor=who.name,
-            scope=scope,
+            scope_changes=changes,
             valid_until=body.valid_until,
             daily_cap=body.daily_cap,
             reason=body.reason,

@@ -9,7 +9,7 @@ import io
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -146,9 +146,15 @@ class Registry:
                                      document_sha256=hashlib.sha256(document).hexdigest(), document_uri=document_uri)
 
     async def amend(self, subject_id: str, *, actor: str, scope: Scope | None = None, valid_until: datetime | None = None,
-                    daily_cap: int | None = None, reason: str | None = None) -> LeaseTerms:
+                    daily_cap: int | None = None, reason: str | None = None,
+                    scope_changes: dict[str, Any] | None = None) -> LeaseTerms:
+        """``scope_changes`` (platforms, allowed_tags, territories, commercial_use) are merged with the
+        current scope inside the locked transaction, so two concurrent amends cannot lose one."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._subject_key(conn, subject_id, for_update=True)
+            if scope_changes:
+                current = await self._latest(conn, subject_id)
+                scope = replace(scope or (current.scope if current else Scope()), **scope_changes)
             return await self._issue(conn, subject_id, "AMENDED", actor, scope=scope, valid_until=valid_until,
                                      daily_cap=daily_cap, reason=reason)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -241,7 +240,6 @@ def _write(repo: Path, schema: dict[str, Any], rel: str = "schemas/Thing.avsc") 
     path.write_text(json.dumps(schema, indent=2))
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_every_committed_version_is_checked(tmp_path: Path) -> None:
     _git(tmp_path, "init", "-q")
     _write(tmp_path, BASE)
@@ -283,7 +281,6 @@ def test_every_committed_version_is_checked(tmp_path: Path) -> None:
     assert main(["--repo", str(tmp_path)]) == 1  # topics of the real catalogue are missing here too
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_history_files_are_checked(tmp_path: Path) -> None:
     _git(tmp_path, "init", "-q")
     _write(tmp_path, BASE)
