@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from reelfab.identifiers import IDENTIFIER_PATTERN, is_identifier_field
 from reelfab.topics import SCHEMA_NAMESPACE
+
+# An identifier field (name ending in _id, see reelfab.identifiers) is checked when a record is decoded.
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 
 
 class Record(BaseModel):
@@ -75,6 +79,8 @@ class _Builder:
         fields: dict[str, Any] = {}
         for f in schema["fields"]:
             py = self.python_type(f["type"], ns)
+            if is_identifier_field(f["name"]):
+                py = _as_identifier(py)
             spec: Any
             if "default" in f:
                 default = f["default"]
@@ -93,6 +99,14 @@ class _Builder:
         model.__avro_name__ = full
         self.named[full] = model
         return model  # type: ignore[no-any-return]
+
+
+def _as_identifier(py: Any) -> Any:
+    if py is str:
+        return Identifier
+    if py == Optional[str]:  # noqa: UP045
+        return Optional[Identifier]  # noqa: UP045
+    return py
 
 
 def model_from_schema(schema: dict[str, Any]) -> type[Record]:

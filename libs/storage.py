@@ -45,14 +45,18 @@ def sha256_file(path: Path) -> str:
 
 
 def _safe_key(key: str) -> PurePosixPath:
+    """A relative key of non-empty, non-dot segments; refused (never normalised) otherwise."""
     if not key or key.strip() != key:
         raise StorageError(f"object key {key!r} is empty or has surrounding spaces")
-    if "\\" in key or "\x00" in key:
-        raise StorageError(f"object key {key!r} contains a backslash or NUL")
-    p = PurePosixPath(key)
-    if p.is_absolute() or any(part in ("..", ".") for part in p.parts):
-        raise StorageError(f"object key {key!r} escapes the store's root (absolute or has '..'/'.')")
-    return p
+    if "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise StorageError(f"object key {key!r} contains a backslash or a control character")
+    if key.startswith("/"):
+        raise StorageError(f"object key {key!r} is absolute; keys are relative to the store's root")
+    segments = key.split("/")
+    if any(seg in ("", ".", "..") for seg in segments):
+        # checked on the raw text: PurePosixPath would silently fold 'jobs//abs' into 'jobs/abs'
+        raise StorageError(f"object key {key!r} has an empty, '.' or '..' segment")
+    return PurePosixPath(*segments)
 
 
 class FileStore:

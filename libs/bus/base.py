@@ -21,6 +21,7 @@ from typing import Any
 from reelfab import metrics
 from reelfab.codec import AvroCodec
 from reelfab.errors import MessageTooLargeError, PermanentError
+from reelfab.identifiers import InvalidIdentifier, check_identifier
 from reelfab.records import Record, model_for
 from reelfab.settings import Settings
 from reelfab.topics import BY_NAME, DLQ_SUFFIX, Topic
@@ -131,13 +132,18 @@ class Bus(ABC):
         analytics learn the job is gone; undecodable messages with a job key included."""
         if sub.topic.key_field != "job_id" or sub.topic.name == "reelfab.job.failed.v1" or not letter.raw.key:
             return
+        job_id = letter.raw.key.decode(errors="replace")
+        try:
+            check_identifier(job_id, "job_id")
+        except InvalidIdentifier:  # a hostile key stays in the DLQ; it is never re-announced as an id
+            return
         await self.publish(
             "reelfab.job.failed.v1",
             {
                 "event_id": new_event_id(),
                 "occurred_at": now_utc(),
                 "producer": self.service,
-                "job_id": letter.raw.key.decode(errors="replace"),
+                "job_id": job_id,
                 "stage": self.service,
                 "reason_code": f"dead_lettered.{type(letter.error).__name__}",
                 "reason": f"{type(letter.error).__name__}: {letter.error}"[:2000],

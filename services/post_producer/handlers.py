@@ -17,6 +17,7 @@ from reelfab.bus.idempotency import handle_once, was_processed
 from reelfab.consent.gate import ConsentGate
 from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError
+from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
 from reelfab.media.c2pa_sign import SigningMaterial, sign_video
 from reelfab.media.render import RenderJob, RenderSpec, render
@@ -56,11 +57,10 @@ def on_swap_completed(post: PostProducer) -> Any:
             raise PermanentError(f"mezzanine {r.mezzanine_uri} is missing or its sha256 is not {r.mezzanine_sha256}")
         track = json.loads(post.store.get_bytes(r.face_track_uri, expect_sha256=r.face_track_sha256))
         music = post.store.local_path(r.music_uri) if r.music_uri else None
-        work = post.workdir / r.job_id
-        work.mkdir(parents=True, exist_ok=True)
+        work = make_workdir(post.workdir, r.job_id)
         try:
             rendered, check, label, title, tags = await asyncio.to_thread(_produce, post, r, mezzanine, music, track, work)
-            final = post.store.put_file(f"jobs/{r.job_id}/final.mp4", rendered, move=True)
+            final = post.store.put_file(f"jobs/{key_segment(r.job_id, 'job_id')}/final.mp4", rendered, move=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         completed = {

@@ -19,6 +19,7 @@ from reelfab.consent.gate import ConsentGate
 from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError, StorageError
 from reelfab.faces.types import FaceEngine
+from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
 from reelfab.service import ServiceContext, fail_job
 from reelfab.storage import FileStore, sha256_file
@@ -97,16 +98,16 @@ def on_swap_requested(swapper: Swapper) -> Any:
         image = cv2.imdecode(np.frombuffer(source_bytes, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise PermanentError(f"source image {job.source_image_uri} is not a readable image")
-        workdir = swapper.workdir / job.job_id
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = make_workdir(swapper.workdir, job.job_id)
+        key = key_segment(job.job_id, "job_id")
         try:
             async with swapper.slots:
                 metrics.BATCH_SIZE.set(swapper.batch_size)
                 out = await asyncio.to_thread(
                     run_swap, swapper.engine(choice), image, template, workdir, detect_every=swapper.detect_every,
                     batch_size=swapper.batch_size, should_stop=lambda: swapper.revoked(job.face_id))
-            mezzanine = swapper.store.put_file(f"jobs/{job.job_id}/mezzanine.mkv", out.mezzanine, move=True)
-            track = swapper.store.put_file(f"jobs/{job.job_id}/track.json", out.track, move=True)
+            mezzanine = swapper.store.put_file(f"jobs/{key}/mezzanine.mkv", out.mezzanine, move=True)
+            track = swapper.store.put_file(f"jobs/{key}/track.json", out.track, move=True)
         except Stopped as stop:
             return await fail(swapper, event, f"consent.{stop.reason}", str(stop))
         finally:

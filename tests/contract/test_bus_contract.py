@@ -241,3 +241,30 @@ async def test_a_dead_lettered_job_is_announced_on_job_failed(harness: Harness) 
 
 async def _count(harness: Harness, topic: str, n: int) -> bool:
     return len(await harness.messages(topic)) >= n
+
+
+async def test_a_record_with_a_hostile_identifier_is_dead_lettered_naming_the_field(harness: Harness) -> None:
+    topic = await harness.topic(partitions=1)
+    bus = harness.bus("swapper-gpu")
+    got = Recorder()
+    bus.subscribe(topic, got)
+    await bus.start()
+    hostile = default_codec().encode(SWAP, swap_requested("job-ok", template_id="../../etc"))
+    await bus.publish_raw(topic.name, hostile, key=b"job-ok", headers=[])
+    await bus.publish_raw(topic.name, default_codec().encode(SWAP, swap_requested("/tmp/x")), key=b"/tmp/x", headers=[])
+    await bus.publish(topic, swap_requested("job-after"))
+    await eventually(lambda: got.jobs() == ["job-after"])
+    await eventually(lambda: _count(harness, topic.dlq, 2))
+    first, second = await harness.messages(topic.dlq)
+    assert "template_id" in headers(first)[H_ERROR_MESSAGE] and headers(first)[H_ATTEMPTS] == "1"
+    assert "job_id" in headers(second)[H_ERROR_MESSAGE]
+
+    async def failures() -> list[bytes | None]:
+        return [m.key for m in await harness.messages("reelfab.job.failed.v1") if m.key in (b"job-ok", b"/tmp/x")]
+
+    await eventually(lambda: _has(failures, b"job-ok"))
+    assert b"/tmp/x" not in await failures()  # a hostile key is never re-announced as a job id
+
+
+async def _has(source: Any, key: bytes) -> bool:
+    return key in await source()
