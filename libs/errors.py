@@ -36,8 +36,34 @@ class MessageTooLargeError(PermanentError):
     """A message over the configured maximum size."""
 
 
+class DependencyUnavailable(TransientError):
+    """A dependency (PostgreSQL, Kafka, the consent registry, the object store) cannot be reached.
+
+    Nobody's message is at fault: the bus pauses and retries with capped backoff until it is back,
+    without counting attempts towards the DLQ, and readiness is false meanwhile."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} is unavailable: {detail}")
+        self.dependency = dependency
+
+
 class StorageError(ReelfabError):
     """Object storage refused an operation (bad URI, key escaping the root, checksum mismatch)."""
+
+
+class ObjectRefused(StorageError, PermanentError):
+    """A key or URI the store will never serve: absolute, escaping the root, another scheme."""
+
+
+class ObjectMissing(StorageError, PermanentError):
+    """The object a message names is not there, or is not the bytes its sha256 says."""
+
+
+class StoreUnavailable(DependencyUnavailable):
+    """The store itself cannot be reached (its root is gone or its filesystem fails)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("object store", detail)
 
 
 class StackError(ReelfabError):

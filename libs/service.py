@@ -96,12 +96,17 @@ def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[A
 
 
 def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> Starlette:
+    outages = ctx.bus.policy.outages
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"service": ctx.spec.name, "status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        ok = await ready()
-        return JSONResponse({"service": ctx.spec.name, "ready": ok}, status_code=200 if ok else 503)
+        ok = await ready() and outages.ready
+        body: dict[str, Any] = {"service": ctx.spec.name, "ready": ok}
+        if not outages.ready:  # what the service is waiting for, so an operator knows where to look
+            body["waiting_for"] = outages.describe()
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     retry_max_attempts: int = 5
     retry_backoff_initial_s: float = 0.2
     retry_backoff_max_s: float = 5.0
+    # a dependency's outage is waited out (not counted towards the DLQ) with this capped backoff
+    outage_backoff_initial_s: float = 0.5
+    outage_backoff_max_s: float = 10.0
     outbox_poll_interval_s: float = 0.2
     outbox_batch_size: int = 100
 

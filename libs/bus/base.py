@@ -53,7 +53,8 @@ class Bus(ABC):
         self.codec = codec
         self.policy = DeliveryPolicy(
             service,
-            RetryPolicy(settings.retry_max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s),
+            RetryPolicy(settings.retry_max_attempts, settings.retry_backoff_initial_s, settings.retry_backoff_max_s,
+                        settings.outage_backoff_initial_s, settings.outage_backoff_max_s),
             settings.max_message_bytes,
         )
         self.subscriptions: list[Subscription] = []

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
-from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_exponential
 
 from reelfab import metrics
 from reelfab.errors import MessageTooLargeError, PermanentError
 from reelfab.logging import get_logger
 
 from .message import Headers, RawMessage
+from .outage import Outages, outage_of, outages_for
 
 log = get_logger("reelfab.bus")
 
@@ -40,7 +41,7 @@ _MAX_HEADER_MESSAGE = 2000
 
 
 def is_permanent(exc: BaseException) -> bool:
-    return isinstance(exc, PermanentError | pydantic.ValidationError)
+    return isinstance(exc, PermanentError | pydantic.ValidationError) and outage_of(exc) is None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
+    outage_backoff_initial_s: float = 0.5
+    outage_backoff_max_s: float = 10.0
 
 
 @dataclass
@@ -82,10 +85,11 @@ DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 
 
 class DeliveryPolicy:
-    def __init__(self, service: str, retry: RetryPolicy, max_message_bytes: int) -> None:
+    def __init__(self, service: str, retry: RetryPolicy, max_message_bytes: int, outages: Outages | None = None) -> None:
         self.service = service
         self.retry = retry
         self.max_message_bytes = max_message_bytes
+        self.outages = outages or outages_for(service)
 
     async def deliver(
         self,
@@ -94,30 +98,55 @@ class DeliveryPolicy:
         dead_letter: DeadLetterSink,
     ) -> str:
         """Run ``attempt(n)`` until it succeeds, a permanent error or the retry budget; returns the
-        outcome. Only a failure to dead-letter escapes: then the message must not be committed."""
+        outcome. Only a failure to dead-letter escapes: then the message must not be committed.
+
+        A dependency's outage (``outage_of``) is not the message's fault: it is waited out with capped
+        backoff for as long as it lasts, and neither counts as an attempt nor leads to the DLQ."""
         first_seen = datetime.now(UTC)
         started = time.perf_counter()
+        faults = 0  # failures that were (possibly) the message's fault: these spend the retry budget
+        outage_waits = 0
         tries = 0
+        rounds = 0
         outcome = "ok"
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal faults, outage_waits
+            error = state.outcome.exception() if state.outcome else None
+            dependency = outage_of(error) if error else None
+            if dependency is not None:
+                outage_waits += 1
+                self.outages.waiting(dependency, error)  # type: ignore[arg-type]
+                return False
+            outage_waits = 0
+            faults += 1
+            return faults >= self.retry.max_attempts
+
+        message_backoff = wait_exponential(multiplier=self.retry.backoff_initial_s, max=self.retry.backoff_max_s)
+
+        def wait(state: RetryCallState) -> float:
+            if outage_waits:
+                return float(min(self.retry.outage_backoff_max_s,
+                                 self.retry.outage_backoff_initial_s * 2 ** min(outage_waits - 1, 16)))
+            return float(message_backoff(state))
+
         try:
             if len(raw.value) > self.max_message_bytes:
                 tries = 1
                 raise MessageTooLargeError(
                     f"message of {len(raw.value)} bytes exceeds the limit of {self.max_message_bytes} bytes"
                 )
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(self.retry.max_attempts),
-                wait=wait_exponential(multiplier=self.retry.backoff_initial_s, max=self.retry.backoff_max_s),
-                retry=retry_if_exception(lambda e: not is_permanent(e)),
-                reraise=False,
-            )
+            retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception(lambda e: not is_permanent(e)),
+                                     reraise=False)
             async for state in retrying:
                 with state:
-                    tries = state.retry_state.attempt_number
-                    if tries > 1:
-                        log.warning("retrying", topic=raw.topic, offset=raw.offset, attempt=tries)
+                    tries, rounds = faults + 1, rounds + 1
+                    if rounds > 1:
+                        log.warning("retrying", topic=raw.topic, offset=raw.offset, attempt=tries,
+                                    waiting_for=sorted(self.outages.down) or None)
                     await attempt(tries)
-            if tries > 1:
+            self.outages.answered()
+            if rounds > 1:
                 outcome = "retried"
         except RetryError as exhausted:
             error = exhausted.last_attempt.exception() or exhausted

@@ -103,7 +103,6 @@ def test_the_store_refuses_absolute_empty_and_dot_segments(tmp_path: Path, key: 
 
 def test_an_identifier_field_on_the_wire_is_checked_at_decode() -> None:
     from reelfab.codec import default_codec
-
     from tests.contract.records import swap_requested
 
     codec = default_codec()

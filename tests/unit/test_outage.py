@@ -1,0 +1,148 @@
+"""A dependency's outage is nobody's message's fault: it is waited out, never dead-lettered
+(DESIGN.md "Delivery rules"), while readiness is false and a gauge says what is awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from reelfab.bus.message import RawMessage
+from reelfab.bus.outage import Outages, outage_of
+from reelfab.bus.policy import DeadLetter, DeliveryPolicy, RetryPolicy, is_permanent
+from reelfab.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    StoreUnavailable,
+    TransientError,
+)
+
+FAST = RetryPolicy(max_attempts=3, backoff_initial_s=0.001, backoff_max_s=0.002,
+                   outage_backoff_initial_s=0.001, outage_backoff_max_s=0.005)
+
+
+def raw(offset: int = 0) -> RawMessage:
+    return RawMessage(topic="reelfab.swap.requested.v1", partition=0, offset=offset, key=b"job-1", value=b"x",
+                      headers=[], timestamp_ms=0)
+
+
+class Flaky:
+    """Fails with the given errors in turn, then succeeds; records the attempt numbers it was given."""
+
+    def __init__(self, *errors: BaseException, outages: Outages | None = None) -> None:
+        self.errors = list(errors)
+        self.attempts: list[int] = []
+        self.ready_seen: list[bool] = []
+        self.outages = outages
+
+    async def __call__(self, n: int) -> None:
+        self.attempts.append(n)
+        if self.outages is not None:
+            self.ready_seen.append(self.outages.ready)
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+async def deliver(policy: DeliveryPolicy, attempt: Any) -> tuple[str, list[DeadLetter]]:
+    letters: list[DeadLetter] = []
+
+    async def sink(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    return await policy.deliver(raw(), attempt, sink), letters
+
+
+async def _refused_by_asyncpg() -> None:
+    # a real connection attempt to a closed port: the error asyncpg raises while PostgreSQL restarts
+    await asyncpg.connect(host="127.0.0.1", port=_closed_port(), user="x", database="x", timeout=2)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_postgresql_outage_longer_than_the_retry_budget_dead_letters_nothing() -> None:
+    try:
+        await _refused_by_asyncpg()
+    except OSError as exc:
+        refused = exc
+    policy = DeliveryPolicy("svc-pg", FAST, 1 << 20, Outages("svc-pg"))
+    errors = [refused, asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+              asyncpg.CannotConnectNowError("the database system is starting up")] * 4
+    flaky = Flaky(*errors, outages=policy.outages)
+    outcome, letters = await deliver(policy, flaky)
+    assert outcome == "retried" and letters == []
+    assert len(flaky.attempts) == len(errors) + 1 > FAST.max_attempts
+    assert set(flaky.attempts) == {1}  # an outage spends none of the message's attempts
+    assert flaky.ready_seen[0] and not any(flaky.ready_seen[1:])  # not ready while waiting
+    assert policy.outages.ready  # and ready again once it answered
+
+
+@pytest.mark.parametrize("error", [
+    DependencyUnavailable("consent registry", "connection refused"),
+    StoreUnavailable("the store's root /mnt/store is not there"),
+    httpx.ConnectError("connection refused"),
+    TransientError("wrapped"),  # its cause says what was down
+])
+async def test_other_dependencies_are_waited_out_too(error: BaseException) -> None:
+    if isinstance(error, TransientError):
+        error.__cause__ = asyncpg.ConnectionDoesNotExistError("closed")
+    policy = DeliveryPolicy("svc-dep", FAST, 1 << 20, Outages("svc-dep"))
+    flaky = Flaky(*([error] * (FAST.max_attempts + 3)))
+    outcome, letters = await deliver(policy, flaky)
+    assert (outcome, letters) == ("retried", [])
+
+
+async def test_readiness_and_the_gauge_name_what_is_awaited() -> None:
+    outages = Outages("svc-gauge")
+    policy = DeliveryPolicy("svc-gauge", FAST, 1 << 20, outages)
+    gate = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    async def attempt(n: int) -> None:
+        if not gate.is_set():
+            if not outages.ready:
+                seen["describe"] = outages.describe()
+                seen["gauge"] = REGISTRY.get_sample_value("reelfab_dependency_up",
+                                                          {"service": "svc-gauge", "dependency": "object store"})
+                gate.set()
+            raise StoreUnavailable("volume gone")
+
+    outcome, _ = await deliver(policy, attempt)
+    assert outcome == "retried"
+    assert "object store" in seen["describe"] and "volume gone" in seen["describe"]["object store"]
+    assert seen["gauge"] == 0.0
+    assert REGISTRY.get_sample_value("reelfab_dependency_up", {"service": "svc-gauge", "dependency": "object store"}) == 1.0
+
+
+async def test_faults_of_the_message_still_spend_the_budget_and_dead_letter() -> None:
+    policy = DeliveryPolicy("svc-msg", FAST, 1 << 20, Outages("svc-msg"))
+    flaky = Flaky(*[TransientError("handler bug")] * 10)
+    outcome, [letter] = await deliver(policy, flaky)
+    assert outcome == "dead_lettered" and flaky.attempts == [1, 2, 3] and letter.attempts == 3
+
+
+async def test_an_outage_between_message_faults_does_not_reset_or_spend_the_budget() -> None:
+    policy = DeliveryPolicy("svc-mix", FAST, 1 << 20, Outages("svc-mix"))
+    down = DependencyUnavailable("postgresql", "restarting")
+    flaky = Flaky(TransientError("a"), down, down, TransientError("b"), down, TransientError("c"))
+    outcome, [letter] = await deliver(policy, flaky)
+    assert outcome == "dead_lettered" and flaky.attempts == [1, 2, 2, 2, 3, 3] and letter.attempts == 3
+
+
+def test_classification() -> None:
+    assert outage_of(PermanentError("bad input")) is None
+    assert outage_of(ValueError("x")) is None
+    assert outage_of(DependencyUnavailable("kafka", "x")) == "kafka"
+    from aiokafka.errors import KafkaConnectionError
+
+    assert outage_of(KafkaConnectionError("no broker")) == "kafka"
+    assert not is_permanent(DependencyUnavailable("kafka", "x"))
