@@ -170,6 +170,15 @@ def _jobs_cli() -> typer.Typer:
 app.add_typer(_jobs_cli(), name="jobs")
 
 
+def _storage_cli() -> typer.Typer:
+    from reelfab.retention.cli import app as storage
+
+    return storage
+
+
+app.add_typer(_storage_cli(), name="storage")
+
+
 @app.command()
 def demo(folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo's inputs and final video go.")) -> None:
     """Run the media path end to end on the local stack with a generated person (`make up` first)."""

@@ -3,7 +3,7 @@ exports these from the default registry; labels say which service and topic."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "reelfab_events_consumed_total",
@@ -35,4 +35,24 @@ OUTBOX_PENDING = Counter(
     "reelfab_outbox_relayed_total",
     "Outbox rows relayed to Kafka (recovered: found already on the topic after a crash).",
     ["service", "outcome"],
+)
+STORAGE_BYTES = Gauge(
+    "reelfab_storage_bytes",
+    "Bytes the object store holds, by kind (intermediate, input, final, consent, partial, other).",
+    ["kind"],
+)
+STORAGE_OBJECTS = Gauge(
+    "reelfab_storage_objects",
+    "Objects the object store holds, by kind.",
+    ["kind"],
+)
+RETENTION_DELETED_BYTES = Counter(
+    "reelfab_retention_deleted_bytes_total",
+    "Bytes removed from the object store by the retention policy, by kind.",
+    ["kind"],
+)
+RETENTION_ROWS_DELETED = Counter(
+    "reelfab_retention_rows_deleted_total",
+    "Delivery rows removed past the redelivery horizon (published outbox rows, processed-event marks).",
+    ["schema", "table"],
 )

@@ -4,10 +4,12 @@ commit in one transaction, so a redelivered event changes nothing (DESIGN.md del
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
+from reelfab import metrics
 from reelfab.db import check_schema_name
 
 from .message import Event
@@ -41,3 +43,30 @@ async def handle_once(
 async def was_processed(pool: asyncpg.Pool, schema: str, event_id: str) -> bool:
     check_schema_name(schema)
     return bool(await pool.fetchval(f'SELECT 1 FROM "{schema}".processed_events WHERE event_id = $1', event_id))
+
+
+async def prune_processed(
+    pool: asyncpg.Pool, schema: str, older_than: datetime, *, dry_run: bool = False, batch_size: int = 10_000
+) -> int:
+    """Delete ``schema``'s processed-event marks recorded before ``older_than``; returns how many
+    went (or, with ``dry_run``, would go). ``older_than`` must lie beyond the redelivery horizon:
+    an event redelivered after its mark is gone would be handled again."""
+    check_schema_name(schema)
+    if dry_run:
+        return int(await pool.fetchval(
+            f'SELECT count(*) FROM "{schema}".processed_events WHERE processed_at < $1', older_than
+        ))
+    total = 0
+    while True:
+        status = await pool.execute(
+            f'DELETE FROM "{schema}".processed_events WHERE event_id IN '
+            f'(SELECT event_id FROM "{schema}".processed_events WHERE processed_at < $1 LIMIT $2)',
+            older_than, batch_size,
+        )
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        metrics.RETENTION_ROWS_DELETED.labels(schema, "processed_events").inc(total)
+    return total

@@ -241,7 +241,11 @@ class KafkaBus(Bus):
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=self.settings.broker_max_message_bytes,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a broker that does not answer: close what start() opened
+            raise
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
             if not partitions:

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -165,3 +165,29 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
         pass
+
+
+async def prune_outbox(
+    pool: asyncpg.Pool, schema: str, older_than: datetime, *, dry_run: bool = False, batch_size: int = 10_000
+) -> int:
+    """Delete ``schema``'s outbox rows published before ``older_than``; returns how many went (or,
+    with ``dry_run``, would go). Pending rows are never touched, however old: the relay still owes
+    them to Kafka. Deletes in batches so a large backlog does not hold one long transaction."""
+    check_schema_name(schema)
+    where = "published_at IS NOT NULL AND published_at < $1"
+    if dry_run:
+        return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE {where}', older_than))
+    total = 0
+    while True:
+        status = await pool.execute(
+            f'DELETE FROM "{schema}".outbox WHERE id IN '
+            f'(SELECT id FROM "{schema}".outbox WHERE {where} ORDER BY id LIMIT $2)',
+            older_than, batch_size,
+        )
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        metrics.RETENTION_ROWS_DELETED.labels(schema, "outbox").inc(total)
+    return total

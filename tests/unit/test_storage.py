@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,19 @@ def test_put_file_can_move_a_large_file_in_without_copying(tmp_path: Path) -> No
     dest = store.local_path(obj.uri)
     assert not src.exists() and dest.stat().st_ino == inode  # renamed, not copied
     assert obj.sha256 == hashlib.sha256(b"frames" * 1000).hexdigest() and obj.size == 6000
+async def test_a_store_key_outside_the_root_is_permanent_at_once(tmp_path: Any) -> None:
+    from reelfab.bus.outage import Outages
+    from reelfab.bus.policy import DeliveryPolicy, is_permanent
+    from reelfab.errors import ObjectRefused
+    from tests.unit.test_outage import FAST, Flaky, deliver
+
+    store = open_store((tmp_path / "store").as_uri())
+    with pytest.raises(ObjectRefused) as caught:
+        store.local_path("file:///etc/passwd")
+    assert is_permanent(caught.value)
+    policy = DeliveryPolicy("svc-escape", FAST, 1 << 20, Outages("svc-escape"))
+    flaky = Flaky(caught.value)
+    outcome, [letter] = await deliver(policy, flaky)
+    assert outcome == "dead_lettered" and flaky.attempts == [1] and letter.attempts == 1
+
+
