@@ -27,6 +27,7 @@ from reelfab.records import Record
 
 from .base import Bus
 from .message import Published
+from .outage import outage_of
 
 H_OUTBOX_SOURCE = "reelfab.outbox.source"
 H_OUTBOX_ID = "reelfab.outbox.id"
@@ -77,7 +78,22 @@ class OutboxRelay:
         self._needs_recovery = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until ``stop`` is set; waits as a standby while another relay holds the lock."""
+        """Relay until ``stop`` is set; waits as a standby while another relay holds the lock.
+
+        The lock lives on one connection: when PostgreSQL restarts that connection dies and the lock
+        with it, so the relay stops relaying and takes the lock again before sending anything more
+        (two relays of one schema at once could send a row twice)."""
+        while not stop.is_set():
+            try:
+                await self._run_holding_lock(stop)
+            except Exception as exc:  # PostgreSQL away (at start, or the lock's connection lost)
+                self._needs_recovery = True
+                outage = outage_of(exc)
+                log.warning("outbox relay lost the database; taking the lock again when it is back",
+                            schema=self.schema, waiting_for=outage, error=f"{type(exc).__name__}: {exc}")
+                await _wait(stop, max(self.poll_interval_s, 1.0))
+
+    async def _run_holding_lock(self, stop: asyncio.Event) -> None:
         async with self.pool.acquire() as lock_conn:
             while not stop.is_set():
                 if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
@@ -87,11 +103,14 @@ class OutboxRelay:
                 return
             try:
                 while not stop.is_set():
+                    if lock_conn.is_closed():
+                        raise ConnectionError("the connection holding the relay's lock is closed")
                     try:
                         sent = await self.relay_once()
                     except Exception as exc:  # broker or database away: keep the rows, look again later
                         self._needs_recovery = True
                         log.warning("outbox relay failed; will retry", schema=self.schema, error=str(exc))
+                        await lock_conn.fetchval("SELECT 1")  # raises when the lock went with the connection
                         await _wait(stop, max(self.poll_interval_s, 1.0))
                         continue
                     if sent == 0:

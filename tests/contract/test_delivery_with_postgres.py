@@ -202,3 +202,44 @@ async def test_outbox_survives_a_killed_relay_process(stack: Any, pg_pool: Any, 
         assert len(ids) == len(set(ids)) == 5
     finally:
         await harness.close()
+
+
+async def test_a_relay_whose_lock_connection_dies_takes_the_lock_again_before_relaying(
+    harness: Harness, pg_pool: Any, delivery_schema: str
+) -> None:
+    """PostgreSQL restarting kills the connection that holds a relay's advisory lock; the relay must
+    not go on relaying without it (a standby would take the lock and both would send)."""
+    schema = delivery_schema
+    await pg_pool.execute(f'CREATE TABLE "{schema}".jobs (job_id text, seen int)')
+    topic = await harness.topic(partitions=1)
+    bus = harness.bus("planner")
+    await bus.start()
+    stop = asyncio.Event()
+    relay = OutboxRelay(pg_pool, schema, bus, poll_interval_s=0.01)
+    task = asyncio.create_task(relay.run(stop))
+    outbox = Outbox(schema, bus)
+    await _business_write(pg_pool, schema, outbox, topic, ["job-before"])
+    await eventually(lambda: _all_marked(relay))
+
+    key = relay._lock_key  # noqa: SLF001
+
+    async def holder() -> int | None:
+        return await pg_pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid::bigint = $1 AND objid::bigint = $2", (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+
+    first = await holder()
+    assert first is not None, "the relay holds its lock"
+    await pg_pool.execute("SELECT pg_terminate_backend($1)", first)  # what a restart does to it
+    await eventually(lambda: _holder_changed(holder, first), timeout=20)
+    await _business_write(pg_pool, schema, outbox, topic, [f"job-after-{i}" for i in range(5)])
+    await eventually(lambda: _all_marked(relay))
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert sorted(await _published_jobs(harness, topic)) == ["job-after-0", "job-after-1", "job-after-2",
+                                                              "job-after-3", "job-after-4", "job-before"]
+
+
+async def _holder_changed(holder: Any, old: int) -> bool:
+    now = await holder()
+    return now is not None and now != old
