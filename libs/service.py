@@ -9,7 +9,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import uvicorn
@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reelfab.bus.base import Bus, new_event_id, now_utc
 from reelfab.bus.idempotency import handle_once
@@ -53,6 +54,7 @@ class ServiceContext:
     outbox: Outbox
     extras: dict[str, object] = field(default_factory=dict)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after migrations, before consuming
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after consuming stopped
 
 
 Wire = Callable[[ServiceContext], None]
@@ -95,7 +97,7 @@ def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[A
     return handle
 
 
-def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> Starlette:
+def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> ASGIApp:
     outages = ctx.bus.policy.outages
 
     async def healthz(_: Request) -> Response:
@@ -112,10 +114,19 @@ def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> Starl
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
-    api = ctx.extras.get("api")
-    if api is not None:  # a service with an HTTP API of its own serves it beside health and metrics
-        routes.append(Mount("/", app=api))  # type: ignore[arg-type]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    api = cast("ASGIApp | None", ctx.extras.get("api"))
+    if api is None:
+        return app
+    own = {"/healthz", "/readyz", "/metrics"}
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        # a service with an HTTP API of its own gets every other path as it came, newlines and all
+        # (a Mount's path pattern would not match those and Starlette would answer in plain text)
+        target = app if scope["type"] != "http" or scope["path"] in own else api
+        await target(scope, receive, send)
+
+    return dispatch
 
 
 async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
@@ -179,6 +190,8 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         log.info("stopping")
         await relay_task
         await bus.stop()
+        for hook in ctx.on_stop:
+            await hook()
         server.should_exit = True
         await http_task
         log.info("stopped")

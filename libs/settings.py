@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     consent_asset_kind: str = "photo"  # photo | synthetic: which identity threshold enrolment uses
     consent_phash_threshold: int = 8  # bits of 64 a re-encoded copy of an enrolled image may differ by
     consent_max_upload_bytes: int = 10 * 1024 * 1024
+    # unset (None): the registry's own defaults (services/consent_registry/registry.py RegistryConfig)
+    consent_max_face_pixels: int | None = None  # a larger face image is refused from its header
+    consent_face_work_pixels: int | None = None  # larger images are decoded reduced to about this size
+    consent_face_concurrency: int | None = None  # face decodes/embeddings at once
+    consent_checkpoint_interval_s: float | None = None  # signed audit checkpoint at least this often
+    consent_checkpoint_every: int | None = None  # ... and after this many new audit entries
+    consent_consumer_group: str | None = None  # a registry on a database of its own must not share the group
     consent_public_keys: str = ""  # for other services: "keyid=base64,..." of the registry's public keys
     consent_registry_url: str = "http://127.0.0.1:8081"
     consent_token: str = ""  # a reader token of the registry's API, for checks from other processes

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reelfab.consent.decision import ConsentRequest, Decision
 from reelfab.consent.lease import public_key_from_text
-from reelfab.errors import PermanentError, TransientError
+from reelfab.errors import DependencyUnavailable, PermanentError, TransientError
+from reelfab.identifiers import check_identifier
 from reelfab.settings import Settings
 
 
@@ -30,12 +31,25 @@ class RegistryClient:
     def from_settings(cls, settings: Settings) -> RegistryClient:
         return cls(settings.consent_registry_url, settings.consent_token)
 
-    def check(self, request: ConsentRequest, *, image_bytes: bytes | None = None, consume: bool = False) -> Decision:
+    def check(
+        self,
+        request: ConsentRequest,
+        *,
+        image_bytes: bytes | None = None,
+        consume: bool = False,
+        job_id: str | None = None,
+    ) -> Decision:
+        """The registry's full check. With ``consume``, an allowed use counts toward the daily cap
+        once per ``job_id``: a redelivered job asking again is not counted again."""
+        if job_id is not None:
+            check_identifier(job_id, "job_id")
         body: dict[str, Any] = {
             "subject": request.subject, "purpose": request.purpose, "platform": request.platform,
             "template_tags": list(request.template_tags), "territory": request.territory,
             "commercial": request.commercial, "at": request.at.astimezone(UTC).isoformat(), "consume": consume,
         }
+        if job_id is not None:
+            body["job_id"] = job_id
         if image_bytes is not None:
             body["image_base64"] = base64.b64encode(image_bytes).decode()
         data = self._call("POST", "/check", json=body)
@@ -47,8 +61,16 @@ class RegistryClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:  # an outage of the registry, not the fault of the job asking
+            raise DependencyUnavailable(
+                "consent registry", f"{self.url} does not answer ({type(exc).__name__}: {exc}); is it running?"
+            ) from None
         except httpx.HTTPError as exc:
-            raise TransientError(f"the consent registry at {self.url} does not answer ({exc}); is it running?") from None
+            raise TransientError(f"consent registry {method} {path}: {exc}") from None
+        if response.status_code in (502, 503, 504):  # behind a proxy, or its database away
+            raise DependencyUnavailable(
+                "consent registry", f"{method} {path} answered {response.status_code} {response.text[:300]}"
+            )
         if response.status_code >= 500:
             raise TransientError(f"consent registry {method} {path}: {response.status_code} {response.text[:300]}")
         if response.status_code >= 400:

@@ -10,10 +10,8 @@ authenticated before their body is read, and bodies are limited per route while 
 
 import base64
 import binascii
-import io
 import math
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,27 +23,36 @@ from fastapi import Depends, FastAPI, File, Form, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from PIL import Image
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelfab import __version__
+from reelfab.bus.outage import outage_of
 from reelfab.consent.decision import PURPOSES, ConsentRequest
 from reelfab.consent.lease import LeaseTerms, public_key_text
 from reelfab.consent.lease import Scope as ConsentScope
+from reelfab.errors import DependencyUnavailable
+from reelfab.identifiers import IDENTIFIER_PATTERN
 
 from . import audit, keys, tokens
 from .crypto import ErasedError
 from .errors import NotFound, Refused, RegistryError, TooLarge
-from .registry import Registry
+from .registry import Registry, declared_size, too_many_pixels
 
 # -- limits ----------------------------------------------------------------------------------------
 
 JSON_BODY_LIMIT = 1024 * 1024  # JSON requests (not /check, which may carry an image)
 FORM_ALLOWANCE = 64 * 1024  # multipart framing and form fields beside an upload
-MAX_IMAGE_PIXELS = 50_000_000  # decoded size guard: a small PNG can claim a huge canvas
 MAX_LIST = 50  # platforms, tags, territories per consent
 CONSUME_SKEW_S = 300  # a consuming check counts today's uses: its `at` must be now
 _CHUNK = 64 * 1024
@@ -54,6 +61,8 @@ _JPEG = b"\xff\xd8\xff"
 _PRINCIPAL = "reelfab.consent.principal"
 _UPLOAD_ROUTE = re.compile(r"^/subjects/[^/]+/(images|consents)$")
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 # -- input types -----------------------------------------------------------------------------------
 
@@ -69,6 +78,15 @@ def _plain_text(value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _iso_text(value: Any) -> Any:
+    """Timestamps are ISO 8601 text only: no numbers (0 is not a moment someone meant), no dates alone."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_TIME.match(value):
+        raise ValueError("must be an ISO 8601 date and time, e.g. 2030-01-31T12:00:00Z")
     return value
 
 
@@ -90,8 +108,10 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Territory = Annotated[str, StringConstraints(pattern=TERRITORY_PATTERN, to_upper=True)]
 DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_plain_text)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_plain_text)]
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
-DailyCap = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+DailyCap = Annotated[int, Field(ge=1, le=2**31 - 1)]  # form fields are text: "3" is 3
+StrictDailyCap = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]  # JSON: a number, not true or "3"
+JobId = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
 SubjectPath = Annotated[
     str, Path(pattern=SUBJECT_ID_PATTERN, description="The subject's id.", examples=["ada-01"])
@@ -113,9 +133,9 @@ class AmendIn(_In):
     platforms: list[Name] | None = Field(None, min_length=1, max_length=MAX_LIST)
     allowed_tags: list[Name] | None = Field(None, max_length=MAX_LIST, description="Empty: any template tag.")
     territories: list[Territory] | None = Field(None, max_length=MAX_LIST, description="Empty: anywhere.")
-    commercial_use: bool | None = None
+    commercial_use: StrictBool | None = None
     valid_until: Timestamp | None = None
-    daily_cap: DailyCap | None = None
+    daily_cap: StrictDailyCap | None = None
     reason: Reason | None = None
 
 
@@ -129,14 +149,20 @@ class CheckIn(_In):
     platform: Name
     template_tags: list[Name] = Field(default_factory=list, max_length=MAX_LIST)
     territory: Territory | None = None
-    commercial: bool
+    commercial: StrictBool
     at: Timestamp | None = Field(None, description="When the use happens; default now (UTC if no offset).")
     image_base64: str | None = Field(
         None,
         description="The source image (PNG or JPEG), base64: checked against "
         "the enrolled images and, by embedding, the identity.",
     )
-    consume: bool = Field(False, description="Count an allowed use toward today's daily cap.")
+    consume: StrictBool = Field(False, description="Count an allowed use toward today's daily cap.")
+    job_id: JobId | None = Field(
+        None,
+        description="The job asking (an opaque identifier). A consuming check counts one use per job: "
+        "a redelivered job asking again is not counted again.",
+        examples=["job-2f9c1e"],
+    )
 
 
 # -- output types ----------------------------------------------------------------------------------
@@ -276,11 +302,45 @@ class LeaseOut(BaseModel):
     signature: str = Field(description="Ed25519 signature of payload, base64.")
 
 
+class CheckpointOut(BaseModel):
+    log_id: str = Field(description="Which audit log (the registry's schema); the topic's key.")
+    entry_count: int = Field(description="Entries the log held when signed.")
+    head_seq: int = Field(description="Sequence number of the newest entry covered.")
+    head_hash: str = Field(description="Entry hash (SHA-256 hex) of the newest entry covered.")
+    issued_at: datetime
+    key_id: str = Field(description="The signing key (see /keys).")
+    reason: str = Field(description="interval, entries or demand.")
+    payload: str = Field(description="The signed canonical bytes, base64.")
+    signature: str = Field(description="Ed25519 signature of payload, base64.")
+
+    @classmethod
+    def of(cls, cp: audit.Checkpoint) -> "CheckpointOut":
+        return cls(
+            **cp.summary(),
+            payload=base64.b64encode(cp.payload).decode(),
+            signature=base64.b64encode(cp.signature).decode(),
+        )
+
+
+class CheckpointSummary(BaseModel):
+    log_id: str
+    entry_count: int
+    head_seq: int
+    head_hash: str
+    issued_at: datetime
+    key_id: str
+    reason: str
+
+
 class AuditOut(BaseModel):
     ok: bool
     entries: int
-    first_broken: int | None
+    first_broken: int | None = Field(description="Sequence number of the first entry found wrong or missing.")
     problem: str
+    checkpoint: CheckpointSummary | None = Field(
+        None, description="The newest signed checkpoint on the topic, which the chain was checked against."
+    )
+    note: str = ""
 
 
 _DESCRIBE = {
@@ -292,12 +352,16 @@ _DESCRIBE = {
     410: "The subject's biometric data was erased.",
     413: "The body or an upload is over its limit.",
     422: "Invalid request, or input the registry refuses (failed quality check, wrong person, ...).",
-    503: "The registry has no signing key yet.",
+    503: "The registry has no signing key yet, or the checkpoint topic cannot be read.",
 }
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": _DESCRIBE[code]} for code in (401, *codes)}
+    """Every route may answer 401 (the gate), 413 (any body is limited) and 422 (bad input)."""
+    return {
+        code: {"model": ErrorBody, "description": _DESCRIBE[code]}
+        for code in sorted({401, 413, 422, *codes})
+    }
 
 
 # -- authentication --------------------------------------------------------------------------------
@@ -333,17 +397,37 @@ class _Gate:
         schema: str,
         public: frozenset[str],
         body_limit: Callable[[str, str], int],
+        allowed: Callable[[str], frozenset[str]],
     ) -> None:
         self.app, self.pool, self.schema, self.public, self.body_limit = app, pool, schema, public, body_limit
+        self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = _route_path(scope)
-        if scope["type"] != "http" or path in self.public:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        methods = self.allowed(path)
+        if methods and scope["method"] not in methods:  # OPTIONS too: nothing but the documented methods
+            allow = ", ".join(m for m in _METHODS if m in methods)
+            await _error(
+                405, "MethodNotAllowed", f"{scope['method']} is not allowed on {path[:200]}; allowed: {allow}",
+                headers={"Allow": allow},
+            )(scope, receive, send)
+            return
+        if path in self.public:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         token = _bearer_token(headers.get("authorization"))
-        principal = await tokens.authenticate(self.pool, self.schema, token) if token else None
+        try:
+            principal = await tokens.authenticate(self.pool, self.schema, token) if token else None
+        except Exception as exc:  # the token table is in the database: its outage is a 503, not a 500
+            dependency = outage_of(exc)
+            if dependency is None:
+                raise
+            await _unavailable(dependency)(scope, receive, send)
+            return
         if principal is None:
             detail = "a bearer token is required" if token is None else "unknown or revoked token"
             await _error(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})(
@@ -435,6 +519,10 @@ def _invalid(loc: tuple[str | int, ...], msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg, "input": None}])
 
 
+def _unavailable(dependency: str) -> JSONResponse:
+    return _error(503, "Unavailable", f"{dependency} is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def registry_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RegistryError)
@@ -478,6 +566,17 @@ def _install_error_handlers(app: FastAPI) -> None:
             name = "HTTPError"
         return _error(exc.status_code, name, detail, headers=dict(exc.headers or {}))
 
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # the registry's database (or store) is away: a 503 the clients treat as an outage, not a "no"
+        dependency = outage_of(exc)
+        if dependency is None:
+            return _error(500, "InternalError", f"{type(exc).__name__}: {exc}"[:500])
+        return _unavailable(dependency)
+
+    for outage in (DependencyUnavailable, OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                   asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError,
+                   asyncpg.InterfaceError):
+        app.add_exception_handler(outage, unavailable)
     app.add_exception_handler(RegistryError, registry_error)
     app.add_exception_handler(ErasedError, erased)
     app.add_exception_handler(keys.NoSigningKey, no_signing_key)
@@ -506,23 +605,19 @@ async def _read_upload(upload: UploadFile, field: str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _require_image(data: bytes, what: str) -> None:
-    """PNG or JPEG by signature, and a canvas of at most MAX_IMAGE_PIXELS (read from the header)."""
+def _require_image(data: bytes, what: str, max_pixels: int) -> None:
+    """PNG or JPEG by signature, and a canvas of at most ``max_pixels`` (read from the header,
+    before anything is decoded)."""
     if not data:
         raise Refused(f"{what} is empty")
     if not (data.startswith(_PNG) or data.startswith(_JPEG)):
         raise Refused(f"{what} is not a PNG or JPEG image (it starts with {data[:8].hex() or 'nothing'})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
-        raise TooLarge(f"{what} claims more than {MAX_IMAGE_PIXELS:,} pixels") from None
-    except Exception:
+    size = declared_size(data)
+    if size is None:
         return  # an unreadable header: the registry's decoder refuses it with its own words
-    if width * height > MAX_IMAGE_PIXELS:
-        raise TooLarge(f"{what} is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    width, height = size
+    if width * height > max_pixels:
+        raise too_many_pixels(what, width, height, max_pixels)
 
 
 def _base64_length(limit: int) -> int:
@@ -565,6 +660,7 @@ def _form_list(values: list[str] | None, field: str, *, pattern: str, upper: boo
 
 def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
     limit = registry.config.max_upload_bytes
+    max_pixels = registry.config.max_face_pixels
     app = FastAPI(
         title="Reelfab consent registry",
         version=__version__,
@@ -581,7 +677,20 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
             return upload_body
         return check_body if (method, path) == ("POST", "/check") else JSON_BODY_LIMIT
 
-    app.add_middleware(_Gate, pool=pool, schema=schema, public=public, body_limit=body_limit)
+    def allowed(path: str) -> frozenset[str]:
+        """The methods of every route matching ``path`` (empty: no route, a 404 follows)."""
+        found: set[str] = set()
+        for route in app.routes:
+            regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+            if regex is not None and methods and regex.fullmatch(path):
+                found |= set(methods)
+        if "GET" in found:
+            found.add("HEAD")
+        return frozenset(found)
+
+    app.add_middleware(
+        _Gate, pool=pool, schema=schema, public=public, body_limit=body_limit, allowed=allowed
+    )
     _install_error_handlers(app)
 
     @app.post(
@@ -627,7 +736,7 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
         subject_id: SubjectPath, image: Annotated[UploadFile, File(description="PNG or JPEG.")], who: Admin
     ) -> EnrolmentOut:
         data = await _read_upload(image, "image", limit)
-        _require_image(data, _label("image", image))
+        _require_image(data, _label("image", image), max_pixels)
         return EnrolmentOut(**await registry.enrol(subject_id, data, actor=who.name))
 
     @app.post(
@@ -764,7 +873,7 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
             )
         image = _decode_base64(body.image_base64, limit) if body.image_base64 is not None else None
         if image is not None:
-            _require_image(image, "image_base64")
+            _require_image(image, "image_base64", max_pixels)
         request = ConsentRequest(
             subject=body.subject,
             purpose=body.purpose,
@@ -774,7 +883,9 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
             territory=body.territory,
             commercial=body.commercial,
         )
-        decision = await registry.check(request, image_bytes=image, consume=body.consume, actor=who.name)
+        decision = await registry.check(
+            request, image_bytes=image, consume=body.consume, actor=who.name, job_id=body.job_id
+        )
         return CheckOut(
             allowed=decision.allowed,
             reason=decision.reason,
@@ -802,6 +913,33 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
         summary="Recompute the audit chain",
     )
     async def verify_audit(_: Reader) -> AuditOut:
-        return AuditOut(**asdict(await audit.verify(pool, schema)))
+        return AuditOut(**asdict(await registry.verify_audit()))
+
+    @app.get(
+        "/audit/checkpoint",
+        response_model=CheckpointOut,
+        responses=_errors(404, 503),
+        tags=["audit"],
+        summary="The newest signed audit checkpoint, as published on the checkpoint topic",
+    )
+    async def latest_checkpoint(_: Reader) -> CheckpointOut:
+        cp = await registry.latest_checkpoint()
+        if cp is None:
+            raise NotFound(f"no audit checkpoint of {registry.log_id} has been published yet")
+        return CheckpointOut.of(cp)
+
+    @app.post(
+        "/audit/checkpoint",
+        status_code=201,
+        response_model=CheckpointOut,
+        responses=_errors(403, 404, 409, 503),
+        tags=["audit"],
+        summary="Sign a checkpoint of the audit chain now (published through the outbox)",
+    )
+    async def issue_checkpoint(_: Admin) -> CheckpointOut:
+        cp = await registry.issue_checkpoint("demand")
+        if cp is None:
+            raise NotFound("the audit chain is empty: nothing to sign")
+        return CheckpointOut.of(cp)
 
     return app

@@ -1,19 +1,34 @@
 """The hash-chained audit log. Every consent decision appends an entry whose hash covers its content
 and the previous entry's hash; verification recomputes the chain and names the first entry that does
-not match. Entries hold ids and hashes, never biometrics, so erasure leaves the chain intact."""
+not match. Entries hold ids and hashes, never biometrics, so erasure leaves the chain intact.
+
+A chain alone cannot show that its newest entries were cut off, nor that the whole of it was rewritten
+and re-hashed with this module's own function. So the registry signs checkpoints (in the manner of
+Certificate Transparency's signed tree heads): the entry count, the newest entry's hash and the time,
+signed with its Ed25519 key and published outside its database (a compacted Kafka topic). ``verify``
+checks the chain against the newest checkpoint: its signature, that the chain still holds at least
+``entry_count`` entries, and that the entry at that position still carries ``head_hash``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from reelfab.consent.lease import key_id_of
+from reelfab.identifiers import check_identifier
 
 GENESIS = "0" * 64
-_LOCK = 0x5EEDA0D17  # serialises appends: the chain is a single line
+_LOCK = 0x5EEDA0D17  # serialises appends (and checkpoints): the chain is a single line
+CHECKPOINT_TOPIC = "reelfab.audit.checkpoint.v1"
+CHECKPOINT_RECORD = "reelfab.events.AuditCheckpoint"
+CHECKPOINT_FORMAT = 1
 
 
 def entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, subject_id: str | None, details: dict[str, Any]) -> str:
@@ -25,13 +40,20 @@ def entry_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+async def lock(conn: asyncpg.Connection) -> None:
+    """Hold the chain still until the caller's transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+
+
 async def append(conn: asyncpg.Connection, schema: str, *, actor: str, action: str, subject_id: str | None,
                  details: dict[str, Any]) -> int:
     """Append inside the caller's transaction (the entry commits with the change it records)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+    await lock(conn)
     last = await conn.fetchrow(f'SELECT seq, entry_hash FROM "{schema}".audit_log ORDER BY seq DESC LIMIT 1')
     prev = last["entry_hash"] if last else GENESIS
-    seq = int(await conn.fetchval(f"SELECT nextval(pg_get_serial_sequence('\"{schema}\".audit_log', 'seq'))"))
+    # the next number under the lock, not a sequence value: a rolled-back append leaves no gap, so
+    # entry n of the chain is seq n and a checkpoint's missing entries can be named by number
+    seq = (int(last["seq"]) if last else 0) + 1
     at = datetime.now(UTC)
     clean = json.loads(json.dumps(details, default=str))  # what jsonb will give back on verification
     await conn.execute(
@@ -42,18 +64,126 @@ async def append(conn: asyncpg.Connection, schema: str, *, actor: str, action: s
     return seq
 
 
+async def head(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> tuple[int, int, str]:
+    """(entry count, newest seq, newest hash) of the chain as it stands; (0, 0, GENESIS) when empty."""
+    row = await conn.fetchrow(
+        f'SELECT (SELECT count(*) FROM "{schema}".audit_log) AS n, seq, entry_hash FROM "{schema}".audit_log ORDER BY seq DESC LIMIT 1'
+    )
+    if row is None:
+        return 0, 0, GENESIS
+    return int(row["n"]), int(row["seq"]), row["entry_hash"]
+
+
+# -- signed checkpoints ----------------------------------------------------------------------------
+
+
+class CheckpointInvalid(ValueError):
+    """A checkpoint whose signature does not verify, by an unknown key, or malformed."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    log_id: str
+    entry_count: int
+    head_seq: int
+    head_hash: str
+    issued_at: datetime
+    key_id: str
+    payload: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    reason: str = "demand"
+
+    def record(self, event_id: str, producer: str) -> dict[str, Any]:
+        """The AuditCheckpoint record published on CHECKPOINT_TOPIC."""
+        return {
+            "event_id": event_id, "occurred_at": self.issued_at, "producer": producer, "log_id": self.log_id,
+            "entry_count": self.entry_count, "head_seq": self.head_seq, "head_hash": self.head_hash,
+            "issued_at": self.issued_at, "reason": self.reason, "key_id": self.key_id,
+            "payload": self.payload, "signature": self.signature,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {"log_id": self.log_id, "entry_count": self.entry_count, "head_seq": self.head_seq,
+                "head_hash": self.head_hash, "issued_at": self.issued_at, "key_id": self.key_id, "reason": self.reason}
+
+    @property
+    def when(self) -> str:
+        return self.issued_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _ms(moment: datetime) -> datetime:
+    """Milliseconds, as Avro's timestamp-millis keeps them: what is signed must survive the topic."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _canonical(log_id: str, count: int, seq: int, head_hash: str, issued_at: datetime, key_id: str) -> bytes:
+    doc = {"format": CHECKPOINT_FORMAT, "log_id": log_id, "entry_count": count, "head_seq": seq,
+           "head_hash": head_hash, "issued_at": issued_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "key_id": key_id}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sign_checkpoint(private: Ed25519PrivateKey, *, log_id: str, entry_count: int, head_seq: int, head_hash: str,
+                    issued_at: datetime, reason: str = "demand") -> Checkpoint:
+    check_identifier(log_id, "log_id")
+    key_id = key_id_of(private.public_key())
+    at = _ms(issued_at)
+    payload = _canonical(log_id, entry_count, head_seq, head_hash, at, key_id)
+    return Checkpoint(log_id, entry_count, head_seq, head_hash, at, key_id, payload, private.sign(payload), reason)
+
+
+def checkpoint_from_record(value: Any) -> Checkpoint:
+    """A checkpoint as read from the topic, its values taken from the signed payload (not verified
+    yet: see ``verify_checkpoint``)."""
+    v = value.to_avro() if hasattr(value, "to_avro") else dict(value)
+    payload = bytes(v["payload"])
+    try:
+        d = json.loads(payload)
+        at = datetime.strptime(d["issued_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        cp = Checkpoint(str(d["log_id"]), int(d["entry_count"]), int(d["head_seq"]), str(d["head_hash"]), at,
+                        str(d["key_id"]), payload, bytes(v["signature"]), str(v.get("reason") or ""))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointInvalid(f"checkpoint payload is malformed: {exc}") from None
+    if (cp.log_id, cp.entry_count, cp.head_hash, cp.key_id) != (v["log_id"], v["entry_count"], v["head_hash"], v["key_id"]):
+        raise CheckpointInvalid("the checkpoint's fields differ from its signed payload (altered)")
+    return cp
+
+
+def verify_checkpoint(cp: Checkpoint, public_keys: dict[str, Ed25519PublicKey]) -> None:
+    key = public_keys.get(cp.key_id)
+    if key is None:
+        raise CheckpointInvalid(
+            f"checkpoint of {cp.when} is signed by unknown key {cp.key_id!r} (known: {', '.join(public_keys) or 'none'}): forged"
+        )
+    try:
+        key.verify(cp.signature, cp.payload)
+    except InvalidSignature:
+        raise CheckpointInvalid(
+            f"checkpoint of {cp.when} (entry {cp.entry_count}) has a signature that does not verify under key {cp.key_id}: "
+            "forged or altered"
+        ) from None
+
+
+# -- verification ----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class AuditVerification:
     ok: bool
     entries: int
     first_broken: int | None = None
     problem: str = ""
+    checkpoint: dict[str, Any] | None = None  # the checkpoint checked against (its summary)
+    note: str = ""
 
 
-async def verify(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> AuditVerification:
-    rows = await conn.fetch(
+async def _rows(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
         f'SELECT seq, at, actor, action, subject_id, details, prev_hash, entry_hash FROM "{schema}".audit_log ORDER BY seq'
     )
+
+
+def _chain(rows: list[asyncpg.Record]) -> AuditVerification | None:
     prev = GENESIS
     for n, r in enumerate(rows):
         if r["prev_hash"] != prev:
@@ -64,4 +194,53 @@ async def verify(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> AuditV
         if r["entry_hash"] != expected:
             return AuditVerification(False, n, r["seq"], f"entry {r['seq']}: content does not match its hash (edited)")
         prev = r["entry_hash"]
-    return AuditVerification(True, len(rows))
+    return None
+
+
+def against(rows: list[Any], cp: Checkpoint, public_keys: dict[str, Ed25519PublicKey]) -> AuditVerification:
+    """The chain (already consistent in itself) against a signed checkpoint."""
+    n, summary = len(rows), cp.summary()
+    try:
+        verify_checkpoint(cp, public_keys)
+    except CheckpointInvalid as exc:
+        return AuditVerification(False, n, None, str(exc), summary)
+    if n < cp.entry_count:
+        missing = cp.entry_count - n
+        first = cp.head_seq - missing + 1
+        span = f"seq {first}" if missing == 1 else f"seq {first}..{cp.head_seq}"
+        newest = "newest entry" if missing == 1 else f"newest {missing} entries"
+        return AuditVerification(
+            False, n, first,
+            f"the {newest} ({span}) recorded by checkpoint of {cp.when} are gone: the chain holds {n} entries, "
+            f"the signed checkpoint {cp.entry_count}", summary)
+    entry = rows[cp.entry_count - 1] if cp.entry_count else None
+    if entry is not None and (entry["entry_hash"] != cp.head_hash or int(entry["seq"]) != cp.head_seq):
+        return AuditVerification(
+            False, n, int(entry["seq"]),
+            f"re-hashed: entry {entry['seq']}'s hash differs from the signed checkpoint of {cp.when} "
+            f"({entry['entry_hash'][:16]}… here, {cp.head_hash[:16]}… signed): the chain was rewritten", summary)
+    return AuditVerification(True, n, None, "", summary)
+
+
+async def verify(conn: asyncpg.Connection | asyncpg.Pool, schema: str, checkpoint: Checkpoint | None = None,
+                 public_keys: dict[str, Ed25519PublicKey] | None = None) -> AuditVerification:
+    """Recompute the chain; with ``checkpoint`` (the newest one, read from the topic), check it too."""
+    rows = await _rows(conn, schema)
+    broken = _chain(rows)
+    if broken is not None:
+        return broken
+    if checkpoint is None:
+        return AuditVerification(True, len(rows), note="no signed checkpoint to check against: a cut tail or a re-hashed "
+                                                       "chain cannot be detected")
+    return against(rows, checkpoint, public_keys or {})
+
+
+async def consistent_with(conn: asyncpg.Connection, schema: str, previous: Checkpoint) -> AuditVerification:
+    """Whether the chain still extends ``previous`` (its signature is not rechecked: we made it)."""
+    rows = await _rows(conn, schema)
+    return _chain(rows) or against(rows, previous, {previous.key_id: _Trusted()})  # type: ignore[dict-item]
+
+
+class _Trusted:
+    def verify(self, _signature: bytes, _data: bytes) -> None:
+        return None

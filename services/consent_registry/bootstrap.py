@@ -3,7 +3,10 @@ master key, the object store, the face engine), for the service, its API and its
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -17,6 +20,22 @@ from .crypto import LocalMasterKey
 from .registry import Registry, RegistryConfig
 
 SCHEMA = "consent_registry"
+T = TypeVar("T")
+
+
+def setting(settings: Settings, name: str, kind: Callable[[str], T], default: T) -> T:
+    """A registry setting: a field of Settings where it has one, else REELFAB_<NAME> from the
+    environment (same naming), else the default."""
+    value: Any = getattr(settings, name, None)
+    if value is not None:
+        return value  # type: ignore[no-any-return]
+    text = os.environ.get(f"REELFAB_{name.upper()}", "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"REELFAB_{name.upper()}={text!r} is not a valid {getattr(kind, '__name__', 'value')}") from None
 
 
 def master_key(settings: Settings) -> LocalMasterKey:
@@ -24,6 +43,29 @@ def master_key(settings: Settings) -> LocalMasterKey:
         return LocalMasterKey.from_text(settings.consent_master_key)
     # development: a key file beside the local stack's data, created once, readable by root only
     return LocalMasterKey.from_file(Path(settings.state_dir) / "consent-master.key", create=True)
+
+
+def registry_config(settings: Settings) -> RegistryConfig:
+    d = RegistryConfig()
+    return RegistryConfig(
+        asset_kind=settings.consent_asset_kind,
+        phash_threshold=settings.consent_phash_threshold,
+        max_upload_bytes=settings.consent_max_upload_bytes,
+        max_face_pixels=setting(settings, "consent_max_face_pixels", int, d.max_face_pixels),
+        face_work_pixels=setting(settings, "consent_face_work_pixels", int, d.face_work_pixels),
+        face_concurrency=setting(settings, "consent_face_concurrency", int, d.face_concurrency),
+        checkpoint_interval_s=setting(settings, "consent_checkpoint_interval_s", float, d.checkpoint_interval_s),
+        checkpoint_every=setting(settings, "consent_checkpoint_every", int, d.checkpoint_every),
+    )
+
+
+def trusted_keys(settings: Settings) -> dict[str, Any] | None:
+    """REELFAB_CONSENT_PUBLIC_KEYS when set: what checkpoints are verified with."""
+    if not settings.consent_public_keys.strip():
+        return None
+    from reelfab.consent.gate import load_public_keys
+
+    return load_public_keys(settings)
 
 
 def build_registry(settings: Settings, pool: asyncpg.Pool, bus: Bus, *, schema: str = SCHEMA) -> Registry:
@@ -34,9 +76,6 @@ def build_registry(settings: Settings, pool: asyncpg.Pool, bus: Bus, *, schema: 
         objects=open_store(settings.storage_root),
         wrapper=master_key(settings),
         engine_factory=lambda: get_engine(settings.face_backend, settings),
-        config=RegistryConfig(
-            asset_kind=settings.consent_asset_kind,
-            phash_threshold=settings.consent_phash_threshold,
-            max_upload_bytes=settings.consent_max_upload_bytes,
-        ),
+        config=registry_config(settings),
+        trusted_keys=trusted_keys(settings),
     )

@@ -27,8 +27,11 @@ T = TypeVar("T")
 ACTOR = "cli"
 
 
+SchemaOption = typer.Option("consent_registry", "--schema", help="The registry's PostgreSQL schema.", hidden=True)
+
+
 @asynccontextmanager
-async def _session() -> AsyncIterator[Any]:
+async def _session(schema: str | None = None) -> AsyncIterator[Any]:
     from reelfab.bus.kafka import KafkaBus
     from reelfab.codec import default_codec
     from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
@@ -38,12 +41,13 @@ async def _session() -> AsyncIterator[Any]:
     from .keys import ensure_signing_key
 
     settings = get_settings()
+    schema = schema or SCHEMA
     pool = await create_pool(settings)
     try:
-        await migrate(pool, SCHEMA, delivery_migrations() + package_migrations("reelfab_services.consent_registry"))
+        await migrate(pool, schema, delivery_migrations() + package_migrations("reelfab_services.consent_registry"))
         bus = KafkaBus(settings, "consent-registry", default_codec(settings))
-        registry = build_registry(settings, pool, bus)
-        if key := await ensure_signing_key(pool, SCHEMA, registry.wrapper):
+        registry = build_registry(settings, pool, bus, schema=schema)
+        if key := await ensure_signing_key(pool, schema, registry.wrapper):
             console.print(f"· made the registry's first signing key {key}")
         yield registry
         await _relay(registry, bus)
@@ -70,9 +74,9 @@ async def _relay(registry: Any, bus: Any) -> None:
         await bus.stop()
 
 
-def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+def _run(work: Callable[[Any], Awaitable[T]], schema: str | None = None) -> T:
     async def go() -> T:
-        async with _session() as registry:
+        async with _session(schema) as registry:
             return await work(registry)
 
     return asyncio.run(go())
@@ -182,15 +186,33 @@ def check(
 
 
 @app.command("verify-audit")
-def verify_audit() -> None:
-    """Recompute the audit hash chain; names the first broken entry."""
-    from . import audit
-
-    result = _run(lambda r: audit.verify(r.pool, r.schema))
+def verify_audit(schema: str = SchemaOption) -> None:
+    """Recompute the audit hash chain and check it against the newest signed checkpoint on the
+    checkpoint topic (read from Kafka, not the database): names the first broken or missing entry."""
+    result = _run(lambda r: r.verify_audit(), schema)
+    cp = result.checkpoint
     if not result.ok:
-        err.print(f"[red]audit chain broken at entry {result.first_broken}[/red]: {result.problem}")
+        where = f" at entry {result.first_broken}" if result.first_broken is not None else ""
+        err.print(f"[red]audit chain broken{where}[/red]: {result.problem}")
         raise typer.Exit(1)
-    console.print(f"audit chain verified: {result.entries} entries")
+    if cp is None:
+        console.print(f"audit chain verified: {result.entries} entries (consistent in itself)")
+        err.print(f"[yellow]warning[/yellow]: {result.note}")
+        return
+    console.print(f"audit chain verified: {result.entries} entries; it extends the signed checkpoint of "
+                  f"{cp['issued_at']:%Y-%m-%dT%H:%M:%SZ} ({cp['entry_count']} entries, head {cp['head_hash'][:16]}…, "
+                  f"key {cp['key_id']})")
+
+
+@app.command("checkpoint")
+def checkpoint(schema: str = SchemaOption) -> None:
+    """Sign a checkpoint of the audit chain now and publish it on the checkpoint topic."""
+    cp = _run(lambda r: r.issue_checkpoint("demand"), schema)
+    if cp is None:
+        console.print("the audit chain is empty: nothing to sign")
+        return
+    console.print(f"signed audit checkpoint: {cp.entry_count} entries, head seq {cp.head_seq} "
+                  f"({cp.head_hash[:16]}…), key {cp.key_id}, {cp.when}")
 
 
 @keys_app.command("rotate")

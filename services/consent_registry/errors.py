@@ -25,3 +25,9 @@ class Refused(RegistryError):
 
 class TooLarge(RegistryError):
     status = 413
+
+
+class Unavailable(RegistryError):
+    """A dependency outside the database (the checkpoint topic on Kafka) does not answer."""
+
+    status = 503

@@ -59,8 +59,34 @@ def on_subject_flagged(ctx: ServiceContext, registry: Registry) -> Handler:
     return handle
 
 
+def on_audit_checkpoint(ctx: ServiceContext, registry: Registry) -> Handler:
+    """The registry follows its own published checkpoints: the newest one that verifies is what the
+    next checkpoint must extend (after a restart, too, without scanning the topic)."""
+
+    async def handle(event: Event[Any]) -> None:
+        from . import audit, keys
+
+        r = event.record
+        if r.log_id != registry.log_id:
+            return  # another registry's log (another schema)
+        try:
+            cp = audit.checkpoint_from_record(r)
+            audit.verify_checkpoint(cp, registry.trusted_keys or await keys.public_keys(registry.pool, registry.schema))
+        except audit.CheckpointInvalid as exc:
+            from reelfab.logging import get_logger
+
+            get_logger("reelfab.consent_registry").error("a checkpoint on the topic does not verify", error=str(exc))
+            return
+        last = registry._last_checkpoint  # noqa: SLF001 - the registry's own memory of what it signed
+        if last is None or cp.entry_count > last.entry_count:
+            registry._last_checkpoint = cp  # noqa: SLF001
+
+    return handle
+
+
 HANDLERS = {
     "reelfab.publish.completed.v1": on_publish_completed,
     "reelfab.subject.flagged.v1": on_subject_flagged,
     "reelfab.job.failed.v1": on_job_failed,
+    "reelfab.audit.checkpoint.v1": on_audit_checkpoint,
 }

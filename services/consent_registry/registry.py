@@ -4,10 +4,15 @@ and the outgoing event (outbox) commit together or not at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import json
 import re
+import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -17,7 +22,7 @@ import asyncpg
 import cv2
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from reelfab import metrics
 from reelfab.bus import new_event_id
@@ -27,17 +32,21 @@ from reelfab.consent.lease import EnrolledImageRef, LeaseTerms, Scope, SignedLea
 from reelfab.faces.errors import FaceError
 from reelfab.faces.qc import check_source
 from reelfab.faces.types import Embedding, FaceEngine
+from reelfab.identifiers import check_identifier
+from reelfab.logging import get_logger
 from reelfab.storage import FileStore
 
 from . import audit, keys
 from .crypto import ErasedError, KeyWrapper, new_data_key, seal, unseal
 from .domain import KnownIdentity, check_enrolment, embedding_digest, next_terms
-from .errors import Conflict, NotFound, Refused, TooLarge
+from .errors import Conflict, NotFound, Refused, TooLarge, Unavailable
 
 SERVICE = "consent-registry"
 SUBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_PIXELS = 50_000_000
+MAX_FACE_PIXELS = 16_000_000  # what face work needs: a larger canvas is refused before decoding
+FACE_WORK_PIXELS = 4_194_304  # images above this decode reduced (1/2, 1/4, 1/8) where the codec can
 TOPIC = "reelfab.consent.changed.v1"
+log = get_logger("reelfab.consent_registry")
 
 
 @dataclass
@@ -45,6 +54,11 @@ class RegistryConfig:
     asset_kind: str = "photo"
     phash_threshold: int = 8
     max_upload_bytes: int = 10 * 1024 * 1024
+    max_face_pixels: int = MAX_FACE_PIXELS
+    face_work_pixels: int = FACE_WORK_PIXELS
+    face_concurrency: int = 2  # decodes + face work at once; the rest wait their turn
+    checkpoint_interval_s: float = 300.0  # a signed audit checkpoint at least this often (if the chain grew)
+    checkpoint_every: int = 100  # ... and once this many entries were appended since the last one
 
 
 @dataclass
@@ -57,7 +71,28 @@ class Registry:
     engine_factory: Callable[[], FaceEngine]
     config: RegistryConfig = field(default_factory=RegistryConfig)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # the keys a checkpoint's signature is checked with (REELFAB_CONSENT_PUBLIC_KEYS, what the other
+    # services trust); None: the registry's own public keys from its database
+    trusted_keys: dict[str, Any] | None = None
     _engine: FaceEngine | None = None
+    _face_slots: asyncio.Semaphore | None = None
+    _face_busy: int = 0
+    _last_checkpoint: audit.Checkpoint | None = None
+    _checkpoint_lock: asyncio.Lock | None = None
+
+    async def _face_work(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """CPU- and memory-heavy image work, off the event loop, at most ``face_concurrency`` at once;
+        the memory it took goes back to the system when the last one ends."""
+        if self._face_slots is None:
+            self._face_slots = asyncio.Semaphore(max(1, self.config.face_concurrency))
+        async with self._face_slots:
+            self._face_busy += 1
+            try:
+                return await asyncio.to_thread(fn, *args)
+            finally:
+                self._face_busy -= 1
+                if self._face_busy == 0:
+                    await asyncio.to_thread(release_memory)
 
     @property
     def engine(self) -> FaceEngine:
@@ -92,7 +127,7 @@ class Registry:
         async with self.pool.acquire() as conn:
             await self._subject_key(conn, subject_id)  # unknown or erased: say so before any face work
         # decoding, QC and the embedding are CPU work: off the event loop, outside any transaction
-        qc, embedding, phash = await asyncio.to_thread(self._examine, image_bytes)
+        qc, embedding, phash = await self._face_work(self._examine, image_bytes)
         sha = hashlib.sha256(image_bytes).hexdigest()
         async with self.pool.acquire() as conn, conn.transaction():
             key = await self._subject_key(conn, subject_id, for_update=True)
@@ -119,7 +154,7 @@ class Registry:
         return {"subject_id": subject_id, "sha256": sha, "phash": phash, "embedder": embedding.model, "qc": qc.metrics}
 
     def _examine(self, image_bytes: bytes) -> tuple[Any, Embedding, str]:
-        image = _decode_image(image_bytes)
+        image = self._decode(image_bytes)
         qc = check_source(image, self.engine)
         if not qc.passed:
             raise Refused(f"the image fails the source-face check: {qc.summary()}")
@@ -221,37 +256,56 @@ class Registry:
     # -- checks ----------------------------------------------------------------------------------------
 
     async def check(self, request: ConsentRequest, *, image_bytes: bytes | None = None,
-                    embedding: Embedding | None = None, consume: bool = False, actor: str = SERVICE) -> Decision:
+                    embedding: Embedding | None = None, consume: bool = False, actor: str = SERVICE,
+                    job_id: str | None = None) -> Decision:
         """The full check: what a lease says, plus what only the registry knows (uses today,
-        enrolled embeddings). ``consume`` counts an allowed use toward the daily cap."""
+        enrolled embeddings). ``consume`` counts an allowed use toward the daily cap, once per
+        ``job_id``: a redelivered job asking again is not counted again (and, if its use was
+        counted, the cap it already took a place under does not turn it away)."""
+        if job_id is not None:
+            check_identifier(job_id, "job_id")
         image_fields: dict[str, Any] = {}
         if image_bytes is not None:
-            image_fields, found = await asyncio.to_thread(self._image_facts, image_bytes, embedding is None)
+            image_fields, found = await self._face_work(self._image_facts, image_bytes, embedding is None)
             embedding = embedding or found
+        day = request.at.astimezone(UTC).date()
         async with self.pool.acquire() as conn, conn.transaction():
             # one consuming check per subject at a time, so two cannot both take the last use of the day
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{self.schema}.usage.{request.subject}")
             terms = await self._latest(conn, request.subject)
+            counted = job_id is not None and bool(await conn.fetchval(
+                f"SELECT 1 FROM {self._t('usage_jobs')} WHERE subject_id = $1 AND job_id = $2", request.subject, job_id))
             used = await conn.fetchval(f"SELECT uses FROM {self._t('usage')} WHERE subject_id = $1 AND day = $2",
-                                       request.subject, request.at.astimezone(UTC).date()) or 0
-            request = ConsentRequest(**{**request.__dict__, **image_fields, "used_today": used})
+                                       request.subject, day) or 0
+            # a job whose use is counted already holds its place under the cap: only the rest is checked
+            request = ConsentRequest(**{**request.__dict__, **image_fields, "used_today": None if counted else used})
             decision = decide(terms, request, phash_threshold=self.config.phash_threshold)
             if decision.allowed and embedding is not None:
                 decision = await self._identity_decision(conn, request.subject, embedding, decision)
-            if decision.allowed and consume:
+            if decision.allowed and consume and not counted:
+                if job_id is not None:
+                    await conn.execute(
+                        f"INSERT INTO {self._t('usage_jobs')} (subject_id, job_id, day) VALUES ($1, $2, $3)",
+                        request.subject, job_id, day)
                 await conn.execute(
                     f"INSERT INTO {self._t('usage')} (subject_id, day, uses) VALUES ($1, $2, 1) "
                     "ON CONFLICT (subject_id, day) DO UPDATE SET uses = usage.uses + 1",
-                    request.subject, request.at.astimezone(UTC).date())
+                    request.subject, day)
             if not decision.allowed:
                 metrics.CONSENT_DENIALS.labels(SERVICE, decision.reason).inc()
+                details = {"reason": decision.reason, "purpose": request.purpose, "platform": request.platform,
+                           **{k: v for k, v in image_fields.items()}}
+                if job_id is not None:
+                    details["job_id"] = job_id
                 await audit.append(conn, self.schema, actor=actor, action="consent.denied", subject_id=request.subject,
-                                   details={"reason": decision.reason, "purpose": request.purpose, "platform": request.platform,
-                                            **{k: v for k, v in image_fields.items()}})
+                                   details=details)
         return decision
 
+    def _decode(self, image_bytes: bytes) -> np.ndarray:
+        return decode_image(image_bytes, max_pixels=self.config.max_face_pixels, work_pixels=self.config.face_work_pixels)
+
     def _image_facts(self, image_bytes: bytes, want_embedding: bool) -> tuple[dict[str, Any], Embedding | None]:
-        image = _decode_image(image_bytes)
+        image = self._decode(image_bytes)
         facts = {"image_sha256": hashlib.sha256(image_bytes).hexdigest(), "image_phash": perceptual_hash(image)}
         if not want_embedding:
             return facts, None
@@ -288,6 +342,103 @@ class Registry:
             f"INSERT INTO {self._t('posts')} (post_id, platform, subject_id, job_id, consent_version, published_at) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             post_id, platform, subject_id, job_id, consent_version, published_at)
+
+    # -- audit checkpoints -----------------------------------------------------------------------------
+
+    @property
+    def log_id(self) -> str:
+        """The key of this registry's checkpoints: its schema (one audit log per schema)."""
+        return self.schema
+
+    async def latest_checkpoint(self) -> audit.Checkpoint | None:
+        """The newest checkpoint of this log as published on the topic (never the database's word).
+        Its signature is not checked here: ``verify_audit`` does."""
+        newest: tuple[int, int, audit.Checkpoint] | None = None
+        bus = self.outbox.bus
+        try:
+            messages = await bus.scan(audit.CHECKPOINT_TOPIC, datetime(1970, 1, 1, tzinfo=UTC))
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises: Kafka is not answering
+            raise Unavailable(f"the audit checkpoint topic {audit.CHECKPOINT_TOPIC} cannot be read: {exc!r}") from None
+        for msg in messages:
+            if msg.key is not None and msg.key != self.log_id.encode():
+                continue
+            value = bus.codec.decode(msg.value, expected=audit.CHECKPOINT_RECORD).value
+            if value["log_id"] != self.log_id:
+                continue
+            try:
+                cp = audit.checkpoint_from_record(value)
+            except audit.CheckpointInvalid:
+                # an altered record is still the newest word on the topic: keep it, verify refuses it
+                cp = audit.Checkpoint(value["log_id"], int(value["entry_count"]), int(value["head_seq"]),
+                                      value["head_hash"], value["issued_at"], value["key_id"], b"", b"",
+                                      value.get("reason") or "")
+            rank = (msg.partition, msg.offset)
+            if newest is None or rank > newest[:2]:
+                newest = (*rank, cp)
+        return newest[2] if newest else None
+
+    async def verify_audit(self, public_keys: dict[str, Any] | None = None) -> audit.AuditVerification:
+        """The chain, and the chain against the newest checkpoint on the topic (signature checked
+        with ``public_keys``: default the configured ones, else the registry's own)."""
+        checkpoint = await self.latest_checkpoint()
+        if public_keys is None:
+            public_keys = self.trusted_keys or await keys.public_keys(self.pool, self.schema)
+        return await audit.verify(self.pool, self.schema, checkpoint, public_keys)
+
+    async def issue_checkpoint(self, reason: str = "demand", *, only_if_grown: bool = False) -> audit.Checkpoint | None:
+        """Sign (entry count, head hash, time) and publish it through the outbox. Refuses (Conflict)
+        when the chain no longer extends the previous checkpoint: a registry must never sign a
+        cut or rewritten log. None when there is nothing (new) to sign."""
+        if self._checkpoint_lock is None:
+            self._checkpoint_lock = asyncio.Lock()
+        async with self._checkpoint_lock:
+            previous = self._last_checkpoint
+            if previous is None:
+                previous = await self.latest_checkpoint()
+            async with self.pool.acquire() as conn, conn.transaction():
+                await audit.lock(conn)  # no append between reading the head and signing it
+                count, seq, head_hash = await audit.head(conn, self.schema)
+                if count == 0:
+                    return None
+                if previous is not None and previous.log_id == self.log_id:
+                    if only_if_grown and (previous.entry_count, previous.head_hash) == (count, head_hash):
+                        return None
+                    found = await audit.consistent_with(conn, self.schema, previous)
+                    if not found.ok:
+                        raise Conflict(f"the audit chain no longer extends the last signed checkpoint, so none is signed: {found.problem}")
+                private = await keys.signing_key(conn, self.schema, self.wrapper)
+                cp = audit.sign_checkpoint(private, log_id=self.log_id, entry_count=count, head_seq=seq,
+                                           head_hash=head_hash, issued_at=self.clock(), reason=reason)
+                await self.outbox.add(conn, audit.CHECKPOINT_TOPIC, cp.record(new_event_id(), SERVICE))
+            self._last_checkpoint = cp
+            return cp
+
+    async def run_checkpoints(self, stop: asyncio.Event | None = None, *, poll_s: float = 2.0) -> None:
+        """Issue checkpoints while the service runs: after ``checkpoint_every`` new entries, and at
+        least every ``checkpoint_interval_s`` if the chain grew."""
+        stop = stop or asyncio.Event()
+        last_at = asyncio.get_running_loop().time()
+        poll = max(0.05, min(poll_s, self.config.checkpoint_interval_s))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+            if stop.is_set():
+                break
+            try:
+                count, _, _ = await audit.head(self.pool, self.schema)
+                signed = self._last_checkpoint.entry_count if self._last_checkpoint else 0
+                due_entries = count - signed >= max(1, self.config.checkpoint_every)
+                due_time = asyncio.get_running_loop().time() - last_at >= self.config.checkpoint_interval_s
+                if due_entries or due_time:
+                    cp = await self.issue_checkpoint("entries" if due_entries else "interval", only_if_grown=True)
+                    last_at = asyncio.get_running_loop().time()
+                    if cp is not None:
+                        log.info("audit checkpoint", entry_count=cp.entry_count, head_seq=cp.head_seq, reason=cp.reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed round is logged and tried again
+                log.error("audit checkpoint failed", error=str(exc))
+                last_at = asyncio.get_running_loop().time()
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -409,26 +560,73 @@ def perceptual_hash(image: np.ndarray) -> str:
     return str(imagehash.phash(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))))
 
 
-def _decode_image(data: bytes) -> np.ndarray:
+_REDUCED = ((1, cv2.IMREAD_COLOR), (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (8, cv2.IMREAD_REDUCED_COLOR_8))
+
+
+def too_many_pixels(what: str, width: int, height: int, limit: int) -> TooLarge:
+    return TooLarge(f"{what} is {width}x{height} pixels ({width * height:,}), over the {limit:,}-pixel limit "
+                    "for face images: send a smaller picture of the face")
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_FACE_PIXELS, work_pixels: int = FACE_WORK_PIXELS,
+                 what: str = "the image") -> np.ndarray:
+    """The image for face work: refused from its header when its canvas is over ``max_pixels``;
+    decoded reduced (1/2, 1/4 or 1/8 a side, JPEG's DCT scaling where it applies) down to about
+    ``work_pixels``, which is plenty for detection, QC, embedding and the perceptual hash."""
     if not data:
         raise Refused("the upload is empty")
-    size = _declared_pixels(data)
-    if size is not None and size > MAX_PIXELS:
-        raise Refused(f"the image declares {size} pixels; at most {MAX_PIXELS} are accepted")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    declared = declared_size(data)
+    factor, flag = 1, cv2.IMREAD_COLOR
+    if declared is not None:
+        width, height = declared
+        if width * height > max_pixels:
+            raise too_many_pixels(what, width, height, max_pixels)
+        for factor, flag in _REDUCED:  # noqa: B007 - the last one that fits is kept
+            if width * height <= work_pixels * factor * factor:
+                break
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         head = data[:8].hex()
         raise Refused(f"the upload is not an image (first bytes {head}); send PNG or JPEG")
     return image
 
 
-def _declared_pixels(data: bytes) -> int | None:
-    """Width x height from the header, read before decoding (a small file can claim a huge canvas)."""
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header, read before decoding (a small file can claim a huge canvas)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return int(img.width) * int(img.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                return int(img.width), int(img.height)
+    except Image.DecompressionBombError:
+        # PIL refuses to even open a canvas this big; its own plugins still read the header
+        for plugin in (PngImagePlugin.PngImageFile, JpegImagePlugin.JpegImageFile):
+            with contextlib.suppress(Exception), plugin(io.BytesIO(data)) as img:
+                return int(img.width), int(img.height)
+        return (2**31, 1)  # pragma: no cover - a format PIL opened but neither plugin reads
     except Exception:
         return None  # not an image PIL knows: cv2's decode says so next
+
+
+_LIBC: Any = None
+_TRIM = threading.Lock()
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it in its arenas otherwise: a few large
+    decodes would leave the process hundreds of MiB bigger for good). A no-op elsewhere."""
+    global _LIBC
+    with _TRIM:
+        if _LIBC is None:
+            try:
+                _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                _LIBC = False
+        if _LIBC:
+            with contextlib.suppress(Exception):
+                _LIBC.malloc_trim(0)
 
 
 def _jsonable(value: Any) -> Any:

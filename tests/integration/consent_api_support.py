@@ -24,7 +24,8 @@ from reelfab_services.consent_registry import keys
 from reelfab_services.consent_registry.crypto import LocalMasterKey
 from reelfab_services.consent_registry.registry import SERVICE, Registry, RegistryConfig
 
-WRAPPER = LocalMasterKey(os.urandom(32))  # one per test process: its schemas are dropped at the end
+MASTER_KEY = os.urandom(32)  # one per test process: its schemas are dropped at the end
+WRAPPER = LocalMasterKey(MASTER_KEY)
 
 
 def frontal_face(cx: float = 500, cy: float = 500, side: float = 600) -> Face:
@@ -98,17 +99,20 @@ def make_registry(
     objects_root: Path,
     *,
     max_upload_bytes: int | None = None,
+    config: RegistryConfig | None = None,
+    engine: object | None = None,
 ) -> Registry:
-    config = (
-        RegistryConfig() if max_upload_bytes is None else RegistryConfig(max_upload_bytes=max_upload_bytes)
-    )
+    if config is None:
+        config = (
+            RegistryConfig() if max_upload_bytes is None else RegistryConfig(max_upload_bytes=max_upload_bytes)
+        )
     return Registry(
         pool=pool,
         schema=schema,
         outbox=Outbox(schema, InMemoryBus(settings, SERVICE, default_codec())),
         objects=open_store(objects_root.as_uri()),
         wrapper=WRAPPER,
-        engine_factory=StandInEngine,  # type: ignore[arg-type]
+        engine_factory=StandInEngine if engine is None else (lambda: engine),  # type: ignore[arg-type,return-value]
         config=config,
     )
 

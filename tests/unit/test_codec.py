@@ -77,6 +77,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         embedding_digest=SHA,
         lease={"payload": b'{"face_id":"face-1"}', "signature": bytes(range(64)), "key_id": "k1"},
     ),
+    "AuditCheckpoint": _header(
+        log_id="consent_registry", entry_count=5, head_seq=5, head_hash=SHA, issued_at=T0, reason="demand",
+        key_id="0123456789abcdef", payload=b"{}", signature=bytes(64),
+    ),
     "TrendDetected": _header(
         trend_id="tr-1", source="hashtags", title="Robot dance", tags=["dance"], urgency=0.75
     ),

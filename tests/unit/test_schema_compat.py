@@ -316,7 +316,7 @@ def test_broken_and_misnamed_files_are_reported(tmp_path: Path) -> None:
 
 def test_main_prints_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--repo", str(REPO)]) == 0
-    assert "schemas OK: 10 checked" in capsys.readouterr().out
+    assert "schemas OK: 11 checked" in capsys.readouterr().out
     _write(tmp_path, enum_record(["A"]))
     assert main(["--repo", str(tmp_path)]) == 1
     out = capsys.readouterr()

@@ -1,0 +1,252 @@
+"""Signed audit checkpoints (DESIGN.md "Consent"): the registry signs (entry count, head hash, time),
+publishes it on the compacted checkpoint topic, and verification checks the chain against the newest
+checkpoint read from Kafka. A cut tail, a rewritten and re-hashed chain and a forged checkpoint are
+each named; the registry refuses to sign over a chain that no longer extends its last checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from reelfab.bus import new_event_id
+from reelfab.bus.kafka import KafkaBus
+from reelfab.bus.outbox import Outbox, OutboxRelay
+from reelfab.codec import default_codec
+from reelfab.localstack import ensure_topics
+from reelfab.storage import open_store
+from reelfab.topics import BY_NAME
+from reelfab_services.consent_registry import audit, tokens
+from reelfab_services.consent_registry.api import build_api
+from reelfab_services.consent_registry.errors import Conflict
+from reelfab_services.consent_registry.registry import SERVICE, Registry, RegistryConfig
+from tests.conftest import eventually, unique
+from tests.integration.consent_api_support import MASTER_KEY, WRAPPER, StandInEngine, drop_schema, make_schema
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
+
+
+@pytest.fixture
+async def registry(pg_pool: Any, stack: Any, tmp_path: Path) -> Any:
+    ensure_topics(stack, say=lambda _line: None)  # a stack started before this topic existed gets it
+    schema = unique("consent_audit")
+    await make_schema(pg_pool, schema)
+    bus = KafkaBus(stack, SERVICE, default_codec())
+    await bus.start()
+    reg = Registry(
+        pool=pg_pool,
+        schema=schema,
+        outbox=Outbox(schema, bus),
+        objects=open_store(tmp_path.as_uri()),
+        wrapper=WRAPPER,
+        engine_factory=StandInEngine,  # type: ignore[arg-type]
+        config=RegistryConfig(checkpoint_every=3, checkpoint_interval_s=0.3),
+    )
+    try:
+        yield reg
+    finally:
+        await bus.stop()
+        await drop_schema(pg_pool, schema)
+
+
+async def publish(reg: Registry) -> None:
+    relay = OutboxRelay(reg.pool, reg.schema, reg.outbox.bus)
+    while await relay.relay_once():
+        pass
+
+
+async def entries(reg: Registry, n: int, prefix: str = "s") -> None:
+    for i in range(n):
+        await reg.create_subject(f"{prefix}{i}", f"Person {i}", actor="test")  # one audit entry each
+
+
+async def checkpoint_now(reg: Registry) -> audit.Checkpoint:
+    cp = await reg.issue_checkpoint("demand")
+    assert cp is not None
+    await publish(reg)
+    return cp
+
+
+async def rehash_from(reg: Registry, seq: int) -> None:
+    """What someone with write access to the database and this module would do: recompute every
+    hash from ``seq`` on so the chain is consistent in itself again."""
+    rows = await reg.pool.fetch(f'SELECT * FROM "{reg.schema}".audit_log ORDER BY seq')
+    prev = audit.GENESIS
+    for r in rows:
+        if r["seq"] >= seq:
+            details = json.loads(r["details"]) if isinstance(r["details"], str) else r["details"]
+            h = audit.entry_hash(prev, r["seq"], r["at"], r["actor"], r["action"], r["subject_id"], details)
+            await reg.pool.execute(
+                f'UPDATE "{reg.schema}".audit_log SET prev_hash = $1, entry_hash = $2 WHERE seq = $3', prev, h, r["seq"]
+            )
+            prev = h
+        else:
+            prev = r["entry_hash"]
+
+
+def test_the_checkpoint_topic_is_in_the_catalogue_compacted_and_keyed_by_log() -> None:
+    t = BY_NAME["reelfab.audit.checkpoint.v1"]
+    assert t.compacted and t.key_field == "log_id" and t.record == "reelfab.events.AuditCheckpoint"
+
+
+async def test_the_newest_checkpoint_comes_from_the_topic_and_an_intact_chain_verifies(registry: Registry) -> None:
+    assert await registry.latest_checkpoint() is None
+    await entries(registry, 4)
+    cp = await checkpoint_now(registry)
+    assert (cp.entry_count, cp.head_seq) == (4, 4)
+    # the database is not asked: a fresh registry object (no memory) reads the topic
+    fresh = Registry(**{**registry.__dict__, "_last_checkpoint": None})
+    found = await fresh.latest_checkpoint()
+    assert found is not None and (found.entry_count, found.head_hash, found.signature) == (4, cp.head_hash, cp.signature)
+    result = await registry.verify_audit()
+    assert result.ok and result.entries == 4 and result.checkpoint and result.checkpoint["entry_count"] == 4
+    await entries(registry, 2, prefix="t")  # entries after the checkpoint are fine
+    assert (await registry.verify_audit()).ok
+
+
+async def test_a_cut_tail_is_named_with_its_entries(registry: Registry) -> None:
+    await entries(registry, 5)
+    cp = await checkpoint_now(registry)
+    assert (await audit.verify(registry.pool, registry.schema)).ok
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq > 2')
+    # the chain alone still looks intact: that is the hole checkpoints close
+    assert (await audit.verify(registry.pool, registry.schema)).ok
+    result = await registry.verify_audit()
+    assert not result.ok
+    assert result.problem.startswith(f"the newest 3 entries (seq 3..5) recorded by checkpoint of {cp.when} are gone")
+    assert result.first_broken == 3
+    # and the registry will not sign the shortened chain as if nothing happened
+    with pytest.raises(Conflict, match="no longer extends the last signed checkpoint"):
+        await registry.issue_checkpoint("demand")
+
+
+async def test_a_rewritten_and_rehashed_chain_is_named(registry: Registry) -> None:
+    await entries(registry, 5)
+    await checkpoint_now(registry)
+    await registry.pool.execute(
+        f"""UPDATE "{registry.schema}".audit_log SET details = '{{"forged": true}}' WHERE seq = 2"""
+    )
+    await rehash_from(registry, 2)
+    assert (await audit.verify(registry.pool, registry.schema)).ok  # consistent in itself
+    result = await registry.verify_audit()
+    assert not result.ok
+    assert result.problem.startswith("re-hashed: entry 5's hash differs from the signed checkpoint of")
+    assert result.first_broken == 5
+
+
+async def test_a_deleted_middle_entry_with_the_whole_chain_rehashed_is_caught(registry: Registry) -> None:
+    await entries(registry, 5)
+    await checkpoint_now(registry)
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq = 2')
+    await registry.pool.execute(f'UPDATE "{registry.schema}".audit_log SET seq = seq - 1 WHERE seq > 2')
+    await rehash_from(registry, 1)
+    assert (await audit.verify(registry.pool, registry.schema)).ok
+    result = await registry.verify_audit()
+    assert not result.ok and "seq 5" in result.problem and "are gone" in result.problem
+    # padding the chain back to length with a made-up entry does not help either
+    await audit_append(registry)
+    result = await registry.verify_audit()
+    assert not result.ok and result.problem.startswith("re-hashed: entry 5's hash differs")
+
+
+async def audit_append(reg: Registry) -> None:
+    async with reg.pool.acquire() as conn, conn.transaction():
+        await audit.append(conn, reg.schema, actor="intruder", action="subject.created", subject_id="x", details={})
+
+
+async def test_a_forged_checkpoint_is_refused(registry: Registry) -> None:
+    await entries(registry, 5)
+    real = await checkpoint_now(registry)
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq > 3')
+    count, seq, head_hash = await audit.head(registry.pool, registry.schema)
+    forger = Ed25519PrivateKey.generate()
+    forged = audit.sign_checkpoint(forger, log_id=registry.log_id, entry_count=count, head_seq=seq,
+                                   head_hash=head_hash, issued_at=real.issued_at + timedelta(seconds=1))
+    # it claims the registry's key id, as a forger would
+    doc = json.loads(forged.payload)
+    doc["key_id"] = real.key_id
+    payload = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    record = {**forged.record(new_event_id(), "intruder"), "key_id": real.key_id, "payload": payload,
+              "signature": forger.sign(payload)}
+    async with registry.pool.acquire() as conn, conn.transaction():
+        await registry.outbox.add(conn, audit.CHECKPOINT_TOPIC, record)
+    await publish(registry)
+    newest = await registry.latest_checkpoint()
+    assert newest is not None and newest.entry_count == 3
+    result = await registry.verify_audit()
+    assert not result.ok
+    assert "signature that does not verify under key" in result.problem and "forged" in result.problem
+
+
+async def test_checkpoints_are_issued_after_n_entries_and_on_an_interval(registry: Registry) -> None:
+    stop = asyncio.Event()
+    relay = OutboxRelay(registry.pool, registry.schema, registry.outbox.bus, poll_interval_s=0.05)
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(registry.run_checkpoints(stop, poll_s=0.05))]
+    try:
+        await entries(registry, 3)
+
+        async def signed(n: int) -> bool:
+            cp = await registry.latest_checkpoint()
+            return cp is not None and cp.entry_count == n
+
+        await eventually(lambda: signed(3), timeout=20)
+        await entries(registry, 1, prefix="late")  # under N, but the interval passes
+        await eventually(lambda: signed(4), timeout=20)
+        assert (await registry.verify_audit()).ok
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def test_the_api_serves_issues_and_verifies_checkpoints(registry: Registry) -> None:
+    pool, schema = registry.pool, registry.schema
+    app = build_api(registry, pool, schema)
+    admin = {"Authorization": f"Bearer {await tokens.create_token(pool, schema, 'ops', 'admin')}"}
+    reader = {"Authorization": f"Bearer {await tokens.create_token(pool, schema, 'auditor', 'reader')}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        r = await client.get("/audit/checkpoint", headers=reader)
+        assert r.status_code == 404 and r.json()["error"] == "NotFound"
+        await entries(registry, 3)
+        assert (await client.post("/audit/checkpoint", headers=reader)).status_code == 403
+        r = await client.post("/audit/checkpoint", headers=admin)
+        assert r.status_code == 201, r.text
+        issued = r.json()
+        assert issued["entry_count"] == 3 and issued["reason"] == "demand"
+        await publish(registry)
+        r = await client.get("/audit/checkpoint", headers=reader)
+        assert r.status_code == 200 and r.json()["signature"] == issued["signature"]
+        r = await client.get("/audit/verify", headers=reader)
+        assert r.json()["ok"] and r.json()["checkpoint"]["entry_count"] == 3
+        await pool.execute(f'DELETE FROM "{schema}".audit_log WHERE seq = 3')
+        body = (await client.get("/audit/verify", headers=reader)).json()
+        assert not body["ok"] and "the newest entry (seq 3)" in body["problem"] and body["first_broken"] == 3
+        r = await client.post("/audit/checkpoint", headers=admin)
+        assert r.status_code == 409 and "no longer extends" in r.json()["detail"]
+
+
+async def test_verify_audit_cli_checks_against_the_topic_and_names_a_cut_tail(registry: Registry) -> None:
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reelfab.cli", "consent", *args, "--schema", registry.schema,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "250", "REELFAB_CONSENT_MASTER_KEY": base64.b64encode(MASTER_KEY).decode()},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, out.decode()
+
+    await entries(registry, 4)
+    code, out = await cli("checkpoint")  # on demand, published at once
+    assert code == 0 and "signed audit checkpoint: 4 entries" in out, out
+    code, out = await cli("verify-audit")
+    assert code == 0 and "4 entries" in out and "checkpoint of" in out, out
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq >= 3')
+    code, out = await cli("verify-audit")
+    assert code == 1 and "the newest 2 entries (seq 3..4)" in out and "are gone" in out, out
