@@ -48,10 +48,18 @@ class ConsentGate:
         image_sha256: str | None = None,
         image_bytes: bytes | None = None,
         consume: bool = False,
+        ask_registry: bool = False,
+        job_id: str | None = None,
     ) -> Decision:
+        """The local view first; then the registry where the stage holds the face's image
+        (``image_bytes``) or asks for the registry's authoritative answer anyway (``ask_registry``:
+        the registry's /check needs no image, and answers at once for a revocation the local view
+        has not consumed yet). ``job_id`` goes with a consuming check, so a redelivered job does not
+        count against the subject's daily cap twice."""
         request = ConsentRequest(subject, purpose, platform, datetime.now(UTC), tags, commercial=commercial,
                                  image_sha256=image_sha256)
         local = self.view.check(request)
-        if not local.allowed or self.registry is None or image_bytes is None:
+        if not local.allowed or self.registry is None or (image_bytes is None and not ask_registry):
             return local
-        return await asyncio.to_thread(self.registry.check, request, image_bytes=image_bytes, consume=consume)
+        return await asyncio.to_thread(self.registry.check, request, image_bytes=image_bytes, consume=consume,
+                                       job_id=job_id)

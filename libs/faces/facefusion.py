@@ -4,12 +4,12 @@ stream frames, FaceFusion runs one crop per inference."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from reelfab.faces.errors import MediaError, ModelError
+from reelfab.media import children
 from reelfab.settings import Settings
 
 
@@ -67,7 +67,7 @@ class FaceFusionBackend:
             if not p.is_file():
                 raise MediaError(f"{p}: no such file")
         cmd = self.command(source, target, output, **options)  # type: ignore[arg-type]
-        proc = subprocess.run(cmd, cwd=self.home, capture_output=True, text=True, timeout=self.timeout_s)
+        proc = children.run(cmd, cwd=self.home, capture_output=True, text=True, timeout=self.timeout_s)
         tail = (proc.stdout + proc.stderr).strip()[-1500:]
         if proc.returncode != 0 or not output.is_file() or output.stat().st_size == 0:
             raise MediaError(f"FaceFusion failed (exit {proc.returncode}) on {target}: {tail or 'no output'}")

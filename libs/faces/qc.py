@@ -129,7 +129,9 @@ def check_template(path: Path, engine: FaceEngine, rules: TemplateRules = Templa
         seen += bool(engine.detect(frame))
     share = seen / sampled if sampled else 0.0
     metrics.update(sampled_frames=sampled, face_share=round(share, 3))
-    if share < rules.min_face_share:
+    if seen == 0:  # not a template at all for a face swap: say so plainly
+        reasons.append(Reason("no_face", f"no face in any of the {sampled} sampled frames"))
+    elif share < rules.min_face_share:
         reasons.append(Reason("face_hidden", f"a face is visible in {share:.0%} of sampled frames; at least {rules.min_face_share:.0%} needed"))
     return QCResult(not reasons, reasons, metrics)
 

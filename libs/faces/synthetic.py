@@ -8,7 +8,6 @@ mapping and shades it with a light direction, so dlib's HOG detector sees face-l
 from __future__ import annotations
 
 import math
-import subprocess
 import tempfile
 import wave
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from reelfab.faces.errors import MediaError
+from reelfab.media import children
 from reelfab.media.frames import FrameWriter
 from reelfab.media.tools import tool
 
@@ -1454,7 +1454,7 @@ def _encode_audio(audio: np.ndarray, folder: Path, codec: str, target: Path | No
         "+bitexact",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = children.run(cmd, capture_output=True, text=True)
     wav.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg could not encode audio to {out}: {proc.stderr.strip()[-300:]}")

@@ -15,6 +15,7 @@ from types import TracebackType
 import numpy as np
 
 from reelfab.faces.errors import MediaError
+from reelfab.media import children
 from reelfab.media.probe import VideoInfo, probe
 from reelfab.media.tools import tool
 
@@ -46,7 +47,7 @@ def read_frames(
         cmd += ["-frames:v", str(max_frames)]
     cmd += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     frame_bytes = w * h * 3
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = children.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors: list[bytes] = []
     drain = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
     drain.start()
@@ -100,7 +101,7 @@ class FrameWriter:
         else:
             raise ValueError(f"unknown codec preset {codec!r}")
         cmd += [*extra_args, str(path)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = children.popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from reelfab.faces.errors import MediaError
+from reelfab.media import children
 from reelfab.media.tools import tool
 
 
@@ -40,7 +40,7 @@ def probe(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: the file is empty (0 bytes)")
-    proc = subprocess.run(
+    proc = children.run(
         [tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
         capture_output=True, text=True,
     )

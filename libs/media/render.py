@@ -14,15 +14,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from reelfab.errors import TransientError
+from reelfab.errors import PermanentError, TransientError
 from reelfab.faces.errors import MediaError
+from reelfab.media import children
 from reelfab.media.probe import VideoInfo, probe
 from reelfab.media.tools import tool
 
@@ -93,6 +94,18 @@ class RenderJob:
     metadata: Mapping[str, str] = field(default_factory=dict)  # e.g. job_id, consent_version, ai_generated
 
 
+StopCheck = Callable[[], "tuple[str, str] | None"]
+
+
+class RenderStopped(PermanentError):
+    """The render was stopped while ffmpeg ran (``should_stop`` answered): ``reason`` says why
+    (for consent: revoked, erased, expired, ...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class RenderResult:
     output: Path
@@ -103,10 +116,22 @@ class RenderResult:
 # ---------------------------------------------------------------------------------------------- run
 
 
-def render(job: RenderJob, spec: RenderSpec = RenderSpec()) -> RenderResult:
+def render(
+    job: RenderJob,
+    spec: RenderSpec = RenderSpec(),
+    *,
+    should_stop: StopCheck | None = None,
+    poll_s: float = 0.2,
+) -> RenderResult:
     """Render ``job`` to ``job.output``. Raises MediaError (input, music or ffmpeg trouble), with
-    ffmpeg's last stderr lines; a partial output is deleted."""
+    ffmpeg's last stderr lines; a partial output is deleted.
+
+    ``should_stop`` is asked every ``poll_s`` while ffmpeg runs (and once before it starts): a
+    (reason, detail) answer kills ffmpeg, deletes the partial output and raises RenderStopped —
+    a consent revoked mid-render stops the render there, not after it."""
     check_inputs(job)
+    if should_stop is not None and (stop := should_stop()):
+        raise RenderStopped(*stop)
     info = probe(job.input)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     # The default temp folder may hold characters the filter syntax treats specially.
@@ -115,7 +140,7 @@ def render(job: RenderJob, spec: RenderSpec = RenderSpec()) -> RenderResult:
         captions = write_captions(job, spec, output_duration(job, info), Path(folder))
         command = build_command(job, spec, info, captions=captions)
         started = time.perf_counter()
-        _run_ffmpeg(command, job.output, spec.timeout_s)
+        _run_ffmpeg(command, job.output, spec.timeout_s, Path(folder) / "ffmpeg.log", should_stop, poll_s)
         seconds = time.perf_counter() - started
     return RenderResult(job.output, seconds, command)
 
@@ -133,16 +158,43 @@ def check_inputs(job: RenderJob) -> None:
             raise ValueError(f"metadata key {key!r}: use letters, digits and underscores")
 
 
-def _run_ffmpeg(command: list[str], output: Path, timeout_s: float) -> None:
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+def _run_ffmpeg(command: list[str], output: Path, timeout_s: float, log: Path,
+                should_stop: StopCheck | None = None, poll_s: float = 0.2) -> None:
+    """One ffmpeg process (dying with this one), its stderr into ``log`` (a pipe nobody reads while
+    we poll could fill and stall it), polled for ``should_stop`` and the timeout."""
+    deadline = time.monotonic() + timeout_s
+    with log.open("w+b") as errors:
+        proc = children.popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if should_stop is not None and (stop := should_stop()):
+                    _kill(proc)
+                    output.unlink(missing_ok=True)
+                    raise RenderStopped(*stop)
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    output.unlink(missing_ok=True)
+                    raise TransientError(f"ffmpeg took longer than {timeout_s:.0f} s rendering {output}")
+        except BaseException:
+            _kill(proc)  # an error in this thread (or KeyboardInterrupt) never leaves ffmpeg running
+            raise
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
+    if code != 0:
         output.unlink(missing_ok=True)
-        raise TransientError(f"ffmpeg took longer than {timeout_s:.0f} s rendering {output}") from None
-    if proc.returncode != 0:
-        output.unlink(missing_ok=True)
-        tail = "\n".join(proc.stderr.strip().splitlines()[-6:]) or f"exit status {proc.returncode}"
+        tail = "\n".join(stderr.strip().splitlines()[-6:]) or f"exit status {code}"
         raise MediaError(f"ffmpeg failed rendering {output}: {tail}")
+
+
+def _kill(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 # ------------------------------------------------------------------------------------------ command

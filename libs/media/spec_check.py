@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from reelfab.media import children
 from reelfab.media.render import RenderSpec
 from reelfab.media.tools import tool
 
@@ -58,7 +59,7 @@ def _ffprobe(path: Path) -> tuple[dict[str, Any] | None, str]:
     if not path.is_file():
         return None, f"{path}: no such file"
     try:
-        proc = subprocess.run(
+        proc = children.run(
             [tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
             capture_output=True, text=True, errors="replace", timeout=60,
         )  # fmt: skip

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from functools import cache
 
 from reelfab.errors import StackError
+from reelfab.media import children
 
 
 @cache
@@ -32,7 +32,7 @@ def ensure_ffmpeg(say: Callable[[str], None] = print) -> str:
     say("ffmpeg: not installed; installing Debian's ffmpeg with apt (first run only)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "ffmpeg"]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = children.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
     tool.cache_clear()

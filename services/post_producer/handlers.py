@@ -14,13 +14,14 @@ from typing import Any
 from reelfab import __version__
 from reelfab.bus import Event, new_event_id, now_utc
 from reelfab.bus.idempotency import handle_once, was_processed
+from reelfab.consent.decision import Decision
 from reelfab.consent.gate import ConsentGate
 from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError
 from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
 from reelfab.media.c2pa_sign import SigningMaterial, sign_video
-from reelfab.media.render import RenderJob, RenderSpec, render
+from reelfab.media.render import RenderJob, RenderSpec, RenderStopped, StopCheck, render
 from reelfab.media.spec_check import verify
 from reelfab.media.titles import title_and_hashtags
 from reelfab.service import ServiceContext, fail_job
@@ -38,6 +39,19 @@ class PostProducer:
     spec: RenderSpec
     signing: SigningMaterial
     workdir: Path
+    stop_poll_s: float = 0.2  # how often a running render looks at the consent view
+
+    def revoked(self, subject: str) -> tuple[str, str] | None:
+        """(reason, detail) when the local view no longer holds an active consent for ``subject``:
+        asked while ffmpeg runs, so a revocation consumed mid-render kills the render."""
+        if subject in self.view.suspect:
+            return "invalid_lease", f"consent of {subject} could not be verified: the render stopped"
+        terms = self.view.terms(subject)
+        if terms is None or terms.status not in ("GRANTED", "AMENDED"):
+            status = terms.status.lower() if terms else "no_consent"
+            reason = {"expired": "expired", "erased": "erased", "no_consent": "no_consent"}.get(status, "revoked")
+            return reason, f"consent of {subject} is {status}: the render stopped"
+        return None
 
 
 def on_swap_completed(post: PostProducer) -> Any:
@@ -48,8 +62,16 @@ def on_swap_completed(post: PostProducer) -> Any:
         assert ctx.pool is not None
         if await was_processed(ctx.pool, ctx.spec.schema, event.event_id):
             return
-        decision = await post.gate.check(subject=r.face_id, purpose="render", platform=r.platform,
-                                         tags=tuple(r.template_tags), commercial=False)
+        # the job's own commercial flag; unknown (a swapper older than the field) asks the stricter question
+        commercial = True if r.commercial is None else bool(r.commercial)
+
+        async def consent() -> Decision:
+            # the local view, then the registry's authoritative answer (no image needed): a revocation
+            # the view has not consumed yet still stops the job
+            return await post.gate.check(subject=r.face_id, purpose="render", platform=r.platform,
+                                         tags=tuple(r.template_tags), commercial=commercial, ask_registry=True)
+
+        decision = await consent()
         if not decision.allowed:
             return await fail(post, event, f"consent.{decision.reason}", decision.detail)
         mezzanine = post.store.local_path(r.mezzanine_uri)
@@ -59,7 +81,17 @@ def on_swap_completed(post: PostProducer) -> Any:
         music = post.store.local_path(r.music_uri) if r.music_uri else None
         work = make_workdir(post.workdir, r.job_id)
         try:
-            rendered, check, label, title, tags = await asyncio.to_thread(_produce, post, r, mezzanine, music, track, work)
+            try:
+                rendered, check, label, title, tags = await asyncio.to_thread(
+                    _produce, post, r, mezzanine, music, track, work, lambda: post.revoked(r.face_id))
+            except RenderStopped as stop:
+                return await fail(post, event, f"consent.{stop.reason}", str(stop))
+            # rendered and signed: consent again, before anything is stored or announced
+            decision = await consent()
+            if not decision.allowed:
+                rendered.unlink(missing_ok=True)  # made for a subject who withdrew: it goes, now
+                return await fail(post, event, f"consent.{decision.reason}",
+                                  f"{decision.detail} (checked after rendering: the output was deleted)")
             final = post.store.put_file(f"jobs/{key_segment(r.job_id, 'job_id')}/final.mp4", rendered, move=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -81,13 +113,14 @@ def on_swap_completed(post: PostProducer) -> Any:
 
 
 def _produce(post: PostProducer, r: Any, mezzanine: Path, music: Path | None, track: dict[str, Any],
-             work: Path) -> tuple[Path, Any, str, str, list[str]]:
-    """The blocking part, in a worker thread: one ffmpeg pass, the spec check, the C2PA signature."""
+             work: Path, should_stop: StopCheck | None = None) -> tuple[Path, Any, str, str, list[str]]:
+    """The blocking part, in a worker thread: one ffmpeg pass (killed when ``should_stop`` answers),
+    the spec check, the C2PA signature."""
     metadata = {"job_id": r.job_id, "consent_version": str(r.consent_version), "ai_generated": "true",
                 "comment": "AI-generated: face swapped with consent (Reelfab)"}
     job = RenderJob(input=mezzanine, output=work / "render.mp4", duration_s=r.duration_s, music=music,
                     caption_text=r.caption_text, face_track=track, metadata=metadata)
-    render(job, post.spec)
+    render(job, post.spec, should_stop=should_stop, poll_s=post.stop_poll_s)
     check = verify(job.output, post.spec, r.duration_s)
     if not check.passed:  # a mismatch is a failure, not a warning
         raise PermanentError(f"rendered file fails the platform spec: {'; '.join(check.problems)}")

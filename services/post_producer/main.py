@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from reelfab.consent.client import RegistryClient
@@ -10,6 +11,7 @@ from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
 from reelfab.media.c2pa_sign import SigningMaterial, make_test_ca
 from reelfab.media.render import RenderSpec
+from reelfab.media.workroot import claim_work_root
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 from reelfab.settings import Settings
 from reelfab.storage import open_store
@@ -48,7 +50,7 @@ def wire(ctx: ServiceContext) -> None:
     registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
     view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
     post = handlers.PostProducer(
-        ctx=ctx, view=view, gate=ConsentGate(view, None), store=open_store(settings.storage_root),
+        ctx=ctx, view=view, gate=ConsentGate(view, registry), store=open_store(settings.storage_root),
         spec=RenderSpec(reframe=settings.render_reframe, label_position=settings.render_label_position,  # type: ignore[arg-type]
                         loudness_lufs=settings.render_loudness_lufs),
         signing=signing_material(settings) if ctx.pool is not None else SigningMaterial(Path(), Path(), Path()),
@@ -56,7 +58,16 @@ def wire(ctx: ServiceContext) -> None:
     )
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe("reelfab.swap.completed.v1", handlers.on_swap_completed(post))
+    ctx.extras["post"] = post
+    ctx.on_start.append(lambda: _claim_workdir(post))
     ctx.on_start.append(lambda: _catch_up(view, ctx))
+
+
+async def _claim_workdir(post: handlers.PostProducer) -> None:
+    """Before the first job: remove the work folders a killed post-producer left (half-rendered
+    MP4s) and work in a folder of this process's own, so replicas sharing state_dir never delete
+    each other's (reelfab.media.workroot)."""
+    post.workdir = await asyncio.to_thread(claim_work_root, post.workdir)
 
 
 async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:

@@ -18,6 +18,8 @@ from reelfab.bus.idempotency import handle_once, was_processed
 from reelfab.consent.gate import ConsentGate
 from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError, StorageError
+from reelfab.faces.errors import MediaError
+from reelfab.faces.qc import TemplateRules, check_template, reasons_text
 from reelfab.faces.types import FaceEngine
 from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
@@ -44,6 +46,8 @@ class Swapper:
     detect_every: int = 5
     batch_size: int = 8
     engines: dict[tuple[str, str], FaceEngine] = field(default_factory=dict)
+    template_rules: TemplateRules = field(default_factory=TemplateRules)
+    template_verdicts: dict[tuple[str, str, str], tuple[str, str] | None] = field(default_factory=dict)
 
     def engine(self, choice: ModelChoice) -> FaceEngine:
         from reelfab.faces.backends import get_engine
@@ -53,6 +57,23 @@ class Swapper:
             options = {"swapper": choice.model} if choice.backend == "onnx" else {}
             self.engines[key] = get_engine(choice.backend, self.ctx.settings, **options)
         return self.engines[key]
+
+    def template_refusal(self, choice: ModelChoice, template: Path, sha256: str) -> tuple[str, str] | None:
+        """(reason code, detail) when the template fails its quality gate (reelfab.faces.qc), else
+        None. Blocking (decodes the clip and detects faces): call it in a worker thread. Verdicts
+        are remembered per template content and engine, so a template reused by many jobs is judged once."""
+        key = (sha256, choice.backend, choice.model)
+        if key not in self.template_verdicts:
+            try:
+                result = check_template(template, self.engine(choice), self.template_rules)
+            except MediaError as exc:
+                verdict: tuple[str, str] | None = ("unreadable", f"template {template.name}: {exc}")
+            else:
+                verdict = None if result.passed else (_main_reason(result.codes()), f"template QC: {reasons_text(result.reasons)}")
+            if len(self.template_verdicts) >= 1024:
+                self.template_verdicts.pop(next(iter(self.template_verdicts)))
+            self.template_verdicts[key] = verdict
+        return self.template_verdicts[key]
 
     def revoked(self, subject: str) -> tuple[str, str] | None:
         terms = self.view.terms(subject)
@@ -78,15 +99,6 @@ def on_swap_requested(swapper: Swapper) -> Any:
         if not decision.allowed:  # before any byte of the face is read
             return await fail(swapper, event, f"consent.{decision.reason}", decision.detail)
         try:
-            source_bytes = swapper.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
-        except StorageError as exc:
-            return await fail(swapper, event, "source_unavailable", str(exc))
-        decision = await swapper.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
-                                            commercial=job.commercial, image_sha256=job.source_image_sha256,
-                                            image_bytes=source_bytes, consume=True)
-        if not decision.allowed:
-            return await fail(swapper, event, f"consent.{decision.reason}", decision.detail)
-        try:
             choice = choose_model(backend=job.backend, model=job.swapper_model, default_backend=ctx.settings.face_backend,
                                   commercial_job=job.commercial, commercial_mode=ctx.settings.commercial_mode,
                                   manifest=swapper.manifest, installed=swapper.installed)
@@ -95,6 +107,22 @@ def on_swap_requested(swapper: Swapper) -> Any:
         template = swapper.store.local_path(job.template_uri)
         if not template.is_file() or await asyncio.to_thread(sha256_file, template) != job.template_sha256:
             raise PermanentError(f"template {job.template_uri} is missing or its sha256 is not {job.template_sha256}")
+        async with swapper.slots:
+            # the template's own quality gate, before the face is fetched and the daily cap spent: a
+            # clip without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled
+            # AI-generated
+            refused = await asyncio.to_thread(swapper.template_refusal, choice, template, job.template_sha256)
+        if refused is not None:
+            return await fail(swapper, event, f"template.{refused[0]}", refused[1])
+        try:
+            source_bytes = swapper.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
+        except StorageError as exc:
+            return await fail(swapper, event, "source_unavailable", str(exc))
+        decision = await swapper.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+                                            commercial=job.commercial, image_sha256=job.source_image_sha256,
+                                            image_bytes=source_bytes, consume=True, job_id=job.job_id)
+        if not decision.allowed:
+            return await fail(swapper, event, f"consent.{decision.reason}", decision.detail)
         image = cv2.imdecode(np.frombuffer(source_bytes, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise PermanentError(f"source image {job.source_image_uri} is not a readable image")
@@ -125,6 +153,7 @@ def on_swap_requested(swapper: Swapper) -> Any:
             "source_image_sha256": job.source_image_sha256, "platform": job.platform, "music_uri": job.music_uri,
             "caption_text": job.caption_text, "caption_style": job.caption_style, "trend_id": job.trend_id,
             "arm_id": job.arm_id, "template_uri": job.template_uri, "template_sha256": job.template_sha256,
+            "commercial": job.commercial,
         }
 
         async def announce(conn: Any) -> None:
@@ -134,6 +163,14 @@ def on_swap_requested(swapper: Swapper) -> Any:
         metrics.JOBS.labels("completed").inc()
 
     return handle
+
+
+# the reason a job fails with when the template fails several rules: the one that matters most
+_TEMPLATE_REASONS = ("no_face", "face_hidden", "resolution", "duration")
+
+
+def _main_reason(codes: list[str]) -> str:
+    return next((c for c in _TEMPLATE_REASONS if c in codes), codes[0] if codes else "rejected")
 
 
 async def fail(swapper: Swapper, event: Event[Any], reason_code: str, detail: str) -> None:

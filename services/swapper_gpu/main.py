@@ -11,6 +11,7 @@ from typing import Any
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
+from reelfab.media.workroot import claim_work_root
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 from reelfab.storage import open_store
 
@@ -49,6 +50,7 @@ def wire(ctx: ServiceContext) -> None:
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
     ctx.extras["swapper"] = swapper
+    ctx.on_start.append(lambda: _claim_workdir(swapper))
     ctx.on_start.append(lambda: _catch_up(view, ctx))
     ctx.on_start.append(lambda: _warm_up(swapper))
     if metrics.register_gpu_metrics():
@@ -74,6 +76,13 @@ async def _warm_up(swapper: handlers.Swapper) -> None:
 
     if swapper.ctx.settings.face_backend == "classical" and swapper.ctx.pool is not None:
         await asyncio.to_thread(swapper.engine, ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False))
+
+
+async def _claim_workdir(swapper: handlers.Swapper) -> None:
+    """Before the first job: remove the work folders a killed swapper left (half-written mezzanines)
+    and work in a folder of this process's own, so replicas sharing state_dir never delete each
+    other's (reelfab.media.workroot)."""
+    swapper.workdir = await asyncio.to_thread(claim_work_root, swapper.workdir)
 
 
 async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:

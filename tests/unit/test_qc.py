@@ -123,3 +123,8 @@ def test_template_rules_give_reasons(tmp_path: Path) -> None:
     assert hidden.codes() == ["face_hidden"] and 0.4 <= hidden.metrics["face_share"] <= 0.6
     good = check_template(tmp_path / "ok.mp4", StandIn([face()]), TemplateRules(sample_every=10))  # type: ignore[arg-type]
     assert good.passed and good.metrics["sampled_frames"] == 13
+
+
+def test_a_template_without_any_face_says_no_face(tmp_path: Path) -> None:
+    result = check_template(_clip(tmp_path / "empty.mp4", 5.2), StandIn([]), TemplateRules(sample_every=10))  # type: ignore[arg-type]
+    assert result.codes() == ["no_face"] and result.metrics["face_share"] == 0.0

@@ -6,8 +6,10 @@ several tests; the spec uses preset superfast (still High profile) to keep the m
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from reelfab.media.render import (
     RenderJob,
     RenderResult,
     RenderSpec,
+    RenderStopped,
     build_command,
     caption_chunks,
     crop_x_expression,
@@ -202,6 +205,7 @@ def test_missing_music_fails_before_ffmpeg_runs(media: Path, monkeypatch: pytest
         raise AssertionError("ffmpeg must not run")
 
     monkeypatch.setattr(subprocess, "run", no_ffmpeg)
+    monkeypatch.setattr(subprocess, "Popen", no_ffmpeg)
     job = RenderJob(media / "whatever.mp4", media / "x.mp4", music=media / "no-such-music.mp3")
     with pytest.raises(MediaError, match="no-such-music.mp3"):
         render(job, SPEC)
@@ -222,6 +226,49 @@ def test_ffmpeg_failure_reports_stderr_and_removes_the_partial_output(media: Pat
     with pytest.raises(MediaError, match="(?is)ffmpeg failed rendering .*tiny-out.mp4.*preset"):
         render(RenderJob(source, out), RenderSpec(preset="no-such-preset"))
     assert not out.exists()
+
+
+def _ffmpeg_children() -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        after = stat[stat.rindex(")") + 2 :].split()
+        if int(after[1]) == os.getpid() and "ffmpeg" in stat[stat.index("(") : stat.rindex(")")] and after[0] != "Z":
+            found.append(int(stat.split()[0]))
+    return found
+
+
+def test_a_stop_answer_kills_the_running_ffmpeg_and_removes_the_partial_output(media: Path) -> None:
+    source = _testsrc(media / "long.mp4", "360x640", 25, 60.0, False)  # a minute: far longer than we wait
+    out = media / "long-out.mp4"
+    asked: list[float] = []
+    started = time.monotonic()
+
+    def should_stop() -> tuple[str, str] | None:
+        asked.append(time.monotonic())
+        if out.exists() and time.monotonic() - started > 0.5:  # ffmpeg is writing: consent withdrawn now
+            return "revoked", "consent v2 of s was revoked"
+        return None
+
+    with pytest.raises(RenderStopped, match="revoked") as stopped:
+        render(RenderJob(source, out, metadata=METADATA), SPEC, should_stop=should_stop, poll_s=0.05)
+    assert stopped.value.reason == "revoked"
+    assert time.monotonic() - asked[-1] < 1.0, "ffmpeg was waited for after the stop"
+    assert time.monotonic() - started < 10.0 and len(asked) > 2
+    assert not out.exists()
+    assert not _ffmpeg_children()
+
+
+def test_a_stop_answer_before_the_render_starts_runs_no_ffmpeg(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ffmpeg(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ffmpeg must not run")
+
+    monkeypatch.setattr(subprocess, "Popen", no_ffmpeg)
+    with pytest.raises(RenderStopped):
+        render(RenderJob(media / "whatever.mp4", media / "y.mp4"), SPEC, should_stop=lambda: ("erased", "erased"))
 
 
 # ------------------------------------------------------------------------------------ the pieces
