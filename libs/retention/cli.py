@@ -67,6 +67,9 @@ def prune(
     schema: list[str] = typer.Option([], "--schema", help="Prune delivery rows only in this schema (repeat); default: every schema with the delivery tables."),
     no_rows: bool = typer.Option(False, "--no-rows", help="Leave the outbox and processed-event tables alone."),
     show: int = typer.Option(50, help="List at most this many objects (the totals count them all)."),
+    every: float = typer.Option(0, help="Run again every this many seconds (a retention worker); 0: once."),
+    rounds: int = typer.Option(0, help="With --every: stop after this many rounds (0: until stopped)."),
+    metrics_port: int = typer.Option(0, help="With --every: serve /metrics (reelfab_storage_bytes{kind}) here."),
 ) -> None:
     """Show (or with --apply, delete) what the retention policy lets go; consent/ is never touched.
 
@@ -78,11 +81,40 @@ def prune(
 
     settings = get_settings()
     retention = RetentionSettings()
+    if every > 0:
+        _worker(settings, retention, _store(root), apply, schema or None, not no_rows, every, rounds, metrics_port)
+        return
     report = asyncio.run(_prune(settings, retention, _store(root), apply, schema or None, not no_rows))
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
         return
     _print_report(report, show)
+
+
+def _worker(settings: Any, retention: Any, store: Any, apply: bool, schemas: list[str] | None, rows: bool,
+            every: float, rounds: int, metrics_port: int) -> None:
+    """Prune on a schedule, as a long-running worker whose gauges Prometheus can scrape; a round that
+    cannot reach Kafka or PostgreSQL deletes nothing and the next round tries again."""
+    import time
+
+    from prometheus_client import start_http_server
+
+    if metrics_port:
+        start_http_server(metrics_port, addr=settings.http_host)
+    done = 0
+    while rounds == 0 or done < rounds:
+        started = time.monotonic()
+        try:
+            report = asyncio.run(_prune(settings, retention, store, apply, schemas, rows))
+            freed = report.done.freed_bytes if report.applied else report.plan.freed.total.bytes
+            console.print(f"{datetime.now(UTC).isoformat(timespec='seconds')} "
+                          f"{'freed' if report.applied else 'would free'} {human(freed)}; "
+                          f"held {human(report.plan.remaining.total.bytes)}")
+        except Exception as exc:  # an outage: nothing was deleted; the next round tries again
+            err.print(f"[yellow]retention round failed, nothing deleted:[/yellow] {type(exc).__name__}: {exc}")
+        done += 1
+        if rounds == 0 or done < rounds:
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
 async def _prune(settings: Any, retention: Any, store: Any, apply: bool, schemas: list[str] | None, rows: bool) -> Any:

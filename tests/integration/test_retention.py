@@ -188,3 +188,41 @@ async def test_prune_deletes_exactly_what_the_policy_lets_go(stack: Any, pg_pool
         assert again.exit_code == 0 and json.loads(again.stdout)["objects"] == []
     finally:
         await pg_pool.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def test_the_retention_worker_prunes_every_round_and_survives_an_unreachable_kafka(
+    stack: Any, tmp_path: Path
+) -> None:
+    import socket
+
+    import httpx
+
+    store = FileStore(tmp_path / "store")
+    _put(store, "jobs/rt-worker/.part-crashed", 2 * D)  # a crashed write: partial past its age
+    _put(store, "consent/ada/x.sealed", 400 * D)  # never
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from reelfab.settings import get_settings
+
+    get_settings.cache_clear()  # the CLI reads settings once per process: this run gets a Kafka that is away
+    try:
+        down = await _cli("storage", "prune", "--apply", "--no-rows", "--root", store.root.as_uri(), "--every",
+                          "0.1", "--rounds", "2", env={"REELFAB_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"})
+    finally:
+        get_settings.cache_clear()
+    assert down.exit_code == 0, down.output
+    assert down.output.count("retention round failed, nothing deleted") == 2
+    assert (store.root / "jobs/rt-worker/.part-crashed").exists()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    up = await _cli("storage", "prune", "--apply", "--no-rows", "--root", store.root.as_uri(), "--every", "0.1",
+                    "--rounds", "2", "--metrics-port", str(metrics_port))
+    assert up.exit_code == 0, up.output
+    assert up.output.count("freed") == 2 and not (store.root / "jobs/rt-worker/.part-crashed").exists()
+    assert (store.root / "consent/ada/x.sealed").exists()
+    async with httpx.AsyncClient() as client:
+        scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)).text
+    assert 'reelfab_storage_bytes{kind="consent"} 64.0' in scraped
