@@ -86,7 +86,9 @@ def on_swap_completed(post: PostProducer) -> Any:
                     _produce, post, r, mezzanine, music, track, work, lambda: post.revoked(r.face_id))
             except RenderStopped as stop:
                 return await fail(post, event, f"consent.{stop.reason}", str(stop))
-            # rendered and signed: consent again, before anything is stored or announced
+            # rendered and signed: consent again, before anything is stored or announced. The event's
+            # time is this moment: the video was complete and its consent verified as of then
+            finished_at = now_utc()
             decision = await consent()
             if not decision.allowed:
                 rendered.unlink(missing_ok=True)  # made for a subject who withdrew: it goes, now
@@ -96,7 +98,7 @@ def on_swap_completed(post: PostProducer) -> Any:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         completed = {
-            "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": r.trace_id,
+            "event_id": new_event_id(), "occurred_at": finished_at, "producer": ctx.spec.name, "trace_id": r.trace_id,
             "job_id": r.job_id, "face_id": r.face_id, "consent_version": decision.consent_version or r.consent_version,
             "final_uri": final.uri, "final_sha256": final.sha256, "spec_check": _spec_record(check),
             "c2pa_manifest_id": label, "title": title, "hashtags": tags, "platform": r.platform, "is_aigc": True,
@@ -106,6 +108,10 @@ def on_swap_completed(post: PostProducer) -> Any:
         async def announce(conn: Any) -> None:
             await ctx.outbox.add(conn, "reelfab.render.completed.v1", completed)
 
+        late = post.revoked(r.face_id)  # a revocation the view took in while the file was stored
+        if late is not None:
+            post.store.delete(final.uri)
+            return await fail(post, event, f"consent.{late[0]}", f"{late[1]} (after rendering: the output was deleted)")
         await handle_once(ctx.pool, ctx.spec.schema, event, "render", announce)
         log.info("rendered", job_id=r.job_id, final=final.uri)
 
