@@ -104,7 +104,8 @@ def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> ASGIA
         return JSONResponse({"service": ctx.spec.name, "status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        ok = await ready() and outages.ready
+        ok = await ready()
+        ok = ok and outages.ready
         body: dict[str, Any] = {"service": ctx.spec.name, "ready": ok}
         if not outages.ready:  # what the service is waiting for, so an operator knows where to look
             body["waiting_for"] = outages.describe()
@@ -154,10 +155,8 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         ctx = build_context(spec, settings, bus, pool, wire)
 
         async def ready() -> bool:
-            try:
-                return bus.started and await pool.fetchval("SELECT 1") == 1
-            except Exception:
-                return False
+            await probe_dependencies(bus, pool)
+            return bus.started
 
         server = _QuietServer(
             uvicorn.Config(
@@ -185,10 +184,13 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
             batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
         )
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        probe_task = asyncio.create_task(_probe_every(bus, pool, stop, settings.health_probe_interval_s),
+                                         name="dependency-probe")
         log.info("started", port=settings.http_port or spec.default_port, consumes=list(spec.consumes))
         await stop.wait()
         log.info("stopping")
         await relay_task
+        await probe_task
         await bus.stop()
         for hook in ctx.on_stop:
             await hook()
@@ -197,6 +199,31 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         log.info("stopped")
     finally:
         await pool.close()
+
+
+async def probe_dependencies(bus: Bus, pool: asyncpg.Pool) -> None:
+    """Ask PostgreSQL and Kafka whether they answer, and record it: readiness and
+    reelfab_dependency_up{service,dependency} follow, even when no message is flowing."""
+    outages = bus.policy.outages
+    try:
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+    except Exception as exc:  # anything at all: the database did not answer
+        outages.probed("postgresql", exc)
+    else:
+        outages.probed("postgresql", None)
+    try:
+        await bus.reachable()
+    except Exception as exc:
+        outages.probed("kafka", exc)
+    else:
+        outages.probed("kafka", None)
+
+
+async def _probe_every(bus: Bus, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float) -> None:
+    while not stop.is_set():
+        await probe_dependencies(bus, pool)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 # Each service's wiring lives in services/<folder>/main.py; the CLI finds it by name.

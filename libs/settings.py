@@ -43,11 +43,13 @@ class Settings(BaseSettings):
     # a dependency's outage is waited out (not counted towards the DLQ) with this capped backoff
     outage_backoff_initial_s: float = 0.5
     outage_backoff_max_s: float = 10.0
+    health_probe_interval_s: float = 5.0  # PostgreSQL and Kafka asked this often (reelfab_dependency_up)
     outbox_poll_interval_s: float = 0.2
     outbox_batch_size: int = 100
 
     # storage
-    storage_root: str = Field(default_factory=lambda: (Path.cwd() / ".reelfab" / "objects").as_uri())
+    # unset: <state_dir>/objects, so one REELFAB_STATE_DIR moves everything a stack keeps
+    storage_root: str = Field(default_factory=lambda data: (Path(data["state_dir"]).resolve() / "objects").as_uri())
 
     # face engine
     face_backend: str = "classical"  # classical | onnx | facefusion

@@ -94,6 +94,8 @@ class FileStore:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             raise ObjectRefused(f"{uri!r} is not a file:// URI; this store serves {self.root_uri}")
+        if parsed.netloc not in ("", "localhost"):  # file://otherhost/... names another machine's file
+            raise ObjectRefused(f"{uri!r} names host {parsed.netloc!r}; this store serves {self.root_uri}")
         path = Path(unquote(parsed.path)).resolve()
         if not path.is_relative_to(self.root):
             raise ObjectRefused(f"{uri!r} is outside the store's root {self.root_uri}")
@@ -233,6 +235,22 @@ class FileStore:
                 break
             parent = parent.parent
         return size
+
+
+def purge_job_media(store: FileStore, job_id: str) -> int:
+    """Delete everything the store holds for one job (``jobs/<id>/`` and the per-job input copies
+    ``inputs/<id>/``, which include a copy of the subject's face); returns the bytes freed.
+
+    For a job stopped by consent (revoked, erased, expired): nothing made from or for the face may
+    outlive the decision, and none of it may wait for retention's grace period."""
+    from reelfab.identifiers import key_segment
+
+    segment = key_segment(job_id, "job_id")
+    freed = 0
+    for prefix in (f"jobs/{segment}", f"inputs/{segment}"):
+        for obj in store.list_objects(prefix):  # a prefix with nothing under it lists nothing
+            freed += store.delete_key(obj.key)
+    return freed
 
 
 def open_store(root_uri: str) -> FileStore:

@@ -153,6 +153,10 @@ class Bus(ABC):
             },
         )
 
+    async def reachable(self) -> None:
+        """Raise when the transport cannot be reached (a readiness probe); the in-process bus always is."""
+        return None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -29,6 +29,7 @@ from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 
 from reelfab.codec import AvroCodec
+from reelfab.errors import DependencyUnavailable
 from reelfab.logging import get_logger
 from reelfab.records import model_for
 from reelfab.settings import Settings
@@ -232,6 +233,23 @@ class KafkaBus(Bus):
         await self.committer.stop()  # from here on each settled message commits at once
         await self.broker.stop()
         await self.committer.flush()
+
+    async def reachable(self) -> None:
+        """A TCP connection to one of the bootstrap brokers within a second, or the last error. The
+        consumers reconnect on their own and say nothing; this is what readiness asks instead."""
+        last: BaseException | None = None
+        for server in self.settings.kafka_bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 1.0)
+            except (OSError, TimeoutError, ValueError) as exc:
+                last = exc
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise DependencyUnavailable("kafka", f"no broker of {self.settings.kafka_bootstrap} answers ({last})")
 
     async def scan(self, topic: str, since: datetime) -> list[RawMessage]:
         consumer = AIOKafkaConsumer(

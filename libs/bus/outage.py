@@ -98,6 +98,7 @@ class _Down:
     since: float
     error: str
     waits: int = 0
+    by_probe: bool = False  # seen by a health probe: only a probe that gets an answer clears it
 
 
 @dataclass
@@ -120,10 +121,28 @@ class Outages:
     def answered(self) -> None:
         """A message went through: whatever was down answers again."""
         for dependency, state in list(self.down.items()):
+            if state.by_probe:
+                continue
             log.info("dependency is back; consumption resumed", service=self.service, dependency=dependency,
                      down_for_s=round(time.monotonic() - state.since, 1), waits=state.waits)
             DEPENDENCY_UP.labels(self.service, dependency).set(1)
             del self.down[dependency]
+
+    def probed(self, dependency: str, error: BaseException | None) -> None:
+        """The answer of a health probe (readiness, or the periodic check): down with ``error``, or up."""
+        if error is not None:
+            if dependency not in self.down:
+                self.down[dependency] = _Down(time.monotonic(), f"{type(error).__name__}: {error}"[:500],
+                                              by_probe=True)
+                log.warning("a dependency does not answer its health probe", service=self.service,
+                            dependency=dependency, error=self.down[dependency].error)
+            DEPENDENCY_UP.labels(self.service, dependency).set(0)
+            return
+        state = self.down.pop(dependency, None)
+        if state is not None:
+            log.info("dependency is back", service=self.service, dependency=dependency,
+                     down_for_s=round(time.monotonic() - state.since, 1))
+        DEPENDENCY_UP.labels(self.service, dependency).set(1)
 
     @property
     def ready(self) -> bool:

@@ -25,7 +25,7 @@ from reelfab.media.render import RenderJob, RenderSpec, RenderStopped, StopCheck
 from reelfab.media.spec_check import verify
 from reelfab.media.titles import title_and_hashtags
 from reelfab.service import ServiceContext, fail_job
-from reelfab.storage import FileStore, sha256_file
+from reelfab.storage import FileStore, purge_job_media, sha256_file
 
 log = get_logger("reelfab.post")
 
@@ -69,7 +69,8 @@ def on_swap_completed(post: PostProducer) -> Any:
             # the local view, then the registry's authoritative answer (no image needed): a revocation
             # the view has not consumed yet still stops the job
             return await post.gate.check(subject=r.face_id, purpose="render", platform=r.platform,
-                                         tags=tuple(r.template_tags), commercial=commercial, ask_registry=True)
+                                         tags=tuple(r.template_tags), commercial=commercial, ask_registry=True,
+                                         job_id=r.job_id)  # the job's own use is inside the daily cap already
 
         decision = await consent()
         if not decision.allowed:
@@ -151,4 +152,6 @@ def _spec_record(check: Any) -> dict[str, Any]:
 
 
 async def fail(post: PostProducer, event: Event[Any], reason_code: str, detail: str) -> None:
+    if reason_code.startswith("consent."):  # the swapped video and the face's copies go with the job
+        await asyncio.to_thread(purge_job_media, post.store, event.record.job_id)
     await fail_job(post.ctx, event, "render", reason_code, detail)

@@ -24,7 +24,7 @@ from reelfab.faces.types import FaceEngine
 from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
 from reelfab.service import ServiceContext, fail_job
-from reelfab.storage import FileStore, sha256_file
+from reelfab.storage import FileStore, purge_job_media, sha256_file
 
 from . import metrics
 from .domain import ModelChoice, ModelRefused, choose_model
@@ -105,6 +105,8 @@ def on_swap_requested(swapper: Swapper) -> Any:
         except ModelRefused as exc:
             return await fail(swapper, event, "model_refused", str(exc))
         template = swapper.store.local_path(job.template_uri)
+        if job.music_uri:  # the post-producer reads it: a URI outside the store is refused now, not after the swap
+            swapper.store.local_path(job.music_uri)
         if not template.is_file() or await asyncio.to_thread(sha256_file, template) != job.template_sha256:
             raise PermanentError(f"template {job.template_uri} is missing or its sha256 is not {job.template_sha256}")
         async with swapper.slots:
@@ -174,5 +176,7 @@ def _main_reason(codes: list[str]) -> str:
 
 
 async def fail(swapper: Swapper, event: Event[Any], reason_code: str, detail: str) -> None:
+    if reason_code.startswith("consent."):  # nothing made from the face outlives the decision
+        await asyncio.to_thread(purge_job_media, swapper.store, event.record.job_id)
     await fail_job(swapper.ctx, event, "swap", reason_code, detail)
     metrics.JOBS.labels(reason_code.split(".")[0]).inc()

@@ -68,8 +68,9 @@ def swap_completed(post: handlers.PostProducer, tmp: Path, subject: str, *, seco
     track = tmp / f"{subject}.json"
     track.write_text(json.dumps({"version": 1, "width": 180, "height": 320, "fps": 25.0, "frames": []}))
     job = job_id()
-    m = post.store.put_file(f"in/{job}/mezzanine.mkv", mezzanine)
-    t = post.store.put_file(f"in/{job}/track.json", track)
+    m = post.store.put_file(f"jobs/{job}/mezzanine.mkv", mezzanine)
+    t = post.store.put_file(f"jobs/{job}/track.json", track)
+    post.store.put_bytes(f"inputs/{job}/source.png", b"a copy of the subject's face")
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "swapper-gpu", "job_id": job,
         "face_id": subject, "consent_version": 1, "mezzanine_uri": m.uri, "mezzanine_sha256": m.sha256,
@@ -122,7 +123,9 @@ async def test_a_revocation_mid_render_kills_ffmpeg_and_fails_the_job(build: Any
     assert failed["reason_code"] == "consent.revoked" and failed["job_id"] == ev.record.job_id
     assert not _ffmpeg_children()
     assert not list(post.workdir.glob("*/*")), "the partial render was left behind"
+    # the swapped video, its track and the job's copy of the face go with the job
     assert not list((tmp_path / "objects").glob(f"jobs/{ev.record.job_id}/*"))
+    assert not list((tmp_path / "objects").glob(f"inputs/{ev.record.job_id}/*"))
 
 
 async def test_a_revocation_the_view_has_not_seen_is_caught_by_the_registry_after_rendering(build: Any, tmp_path: Path) -> None:
@@ -179,7 +182,10 @@ async def test_a_non_commercial_job_with_consent_renders_and_is_announced(build:
     rows = await announced(post.ctx)
     assert [t for t, _ in rows] == ["reelfab.render.completed.v1"], rows
     assert rows[0][1]["is_aigc"] and rows[0][1]["spec_check"]["passed"]
+    assert (tmp_path / "objects" / "jobs" / ev.record.job_id / "mezzanine.mkv").exists()  # kept for retention
     assert len(registry.calls) == 2 and not registry.calls[0]["request"].commercial
+    # both checks name the job, so the registry does not hold the job's own counted use against it
+    assert [(c["consume"], c["job_id"]) for c in registry.calls] == [(False, ev.record.job_id)] * 2
 
 
 def test_the_post_producer_asks_the_registry(tmp_path: Path) -> None:

@@ -53,8 +53,8 @@ def build(pg_pool: Any, delivery_schema: str, tmp_path: Path) -> Any:
 
 def swap_requested(swapper: handlers.Swapper, subject: str, template: Path) -> Any:
     job = job_id()
-    src = swapper.store.put_bytes(f"in/{job}/face.png", FACE_PNG)
-    tpl = swapper.store.put_file(f"in/{job}/template{template.suffix}", template)
+    src = swapper.store.put_bytes(f"inputs/{job}/face.png", FACE_PNG)
+    tpl = swapper.store.put_file(f"inputs/{job}/template{template.suffix}", template)
     swapper.view.apply(lease(subject, image_sha256=src.sha256))
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "planner", "job_id": job,
@@ -101,3 +101,28 @@ async def test_the_consuming_check_names_the_job(build: Any, tmp_path: Path) -> 
     assert [(t, v["reason_code"]) for t, v in rows] == [("reelfab.job.failed.v1", "consent.daily_cap_reached")]
     consuming = [c for c in registry.calls if c["consume"]]
     assert len(consuming) == 1 and consuming[0]["job_id"] == ev.record.job_id and consuming[0]["image"]
+
+
+async def test_a_consent_denial_removes_the_jobs_copies_of_the_face(build: Any, tmp_path: Path) -> None:
+    registry = Registry(Decision(False, "revoked", "consent of the subject was revoked", 1))
+    swapper = build(registry, TemplateRules(min_seconds=1.0))
+    template = template_clip(tmp_path / "dance.mp4", seed=32, seconds=2.0).path
+    ev = swap_requested(swapper, unique("vera"), template)
+    await handlers.on_swap_requested(swapper)(ev)
+    rows = await announced(swapper.ctx)
+    assert [r[1]["reason_code"] for r in rows] == ["consent.revoked"], rows
+    assert not list((tmp_path / "objects").glob(f"inputs/{ev.record.job_id}/*"))  # face and template copies gone
+
+
+async def test_a_music_uri_outside_the_store_is_refused_before_any_swap(build: Any, tmp_path: Path) -> None:
+    from reelfab.errors import ObjectRefused
+
+    registry = Registry()
+    swapper = build(registry, TemplateRules(min_seconds=1.0))
+    template = template_clip(tmp_path / "dance.mp4", seed=32, seconds=2.0).path
+    ev = swap_requested(swapper, unique("vera"), template)
+    hostile = event("SwapRequested", "reelfab.swap.requested.v1",
+                    {**ev.record.model_dump(), "music_uri": "file:///etc/hostname"})
+    with pytest.raises(ObjectRefused):  # permanent: the bus dead-letters it at the first attempt
+        await handlers.on_swap_requested(swapper)(hostile)
+    assert registry.calls == [] and not list((tmp_path / "swapper-work").glob("*/*"))

@@ -146,3 +146,38 @@ def test_classification() -> None:
 
     assert outage_of(KafkaConnectionError("no broker")) == "kafka"
     assert not is_permanent(DependencyUnavailable("kafka", "x"))
+
+
+async def test_readiness_probes_see_a_broker_or_database_that_is_away_with_no_message_flowing() -> None:
+    import socket
+
+    from reelfab.bus.kafka import KafkaBus
+    from reelfab.codec import default_codec
+    from reelfab.service import probe_dependencies
+    from tests.conftest import make_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = KafkaBus(make_settings(kafka_bootstrap=f"127.0.0.1:{port}"), "svc-probe", default_codec())
+
+    class DeadPool:
+        async def fetchval(self, _sql: str) -> Any:
+            raise ConnectionRefusedError("connection refused")
+
+    class LivePool:
+        async def fetchval(self, _sql: str) -> Any:
+            return 1
+
+    outages = bus.policy.outages
+    await probe_dependencies(bus, DeadPool())  # type: ignore[arg-type]
+    assert set(outages.describe()) == {"postgresql", "kafka"} and not outages.ready
+    assert REGISTRY.get_sample_value("reelfab_dependency_up", {"service": "svc-probe", "dependency": "kafka"}) == 0.0
+    outages.answered()  # a message going through does not clear what a probe saw
+    assert not outages.ready
+    with socket.socket() as listener:  # a broker answers again
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        await probe_dependencies(bus, LivePool())  # type: ignore[arg-type]
+    assert outages.ready and outages.describe() == {}
+    assert REGISTRY.get_sample_value("reelfab_dependency_up", {"service": "svc-probe", "dependency": "postgresql"}) == 1.0

@@ -97,3 +97,30 @@ async def test_a_store_key_outside_the_root_is_permanent_at_once(tmp_path: Any) 
     assert outcome == "dead_lettered" and flaky.attempts == [1] and letter.attempts == 1
 
 
+
+
+def test_purging_a_job_removes_its_media_and_its_copies_of_the_face_only(tmp_path: Path) -> None:
+    from reelfab.identifiers import InvalidIdentifier
+    from reelfab.storage import purge_job_media
+
+    store = open_store((tmp_path / "store").as_uri())
+    for key in ("jobs/job-1/mezzanine.mkv", "jobs/job-1/track.json", "inputs/job-1/source.png",
+                "jobs/job-10/final.mp4", "inputs/job-2/source.png", "consent/ada/x.sealed"):
+        store.put_bytes(key, b"12345")
+    assert purge_job_media(store, "job-1") == 15
+    left = sorted(o.key for o in store.list_objects())
+    assert left == ["consent/ada/x.sealed", "inputs/job-2/source.png", "jobs/job-10/final.mp4"]
+    assert purge_job_media(store, "job-never") == 0
+    with pytest.raises(InvalidIdentifier):
+        purge_job_media(store, "..")
+
+
+@pytest.mark.parametrize("uri", ["file://evilhost{root}/x", "file://127.0.0.2{root}/x", "http://x{root}/x"])
+def test_a_uri_naming_another_host_is_refused(tmp_path: Path, uri: str) -> None:
+    from reelfab.errors import ObjectRefused
+
+    store = open_store((tmp_path / "store").as_uri())
+    store.put_bytes("x", b"1")
+    with pytest.raises(ObjectRefused):
+        store.local_path(uri.format(root=store.root))
+    assert store.local_path(f"file://localhost{store.root}/x") == store.root / "x"
