@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import typer
@@ -219,9 +220,11 @@ def faces_swap(
 
     settings = get_settings()
     source_bytes = source.read_bytes() if source.is_file() else b""
+    # one run of this command is one use of the face: it gets its own id, counted once in the daily cap
+    run_id = f"cli-swap-{uuid.uuid4().hex[:12]}"
     decision = RegistryClient.from_settings(settings).check(
         now_request(subject, purpose="swap", platform=platform, tags=tuple(tag), commercial=commercial),
-        image_bytes=source_bytes or None, consume=True
+        image_bytes=source_bytes or None, consume=True, job_id=run_id
     )
     if not decision.allowed:
         err.print(f"[red]refused[/red]: consent denied ({decision.reason}): {decision.detail}")

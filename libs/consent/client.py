@@ -41,6 +41,8 @@ class RegistryClient:
     ) -> Decision:
         """The registry's full check. With ``consume``, an allowed use counts toward the daily cap
         once per ``job_id``: a redelivered job asking again is not counted again."""
+        if consume and job_id is None:  # the registry refuses it too: a use is counted once per job
+            raise PermanentError("a consuming consent check must name its job (job_id)")
         if job_id is not None:
             check_identifier(job_id, "job_id")
         body: dict[str, Any] = {

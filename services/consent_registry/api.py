@@ -156,11 +156,14 @@ class CheckIn(_In):
         description="The source image (PNG or JPEG), base64: checked against "
         "the enrolled images and, by embedding, the identity.",
     )
-    consume: StrictBool = Field(False, description="Count an allowed use toward today's daily cap.")
+    consume: StrictBool = Field(
+        False, description="Count an allowed use toward today's daily cap (requires `job_id`)."
+    )
     job_id: JobId | None = Field(
         None,
-        description="The job asking (an opaque identifier). A consuming check counts one use per job: "
-        "a redelivered job asking again is not counted again.",
+        description="The job asking (an opaque identifier); required when `consume` is true. A consuming "
+        "check counts one use per job: a redelivered job asking again is not counted again, and any "
+        "check of a job whose use is counted is not turned away by the daily cap.",
         examples=["job-2f9c1e"],
     )
 
@@ -338,7 +341,10 @@ class AuditOut(BaseModel):
     first_broken: int | None = Field(description="Sequence number of the first entry found wrong or missing.")
     problem: str
     checkpoint: CheckpointSummary | None = Field(
-        None, description="The newest signed checkpoint on the topic, which the chain was checked against."
+        None,
+        description="The strongest genuine checkpoint found (highest signed entry count, then latest "
+        "signed time) among those on the topic and the registry's record of those it issued; the chain "
+        "was checked against it and every other genuine one.",
     )
     note: str = ""
 
@@ -865,6 +871,11 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
         summary="May this face be used for this purpose, here, now?",
     )
     async def check(body: CheckIn, who: Reader) -> CheckOut:
+        if body.consume and body.job_id is None:
+            raise _invalid(
+                ("body", "job_id"),
+                "a consuming check must name its job_id: without it every redelivery would count another use",
+            )
         now = registry.clock()
         at = body.at or now
         if body.consume and abs((at - now).total_seconds()) > CONSUME_SKEW_S:

@@ -6,8 +6,17 @@ A chain alone cannot show that its newest entries were cut off, nor that the who
 and re-hashed with this module's own function. So the registry signs checkpoints (in the manner of
 Certificate Transparency's signed tree heads): the entry count, the newest entry's hash and the time,
 signed with its Ed25519 key and published outside its database (a compacted Kafka topic). ``verify``
-checks the chain against the newest checkpoint: its signature, that the chain still holds at least
-``entry_count`` entries, and that the entry at that position still carries ``head_hash``."""
+checks the chain against a checkpoint: its signature, that the chain still holds at least
+``entry_count`` entries, and that the entry at that position still carries ``head_hash``.
+
+The newest message on the topic is not necessarily the strongest evidence: whoever can write to
+Kafka can republish an older genuine checkpoint (its signed payload unchanged) and then cut the
+chain back to it. So ``verify_seen`` takes every checkpoint it can find (each message on the topic,
+the registry's own record of what it signed, the running registry's memory), keeps those whose
+signature verifies, refuses any whose signed count goes backwards in signed time, checks the chain
+against the one with the highest signed count (ties: the latest signed time) and every other, and
+names a replay: a newest message weaker than one published before it. The count and the time are
+inside the signed payload, so a replay cannot pretend to be newer."""
 
 from __future__ import annotations
 
@@ -244,3 +253,103 @@ async def consistent_with(conn: asyncpg.Connection, schema: str, previous: Check
 class _Trusted:
     def verify(self, _signature: bytes, _data: bytes) -> None:
         return None
+
+
+# -- verification against every checkpoint found -----------------------------------------------------
+
+TOPIC, RECORD, MEMORY = "topic", "record", "memory"
+_WHERE = {TOPIC: "on the checkpoint topic", RECORD: "in the registry's record of issued checkpoints",
+          MEMORY: "in the running registry's memory"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A checkpoint as found: on the topic (``position``: its place there, later is newer), in the
+    registry's own record of the checkpoints it issued, or in the running registry's memory."""
+
+    cp: Checkpoint
+    source: str
+    position: tuple[int, int] | None = None
+
+
+def strength(cp: Checkpoint) -> tuple[int, datetime]:
+    """How much a checkpoint proves: its signed entry count, then its signed time."""
+    return cp.entry_count, cp.issued_at
+
+
+def verify_seen(rows: list[Any], seen: list[Seen], public_keys: dict[str, Ed25519PublicKey]) -> AuditVerification:
+    """The chain (already consistent in itself) against every checkpoint found (see the module's doc)."""
+    n = len(rows)
+    problems: list[str] = []
+    notes: list[str] = []
+    topic = [s for s in seen if s.source == TOPIC]
+    newest = max(topic, key=lambda s: s.position or (0, 0)) if topic else None
+    genuine: dict[bytes, tuple[Checkpoint, set[str]]] = {}
+    ignored = 0
+    for s in seen:
+        try:
+            verify_checkpoint(s.cp, public_keys)
+        except CheckpointInvalid as exc:
+            if s is newest or s.source != TOPIC:
+                # the newest word on the topic, or the registry's own record, must be genuine
+                problems.append(str(exc) if s is newest else f"{exc} ({_WHERE[s.source]})")
+            else:
+                ignored += 1  # an older message that does not verify (an unknown, retired key; junk): not evidence
+            continue
+        genuine.setdefault(s.cp.signature + s.cp.payload, (s.cp, set()))[1].add(s.source)
+    if ignored:
+        notes.append(f"{ignored} older message(s) on the checkpoint topic do not verify and were not used")
+    if not genuine:
+        if problems:
+            return AuditVerification(False, n, None, "; ".join(problems), newest.cp.summary() if newest else None)
+        return AuditVerification(True, n, note="no signed checkpoint to check against: a cut tail or a re-hashed "
+                                               "chain cannot be detected")
+    # a genuine registry's signed count never goes backwards in signed time: one that does is not trusted
+    by_time = sorted(genuine.values(), key=lambda g: g[0].issued_at)
+    trusted: list[tuple[Checkpoint, set[str]]] = []
+    for i, (cp, sources) in enumerate(by_time):
+        earlier = [e for e, _ in by_time[:i] if e.issued_at < cp.issued_at and e.entry_count > cp.entry_count]
+        if earlier:
+            top = max(earlier, key=strength)
+            problems.append(f"the checkpoint signed at {cp.when} covers {cp.entry_count} entries, fewer than the one "
+                            f"signed earlier at {top.when} ({top.entry_count}): its signed count goes backwards, so it "
+                            "is not trusted")
+        else:
+            trusted.append((cp, sources))
+    trusted.sort(key=lambda g: strength(g[0]), reverse=True)
+    strongest, where = trusted[0]
+    # a replay: the newest message on the topic proves less than one the registry signed before it
+    replay = ""
+    if newest is not None and newest.cp.signature + newest.cp.payload in genuine \
+            and newest.cp.entry_count < strongest.entry_count:
+        replay = (f"a checkpoint signed at {strongest.when} covers {strongest.entry_count} entries but the newest "
+                  f"message on the topic covers only {newest.cp.entry_count} (signed at {newest.cp.when}): ")
+        if TOPIC in where:
+            problems.append(replay + "an older checkpoint was replayed")
+            replay = ""
+        else:  # ours alone: it may not be published yet, which is only a problem if the chain fell short of it
+            replay += (f"an older checkpoint was replayed (the stronger one is {_WHERE[sorted(where)[0]]}, "
+                       "not on the topic)")
+    # the chain must extend the strongest checkpoint, and every other one trusted
+    broken: AuditVerification | None = None
+    for cp, _ in trusted:
+        found = against(rows, cp, public_keys)
+        if not found.ok:
+            broken = found
+            break
+    if broken is not None:
+        if replay:
+            problems.append(replay)
+        problems.append(broken.problem)
+    if len(trusted) > 1:
+        notes.append(f"checked against {len(trusted)} signed checkpoints; the strongest covers {strongest.entry_count} "
+                     f"entries, signed at {strongest.when}")
+    return AuditVerification(not problems, n, broken.first_broken if broken else None, "; ".join(problems),
+                             strongest.summary(), "; ".join(notes))
+
+
+async def verify_against_seen(conn: asyncpg.Connection | asyncpg.Pool, schema: str, seen: list[Seen],
+                              public_keys: dict[str, Ed25519PublicKey]) -> AuditVerification:
+    """Recompute the chain, then check it against every checkpoint found (``verify_seen``)."""
+    rows = await _rows(conn, schema)
+    return _chain(rows) or verify_seen(rows, seen, public_keys)

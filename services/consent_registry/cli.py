@@ -95,7 +95,8 @@ def enrol(subject: str, image: Path, name: str = typer.Option("", "--name", help
         except NotFound:
             if not name:
                 raise NotFound(f"no subject {subject}; pass --name to create it") from None
-            await registry.create_subject(subject, name, ACTOR)
+            # created in the enrolment's transaction: a refused enrolment leaves no empty subject behind
+            return await registry.enrol(subject, data, ACTOR, create_name=name)  # type: ignore[no-any-return]
         return await registry.enrol(subject, data, ACTOR)  # type: ignore[no-any-return]
 
     result = _run(work)
@@ -187,8 +188,9 @@ def check(
 
 @app.command("verify-audit")
 def verify_audit(schema: str = SchemaOption) -> None:
-    """Recompute the audit hash chain and check it against the newest signed checkpoint on the
-    checkpoint topic (read from Kafka, not the database): names the first broken or missing entry."""
+    """Recompute the audit hash chain and check it against the strongest signed checkpoint found
+    (every message on the checkpoint topic, and the registry's record of those it issued): names a
+    replayed older checkpoint and the first broken or missing entry."""
     result = _run(lambda r: r.verify_audit(), schema)
     cp = result.checkpoint
     if not result.ok:

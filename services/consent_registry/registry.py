@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -106,30 +106,41 @@ class Registry:
     # -- subjects and enrolment -----------------------------------------------------------------------
 
     async def create_subject(self, subject_id: str, display_name: str, actor: str) -> dict[str, Any]:
-        if not SUBJECT_ID.fullmatch(subject_id):
-            raise Refused(f"subject id {subject_id!r} must be 1-64 ASCII letters, digits, '-' or '_'")
-        if not display_name.strip():
-            raise Refused("display name must not be empty")
+        _check_new_subject(subject_id, display_name)
         async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                f"INSERT INTO {self._t('subjects')} (subject_id, display_name, wrapped_key, key_wrapper) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (subject_id) DO NOTHING RETURNING 1",
-                subject_id, display_name.strip(), self.wrapper.wrap(new_data_key(), subject_id.encode()), self.wrapper.name,
-            )
-            if inserted is None:
-                raise Conflict(f"subject {subject_id} already exists")
-            await audit.append(conn, self.schema, actor=actor, action="subject.created", subject_id=subject_id, details={})
+            await self._insert_subject(conn, subject_id, display_name, actor)
         return {"subject_id": subject_id, "display_name": display_name.strip()}
 
-    async def enrol(self, subject_id: str, image_bytes: bytes, actor: str) -> dict[str, Any]:
+    async def _insert_subject(self, conn: asyncpg.Connection, subject_id: str, display_name: str, actor: str) -> None:
+        """The subject row (with its new data key) and its audit entry, in the caller's transaction."""
+        inserted = await conn.fetchval(
+            f"INSERT INTO {self._t('subjects')} (subject_id, display_name, wrapped_key, key_wrapper) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (subject_id) DO NOTHING RETURNING 1",
+            subject_id, display_name.strip(), self.wrapper.wrap(new_data_key(), subject_id.encode()), self.wrapper.name,
+        )
+        if inserted is None:
+            raise Conflict(f"subject {subject_id} already exists")
+        await audit.append(conn, self.schema, actor=actor, action="subject.created", subject_id=subject_id, details={})
+
+    async def enrol(self, subject_id: str, image_bytes: bytes, actor: str, *, create_name: str | None = None) -> dict[str, Any]:
+        """Enrol an image for ``subject_id``. With ``create_name`` the subject is new: it is created in
+        the enrolment's own transaction, so a refused enrolment (failed QC, another subject's face)
+        leaves nothing behind, not even an empty subject."""
         if len(image_bytes) > self.config.max_upload_bytes:
             raise TooLarge(f"image of {len(image_bytes)} bytes is over the {self.config.max_upload_bytes}-byte limit")
-        async with self.pool.acquire() as conn:
-            await self._subject_key(conn, subject_id)  # unknown or erased: say so before any face work
+        if create_name is not None:
+            _check_new_subject(subject_id, create_name)
+            if await self.pool.fetchval(f"SELECT 1 FROM {self._t('subjects')} WHERE subject_id = $1", subject_id):
+                raise Conflict(f"subject {subject_id} already exists")  # say so before any face work
+        else:
+            async with self.pool.acquire() as conn:
+                await self._subject_key(conn, subject_id)  # unknown or erased: say so before any face work
         # decoding, QC and the embedding are CPU work: off the event loop, outside any transaction
         qc, embedding, phash = await self._face_work(self._examine, image_bytes)
         sha = hashlib.sha256(image_bytes).hexdigest()
         async with self.pool.acquire() as conn, conn.transaction():
+            if create_name is not None:
+                await self._insert_subject(conn, subject_id, create_name, actor)  # rolled back if refused below
             key = await self._subject_key(conn, subject_id, for_update=True)
             if await conn.fetchval(f"SELECT 1 FROM {self._t('enrolled_images')} WHERE subject_id = $1 AND sha256 = $2", subject_id, sha):
                 raise Conflict(f"this image is already enrolled for {subject_id}")
@@ -260,8 +271,12 @@ class Registry:
                     job_id: str | None = None) -> Decision:
         """The full check: what a lease says, plus what only the registry knows (uses today,
         enrolled embeddings). ``consume`` counts an allowed use toward the daily cap, once per
-        ``job_id``: a redelivered job asking again is not counted again (and, if its use was
-        counted, the cap it already took a place under does not turn it away)."""
+        ``job_id`` (required with ``consume``): a redelivered job asking again is not counted again.
+        Any check naming a job whose use is counted (consuming or not: the post-producer's re-check
+        of the swapper's job) is not turned away by the cap, its use being inside it already; a
+        check without a job asks whether one more use fits."""
+        if consume and job_id is None:
+            raise Refused("a consuming check must name its job_id: without it every redelivery would count another use")
         if job_id is not None:
             check_identifier(job_id, "job_id")
         image_fields: dict[str, Any] = {}
@@ -350,10 +365,10 @@ class Registry:
         """The key of this registry's checkpoints: its schema (one audit log per schema)."""
         return self.schema
 
-    async def latest_checkpoint(self) -> audit.Checkpoint | None:
-        """The newest checkpoint of this log as published on the topic (never the database's word).
-        Its signature is not checked here: ``verify_audit`` does."""
-        newest: tuple[int, int, audit.Checkpoint] | None = None
+    async def topic_checkpoints(self) -> list[audit.Seen]:
+        """Every message of this log on the checkpoint topic, in the topic's order (the compacted
+        topic may have dropped all but the newest). Signatures are not checked here."""
+        found: list[audit.Seen] = []
         bus = self.outbox.bus
         try:
             messages = await bus.scan(audit.CHECKPOINT_TOPIC, datetime(1970, 1, 1, tzinfo=UTC))
@@ -368,39 +383,71 @@ class Registry:
             try:
                 cp = audit.checkpoint_from_record(value)
             except audit.CheckpointInvalid:
-                # an altered record is still the newest word on the topic: keep it, verify refuses it
+                # an altered record is still a word on the topic: keep it, verification refuses it
                 cp = audit.Checkpoint(value["log_id"], int(value["entry_count"]), int(value["head_seq"]),
                                       value["head_hash"], value["issued_at"], value["key_id"], b"", b"",
                                       value.get("reason") or "")
-            rank = (msg.partition, msg.offset)
-            if newest is None or rank > newest[:2]:
-                newest = (*rank, cp)
-        return newest[2] if newest else None
+            found.append(audit.Seen(cp, audit.TOPIC, (msg.partition, msg.offset)))
+        found.sort(key=lambda s: s.position or (0, 0))
+        return found
+
+    async def latest_checkpoint(self) -> audit.Checkpoint | None:
+        """The newest checkpoint of this log as published on the topic (never the database's word).
+        Its signature is not checked here, and it need not be the strongest: see ``verify_audit``."""
+        found = await self.topic_checkpoints()
+        return found[-1].cp if found else None
+
+    async def recorded_checkpoints(self, conn: asyncpg.Connection | asyncpg.Pool | None = None) -> list[audit.Seen]:
+        """The checkpoints this registry issued, from its own record (table audit_checkpoints)."""
+        rows = await (conn or self.pool).fetch(
+            f"SELECT log_id, entry_count, head_seq, head_hash, issued_at, key_id, reason, payload, signature "
+            f"FROM {self._t('audit_checkpoints')} WHERE log_id = $1 ORDER BY entry_count, issued_at", self.log_id)
+        found = []
+        for r in rows:
+            try:
+                cp = audit.checkpoint_from_record(dict(r))
+            except audit.CheckpointInvalid:  # altered in the database: verification refuses it
+                cp = audit.Checkpoint(r["log_id"], int(r["entry_count"]), int(r["head_seq"]), r["head_hash"],
+                                      r["issued_at"], r["key_id"], b"", b"", r["reason"])
+            found.append(audit.Seen(cp, audit.RECORD))
+        return found
 
     async def verify_audit(self, public_keys: dict[str, Any] | None = None) -> audit.AuditVerification:
-        """The chain, and the chain against the newest checkpoint on the topic (signature checked
-        with ``public_keys``: default the configured ones, else the registry's own)."""
-        checkpoint = await self.latest_checkpoint()
+        """The chain, checked against the strongest evidence found: every checkpoint on the topic, the
+        registry's own record of those it issued and the one it issued last (signatures checked with
+        ``public_keys``: default the configured ones, else the registry's own). The newest message on
+        the topic may be an older checkpoint replayed; that is named, and does not lower the bar."""
+        seen = await self.topic_checkpoints()
+        seen += await self.recorded_checkpoints()
+        if self._last_checkpoint is not None and self._last_checkpoint.log_id == self.log_id:
+            seen.append(audit.Seen(self._last_checkpoint, audit.MEMORY))
         if public_keys is None:
             public_keys = self.trusted_keys or await keys.public_keys(self.pool, self.schema)
-        return await audit.verify(self.pool, self.schema, checkpoint, public_keys)
+        return await audit.verify_against_seen(self.pool, self.schema, seen, public_keys)
 
     async def issue_checkpoint(self, reason: str = "demand", *, only_if_grown: bool = False) -> audit.Checkpoint | None:
-        """Sign (entry count, head hash, time) and publish it through the outbox. Refuses (Conflict)
-        when the chain no longer extends the previous checkpoint: a registry must never sign a
-        cut or rewritten log. None when there is nothing (new) to sign."""
+        """Sign (entry count, head hash, time), record it and publish it through the outbox. Refuses
+        (Conflict) when the chain no longer extends the strongest checkpoint signed before (its own
+        memory and record, else the topic's genuine ones): a registry must never sign a cut or
+        rewritten log. None when there is nothing (new) to sign."""
         if self._checkpoint_lock is None:
             self._checkpoint_lock = asyncio.Lock()
         async with self._checkpoint_lock:
-            previous = self._last_checkpoint
-            if previous is None:
-                previous = await self.latest_checkpoint()
+            known: list[audit.Checkpoint] = []
+            if self._last_checkpoint is None:
+                known += [s.cp for s in await self.topic_checkpoints()]
             async with self.pool.acquire() as conn, conn.transaction():
                 await audit.lock(conn)  # no append between reading the head and signing it
                 count, seq, head_hash = await audit.head(conn, self.schema)
                 if count == 0:
                     return None
-                if previous is not None and previous.log_id == self.log_id:
+                known += [s.cp for s in await self.recorded_checkpoints(conn)]
+                public = self.trusted_keys or await keys.public_keys(conn, self.schema)
+                genuine = [cp for cp in known if cp.log_id == self.log_id and _genuine(cp, public)]
+                if self._last_checkpoint is not None and self._last_checkpoint.log_id == self.log_id:
+                    genuine.append(self._last_checkpoint)  # signed here: nothing to check
+                previous = max(genuine, key=audit.strength) if genuine else None
+                if previous is not None:
                     if only_if_grown and (previous.entry_count, previous.head_hash) == (count, head_hash):
                         return None
                     found = await audit.consistent_with(conn, self.schema, previous)
@@ -409,6 +456,16 @@ class Registry:
                 private = await keys.signing_key(conn, self.schema, self.wrapper)
                 cp = audit.sign_checkpoint(private, log_id=self.log_id, entry_count=count, head_seq=seq,
                                            head_hash=head_hash, issued_at=self.clock(), reason=reason)
+                if previous is not None and cp.issued_at <= previous.issued_at:
+                    # the signed time only moves forward (a clock stepped back would look like a rollback)
+                    cp = audit.sign_checkpoint(private, log_id=self.log_id, entry_count=count, head_seq=seq,
+                                               head_hash=head_hash, issued_at=previous.issued_at + timedelta(milliseconds=1),
+                                               reason=reason)
+                await conn.execute(
+                    f"INSERT INTO {self._t('audit_checkpoints')} (log_id, entry_count, head_seq, head_hash, issued_at, "
+                    "key_id, reason, payload, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                    cp.log_id, cp.entry_count, cp.head_seq, cp.head_hash, cp.issued_at, cp.key_id, cp.reason,
+                    cp.payload, cp.signature)
                 await self.outbox.add(conn, audit.CHECKPOINT_TOPIC, cp.record(new_event_id(), SERVICE))
             self._last_checkpoint = cp
             return cp
@@ -528,6 +585,21 @@ class Registry:
             key = self.wrapper.unwrap(bytes(o["wrapped_key"]), o["subject_id"].encode())
             found.append(KnownIdentity(o["subject_id"], [e.vector for e in await self._embeddings(conn, o["subject_id"], key) if e.model == model]))
         return found
+
+
+def _genuine(cp: audit.Checkpoint, public_keys: dict[str, Any]) -> bool:
+    try:
+        audit.verify_checkpoint(cp, public_keys)
+    except audit.CheckpointInvalid:
+        return False
+    return True
+
+
+def _check_new_subject(subject_id: str, display_name: str) -> None:
+    if not SUBJECT_ID.fullmatch(subject_id):
+        raise Refused(f"subject id {subject_id!r} must be 1-64 ASCII letters, digits, '-' or '_'")
+    if not display_name.strip():
+        raise Refused("display name must not be empty")
 
 
 def consent_event(terms: LeaseTerms, lease: SignedLease, display_name: str, *, reason: str | None,

@@ -376,7 +376,7 @@ async def test_check_input_is_validated(api: Api) -> None:
     )
     assert "not a PNG or JPEG" in _error(r, 422, "Refused")
     later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
-    r = await api.client.post("/check", json=_check("x", at=later, consume=True), headers=api.reader)
+    r = await api.client.post("/check", json=_check("x", at=later, consume=True, job_id="job-later"), headers=api.reader)
     assert "today" in _error(r, 422, "ValidationError")
 
 
@@ -476,9 +476,9 @@ async def test_a_subject_from_enrolment_to_erasure(api: Api) -> None:
     )
     assert r.json()["reason"] == "expired"
     assert (
-        await api.client.post("/check", json=_check(subject_id, consume=True), headers=api.reader)
+        await api.client.post("/check", json=_check(subject_id, consume=True, job_id="job-1"), headers=api.reader)
     ).json()["allowed"]
-    r = await api.client.post("/check", json=_check(subject_id, consume=True), headers=api.reader)
+    r = await api.client.post("/check", json=_check(subject_id, consume=True, job_id="job-2"), headers=api.reader)
     assert r.json()["reason"] == "daily_cap_reached"
 
     r = await api.client.patch(
@@ -494,7 +494,7 @@ async def test_a_subject_from_enrolment_to_erasure(api: Api) -> None:
         "dance",
     ]
     r = await api.client.post(
-        "/check", json=_check(subject_id, platform="instagram", consume=True), headers=api.reader
+        "/check", json=_check(subject_id, platform="instagram", consume=True, job_id="job-3"), headers=api.reader
     )
     assert r.json()["allowed"] and r.json()["consent_version"] == 2
 

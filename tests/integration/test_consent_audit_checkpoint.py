@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +233,18 @@ async def test_the_api_serves_issues_and_verifies_checkpoints(registry: Registry
         assert r.status_code == 409 and "no longer extends" in r.json()["detail"]
 
 
+async def run_cli(registry: Registry, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reelfab.cli", "consent", *args, "--schema", registry.schema,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "250", "REELFAB_CONSENT_MASTER_KEY": base64.b64encode(MASTER_KEY).decode()},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()
+
+
 async def test_verify_audit_cli_checks_against_the_topic_and_names_a_cut_tail(registry: Registry) -> None:
     async def cli(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "reelfab.cli", "consent", *args, "--schema", registry.schema,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COLUMNS": "250", "REELFAB_CONSENT_MASTER_KEY": base64.b64encode(MASTER_KEY).decode()},
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode or 0, out.decode()
+        return await run_cli(registry, *args)
 
     await entries(registry, 4)
     code, out = await cli("checkpoint")  # on demand, published at once
@@ -250,3 +254,124 @@ async def test_verify_audit_cli_checks_against_the_topic_and_names_a_cut_tail(re
     await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq >= 3')
     code, out = await cli("verify-audit")
     assert code == 1 and "the newest 2 entries (seq 3..4)" in out and "are gone" in out, out
+
+
+# -- a replayed older checkpoint -------------------------------------------------------------------
+
+
+async def checkpoints_at_24_and_28(reg: Registry) -> tuple[audit.Checkpoint, audit.Checkpoint]:
+    """24 entries, a checkpoint; a revocation, an erasure and two more entries, a checkpoint."""
+    await entries(reg, 24)
+    cp24 = await checkpoint_now(reg)
+    async with reg.pool.acquire() as conn, conn.transaction():
+        for action in ("consent.revoked", "subject.erased", "consent.denied", "consent.denied.reported"):
+            await audit.append(conn, reg.schema, actor="test", action=action, subject_id="s3", details={})
+    cp28 = await checkpoint_now(reg)
+    assert (cp24.entry_count, cp28.entry_count) == (24, 28)
+    return cp24, cp28
+
+
+async def replay(reg: Registry, cp: audit.Checkpoint) -> None:
+    """What someone with write access to Kafka does: the old record again, its signed payload and
+    signature unchanged, under a new event id, so it is the newest message on the compacted topic."""
+    async with reg.pool.acquire() as conn, conn.transaction():
+        await reg.outbox.add(conn, audit.CHECKPOINT_TOPIC, cp.record(new_event_id(), "intruder"))
+    await publish(reg)
+
+
+def forgetful(reg: Registry) -> Registry:
+    """The registry as `reelfab consent verify-audit` builds it: no memory of what it signed."""
+    return Registry(**{**reg.__dict__, "_last_checkpoint": None})
+
+
+async def test_a_replayed_older_checkpoint_does_not_hide_a_cut_tail(registry: Registry) -> None:
+    cp24, cp28 = await checkpoints_at_24_and_28(registry)
+    await replay(registry, cp24)
+    newest = await registry.latest_checkpoint()
+    assert newest is not None and newest.entry_count == 24 and newest.signature == cp24.signature
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq > 24')
+    # checked against the newest message alone (as before), the cut chain passed
+    assert (await audit.verify(registry.pool, registry.schema, newest, await keys_of(registry))).ok
+    for reg in (registry, forgetful(registry)):
+        result = await reg.verify_audit()
+        assert not result.ok and result.first_broken == 25, result
+        assert result.problem.startswith(
+            f"a checkpoint signed at {cp28.when} covers 28 entries but the newest message on the topic covers only 24 "
+            f"(signed at {cp24.when}): an older checkpoint was replayed"), result.problem
+        assert f"the newest 4 entries (seq 25..28) recorded by checkpoint of {cp28.when} are gone" in result.problem
+        assert result.checkpoint is not None and result.checkpoint["entry_count"] == 28
+    # nor will the registry sign the cut chain (the topic's newest message is not its reference)
+    with pytest.raises(Conflict, match="no longer extends"):
+        await forgetful(registry).issue_checkpoint("demand")
+    code, out = await run_cli(registry, "verify-audit")
+    out = " ".join(out.split())  # the console wraps long lines
+    assert code == 1 and "an older checkpoint was replayed" in out and "(seq 25..28)" in out, out
+
+
+async def keys_of(reg: Registry) -> Any:
+    from reelfab_services.consent_registry import keys
+
+    return await keys.public_keys(reg.pool, reg.schema)
+
+
+async def test_a_replayed_older_checkpoint_does_not_hide_a_rehashed_chain(registry: Registry) -> None:
+    cp24, cp28 = await checkpoints_at_24_and_28(registry)
+    await replay(registry, cp24)
+    # the revocation (seq 25) removed, the rest moved up and re-hashed, padded back to 28 entries
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq = 25')
+    await registry.pool.execute(f'UPDATE "{registry.schema}".audit_log SET seq = seq - 1 WHERE seq > 25')
+    await rehash_from(registry, 25)
+    await audit_append(registry)
+    assert (await audit.verify(registry.pool, registry.schema)).ok  # consistent in itself, and extends cp24
+    result = await forgetful(registry).verify_audit()
+    assert not result.ok and result.first_broken == 28, result
+    assert "an older checkpoint was replayed" in result.problem
+    assert f"re-hashed: entry 28's hash differs from the signed checkpoint of {cp28.when}" in result.problem
+
+
+async def test_the_registrys_own_record_catches_a_replay_the_topic_no_longer_shows(registry: Registry) -> None:
+    """Compaction may leave only the replayed message on the topic: the registry's record of the
+    checkpoints it issued still holds the stronger one."""
+    await entries(registry, 24)
+    cp24 = await checkpoint_now(registry)
+    await entries(registry, 4, prefix="t")
+    cp28 = await registry.issue_checkpoint("demand")
+    assert cp28 is not None and cp28.entry_count == 28
+    # its message never reached the topic (as if compacted away): only cp24 is there, replayed
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".outbox WHERE published_at IS NULL')
+    await replay(registry, cp24)
+    assert (await forgetful(registry).verify_audit()).ok  # nothing cut: cp28 merely unpublished
+    await registry.pool.execute(f'DELETE FROM "{registry.schema}".audit_log WHERE seq > 24')
+    result = await forgetful(registry).verify_audit()
+    assert not result.ok and result.first_broken == 25
+    assert result.problem.startswith(f"a checkpoint signed at {cp28.when} covers 28 entries but the newest message "
+                                     "on the topic covers only 24"), result.problem
+    assert "(seq 25..28)" in result.problem and "are gone" in result.problem
+
+
+async def test_a_replay_is_named_even_when_nothing_was_cut_yet(registry: Registry) -> None:
+    cp24, cp28 = await checkpoints_at_24_and_28(registry)
+    await replay(registry, cp24)
+    result = await forgetful(registry).verify_audit()
+    assert not result.ok and result.first_broken is None
+    assert result.problem == (f"a checkpoint signed at {cp28.when} covers 28 entries but the newest message on the "
+                              f"topic covers only 24 (signed at {cp24.when}): an older checkpoint was replayed")
+
+
+def test_a_genuine_checkpoint_whose_signed_count_goes_backwards_is_not_trusted() -> None:
+    private = Ed25519PrivateKey.generate()
+    rows = [{"seq": i, "entry_hash": f"{i:064x}"} for i in range(1, 29)]
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    cp28 = audit.sign_checkpoint(private, log_id="log", entry_count=28, head_seq=28, head_hash=f"{28:064x}", issued_at=t0)
+    cp24 = audit.sign_checkpoint(private, log_id="log", entry_count=24, head_seq=24, head_hash=f"{24:064x}",
+                                 issued_at=t0 + timedelta(minutes=5))
+    keys = {cp28.key_id: private.public_key()}
+    seen = [audit.Seen(cp28, audit.TOPIC, (0, 1)), audit.Seen(cp24, audit.TOPIC, (0, 2))]
+    assert audit.verify_seen(rows, [seen[0]], keys).ok
+    result = audit.verify_seen(rows, seen, keys)
+    assert not result.ok and result.checkpoint is not None and result.checkpoint["entry_count"] == 28
+    assert f"the checkpoint signed at {cp24.when} covers 24 entries, fewer than the one signed earlier at {cp28.when} (28)" \
+        in result.problem
+    # the cut chain is named against the strongest one, not the later-signed weaker one
+    result = audit.verify_seen(rows[:24], seen, keys)
+    assert not result.ok and result.first_broken == 25 and "(seq 25..28)" in result.problem

@@ -131,9 +131,46 @@ async def test_a_redelivered_job_spends_one_use_of_the_daily_cap(api: Api) -> No
     assert not denied["allowed"] and denied["reason"] == "daily_cap_reached"
     again = await consume("job-1")  # counted already: it keeps its place under the cap
     assert again["allowed"] and await uses() == 2
-    # without a job id every consuming check is a use of its own (as before)
-    r = await api.client.post("/check", headers=api.admin, json=check_body("cap-subject", consume=True))
-    assert r.json()["reason"] == "daily_cap_reached"
+
+
+async def test_the_last_slot_of_the_cap_is_not_denied_to_the_job_that_took_it(api: Api) -> None:
+    """The swapper's consuming check takes the last use of the day for job J; the post-producer's
+    later non-consuming re-check of J is not turned away by J's own use. Another job is."""
+    await granted(api, "last-slot", daily_cap=1)
+
+    async def ask(**extra: Any) -> dict[str, Any]:
+        r = await api.client.post("/check", headers=api.admin, json=check_body("last-slot", **extra))
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    assert (await ask(consume=True, job_id="job-J"))["allowed"]
+    recheck = await ask(consume=False, job_id="job-J")
+    assert recheck["allowed"], recheck
+    assert (await ask(job_id="job-J", purpose="render"))["allowed"]  # any stage of the same job
+    other = await ask(consume=False, job_id="job-K")
+    assert not other["allowed"] and other["reason"] == "daily_cap_reached", other
+    # no job id: does one more use fit? no
+    assert (await ask())["reason"] == "daily_cap_reached"
+    assert int(await api.pool.fetchval(f'SELECT coalesce(sum(uses), 0) FROM "{api.schema}".usage') or 0) == 1
+
+
+async def test_a_consuming_check_needs_a_job_id(api: Api) -> None:
+    """Without a job id a redelivery would spend the cap twice: refused, naming the field."""
+    await granted(api, "needs-job", daily_cap=5)
+    r = await api.client.post("/check", headers=api.admin, json=check_body("needs-job", consume=True))
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["errors"][0]["loc"] == ["body", "job_id"] and "job_id" in body["detail"], body
+    r = await api.client.post("/check", headers=api.admin, json=check_body("needs-job", consume=True, job_id=None))
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "job_id"], r.text
+    assert await api.pool.fetchval(f'SELECT coalesce(sum(uses), 0) FROM "{api.schema}".usage') == 0
+    # the registry itself refuses it too (the CLI and in-process callers)
+    from reelfab_services.consent_registry.errors import Refused
+
+    with pytest.raises(Refused, match="job_id"):
+        await api.registry.check(ConsentRequest("needs-job", "swap", "tiktok", api.registry.clock()), consume=True)
+    r = await api.client.post("/check", headers=api.admin, json=check_body("needs-job", consume=True, job_id="job-1"))
+    assert r.status_code == 200 and r.json()["allowed"]
 
 
 @pytest.mark.parametrize("job_id", ["../etc", "a b", ".hidden", "x" * 129, "", "job/1"])

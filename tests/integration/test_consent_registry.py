@@ -258,9 +258,9 @@ async def test_scope_validity_and_images_are_checked(registry: Any, people: dict
 async def test_daily_cap_counts_uses(registry: Any, people: dict[str, bytes]) -> None:
     subject = unique("ana")
     await enrolled_and_granted(registry, people, subject, daily_cap=2)
-    for _ in range(2):
-        assert (await registry.check(req(subject), consume=True)).allowed
-    assert (await registry.check(req(subject), consume=True)).reason == "daily_cap_reached"
+    for n in range(2):
+        assert (await registry.check(req(subject), consume=True, job_id=f"job-{n}")).allowed
+    assert (await registry.check(req(subject), consume=True, job_id="job-2")).reason == "daily_cap_reached"
 
 
 async def test_enrolment_refuses_another_person_and_a_person_enrolled_elsewhere(
