@@ -28,9 +28,26 @@ def configure_logging(fmt: str = "json", level: str = "INFO", service: str | Non
     )
     # libraries (aiokafka, faststream, uvicorn) log through the standard library: same stream, quieter
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _RoutineKafkaChatter) for f in handler.filters):
+            handler.addFilter(_RoutineKafkaChatter())
     if service:
         structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+class _RoutineKafkaChatter(logging.Filter):
+    """aiokafka warns about things that are routine for us: a heartbeat answered "rebalancing" while a
+    consumer group forms, and a metadata request for a topic the broker does not auto-create (we create
+    topics ourselves, and a reader that asks first is told so). Everything else it says still shows."""
+
+    _ROUTINE = ("because it is rebalancing", "Auto create topics is disabled")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("aiokafka", "reelfab.faststream")) or record.levelno > logging.WARNING:
+            return True
+        message = record.getMessage()
+        return not any(text in message for text in self._ROUTINE)

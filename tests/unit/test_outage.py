@@ -181,3 +181,19 @@ async def test_readiness_probes_see_a_broker_or_database_that_is_away_with_no_me
         await probe_dependencies(bus, LivePool())  # type: ignore[arg-type]
     assert outages.ready and outages.describe() == {}
     assert REGISTRY.get_sample_value("reelfab_dependency_up", {"service": "svc-probe", "dependency": "postgresql"}) == 1.0
+
+
+def test_routine_kafka_chatter_is_quiet_and_real_warnings_still_show(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from reelfab.logging import _RoutineKafkaChatter
+
+    chatter = _RoutineKafkaChatter()
+
+    def shown(name: str, message: str, level: int = logging.WARNING) -> bool:
+        return chatter.filter(logging.LogRecord(name, level, __file__, 1, message, (), None))
+
+    assert not shown("aiokafka.consumer.group_coordinator", "Heartbeat failed for group g because it is rebalancing")
+    assert not shown("reelfab.faststream", "Auto create topics is disabled. Make sure the topics exist.")
+    assert shown("aiokafka.conn", "Unable connect to 127.0.0.1:9092")
+    assert shown("aiokafka.consumer.group_coordinator", "because it is rebalancing", logging.ERROR)
