@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status topics test test-unit lint bench demo asyncapi check-schemas clean
+.PHONY: help venv up down status topics test test-unit chaos lint bench demo asyncapi check-schemas clean
 
 help:
 	@echo "make demo    run the whole factory on this machine"
 	@echo "make test    set up, start the local stack, run every test, stop the stack"
 	@echo "make up / make down / make status   the local Kafka + PostgreSQL"
+	@echo "make chaos   fault injection (kill -9, Kafka/PostgreSQL/registry outages, revocation, poison) on a stack of its own"
 	@echo "make lint | bench | asyncapi | check-schemas"
 
 # The virtual environment is rebuilt when the pinned dependencies change.
@@ -58,6 +59,12 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -m "not kafka and not postgres" $(PYTEST_ARGS)
+
+# The chaos suite's full variant (docs/reliability.md). It starts nothing shared: the suite runs its own
+# Kafka, PostgreSQL and service processes on free ports in a temp folder, and stops them. The quick
+# variant runs inside `make test` (tests/chaos, marker chaos_quick).
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos_full tests/chaos $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@$(BIN)/reelfab up
