@@ -20,8 +20,8 @@ def on_publish_completed(ctx: ServiceContext, registry: Registry) -> Handler:
     async def handle(event: Event[Any]) -> None:
         r = event.record
 
-        async def work(_conn: Any) -> None:
-            await registry.record_post(post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
+        async def work(conn: Any) -> None:
+            await registry.record_post(conn, post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
                                        consent_version=r.consent_version, published_at=r.published_at)
 
         await handle_once(registry.pool, registry.schema, event, "publish.completed", work)
@@ -36,8 +36,8 @@ def on_job_failed(ctx: ServiceContext, registry: Registry) -> Handler:
         if reason not in DENIAL_REASONS:
             return  # not a consent decision: the planner and analytics deal with it
 
-        async def work(_conn: Any) -> None:
-            await registry.report_denial(subject_id=r.face_id, reason=reason, stage=r.stage, job_id=r.job_id, actor=r.stage)
+        async def work(conn: Any) -> None:
+            await registry.report_denial(conn, subject_id=r.face_id, reason=reason, stage=r.stage, job_id=r.job_id, actor=r.stage)
 
         await handle_once(registry.pool, registry.schema, event, "job.failed", work)
 

@@ -344,16 +344,19 @@ class Registry:
                                  decision.consent_version)
         return decision
 
-    async def report_denial(self, *, subject_id: str | None, reason: str, stage: str, job_id: str, actor: str) -> None:
-        """A denial another service decided (job.failed with a consent reason) joins the audit chain."""
+    async def report_denial(self, conn: asyncpg.Connection, *, subject_id: str | None, reason: str, stage: str,
+                            job_id: str, actor: str) -> None:
+        """A denial another service decided (job.failed with a consent reason) joins the audit chain, on
+        the caller's connection: it commits with the event's processed mark or not at all, so a
+        redelivery never appends it twice."""
+        await audit.append(conn, self.schema, actor=actor, action="consent.denied.reported", subject_id=subject_id,
+                           details={"reason": reason, "stage": stage, "job_id": job_id})
         metrics.CONSENT_DENIALS.labels(stage, reason).inc()
-        async with self.pool.acquire() as conn, conn.transaction():
-            await audit.append(conn, self.schema, actor=actor, action="consent.denied.reported", subject_id=subject_id,
-                               details={"reason": reason, "stage": stage, "job_id": job_id})
 
-    async def record_post(self, *, post_id: str, platform: str, subject_id: str, job_id: str,
+    async def record_post(self, conn: asyncpg.Connection, *, post_id: str, platform: str, subject_id: str, job_id: str,
                           consent_version: int | None, published_at: datetime) -> None:
-        await self.pool.execute(
+        """A post that used the subject's face (for takedown lists), on the caller's connection."""
+        await conn.execute(
             f"INSERT INTO {self._t('posts')} (post_id, platform, subject_id, job_id, consent_version, published_at) "
             "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             post_id, platform, subject_id, job_id, consent_version, published_at)

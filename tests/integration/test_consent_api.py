@@ -512,14 +512,16 @@ async def test_a_subject_from_enrolment_to_erasure(api: Api) -> None:
     )
     assert terms.consent_version == 2 and terms.subject == subject_id
 
-    await api.registry.record_post(
-        post_id="p-1",
-        platform="tiktok",
-        subject_id=subject_id,
-        job_id="j-1",
-        consent_version=2,
-        published_at=datetime.now(UTC),
-    )
+    async with api.registry.pool.acquire() as conn:
+        await api.registry.record_post(
+            conn,
+            post_id="p-1",
+            platform="tiktok",
+            subject_id=subject_id,
+            job_id="j-1",
+            consent_version=2,
+            published_at=datetime.now(UTC),
+        )
     r = await api.client.post(
         f"/subjects/{subject_id}/revoke", json={"reason": "subject asked"}, headers=api.admin
     )
