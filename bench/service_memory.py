@@ -39,6 +39,7 @@ async def main() -> int:
 
     stack = ChaosStack()
     world = World(stack)
+    ok = False
     try:
         stack.up()
         await world.start()  # enrols a subject and runs a warm-up job
@@ -77,10 +78,13 @@ async def main() -> int:
         print(f"{'service':18} {'idle MiB':>9} {'peak MiB':>9} {'after MiB':>10}")
         for name in SERVICES:
             print(f"{name:18} {idle[name]:9.0f} {peak[name]:9.0f} {after[name]:10.0f}")
-        return 0 if completed == JOBS else 1
+        ok = completed == JOBS
+        return 0 if ok else 1
     finally:
         await world.stop()
-        stack.close(keep=False)
+        stack.close(keep=not ok)  # a failed run keeps its logs/ and state/ for a look
+        if not ok:
+            print(f"kept {stack.root}", file=sys.stderr)
 
 
 if __name__ == "__main__":

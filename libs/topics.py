@@ -53,8 +53,9 @@ TOPICS: tuple[Topic, ...] = (
        "A face or template disabled or proposed for elimination, with the reason."),
     _t("reelfab.job.failed.v1", "JobFailed", "job_id", 3, False,
        "A stage gave up on a job: stage, reason, retryable."),
-    _t("reelfab.audit.checkpoint.v1", "AuditCheckpoint", "log_id", 1, True,
-       "The consent registry's signed audit checkpoint (entry count, head hash, time); the newest per log_id."),
+    # keyed by event id, so compaction never lets a replayed older checkpoint erase a newer one
+    _t("reelfab.audit.checkpoint.v1", "AuditCheckpoint", "event_id", 1, True,
+       "The consent registry's signed audit checkpoints (entry count, head hash, time), every one kept."),
 )
 
 BY_NAME: dict[str, Topic] = {t.name: t for t in TOPICS}

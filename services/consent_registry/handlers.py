@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Counter
+
 from reelfab.bus import Event
 from reelfab.bus.idempotency import handle_once
 from reelfab.consent.decision import DENIAL_REASONS
@@ -14,6 +16,11 @@ from reelfab.service import ServiceContext
 from .registry import Registry
 
 Handler = Callable[[Event[Any]], Awaitable[None]]
+CHECKPOINT_REPLAYS = Counter(
+    "reelfab_audit_checkpoint_replays_total",
+    "Genuine audit checkpoints seen on the topic after a newer one: an older checkpoint published again.",
+    ["log_id"],
+)
 
 
 def on_publish_completed(ctx: ServiceContext, registry: Registry) -> Handler:
@@ -78,6 +85,15 @@ def on_audit_checkpoint(ctx: ServiceContext, registry: Registry) -> Handler:
             get_logger("reelfab.consent_registry").error("a checkpoint on the topic does not verify", error=str(exc))
             return
         last = registry._last_checkpoint  # noqa: SLF001 - the registry's own memory of what it signed
+        if last is not None and cp.entry_count < last.entry_count:
+            # a genuine but older checkpoint published again: someone is rewinding the evidence
+            from reelfab.logging import get_logger
+
+            CHECKPOINT_REPLAYS.labels(registry.log_id).inc()
+            get_logger("reelfab.consent_registry").error(
+                "an older audit checkpoint was published again (a replay): verify-audit will name it",
+                replayed_count=cp.entry_count, newest_count=last.entry_count, event_id=r.event_id)
+            return
         if last is None or cp.entry_count > last.entry_count:
             registry._last_checkpoint = cp  # noqa: SLF001
 

@@ -369,8 +369,9 @@ class Registry:
         return self.schema
 
     async def topic_checkpoints(self) -> list[audit.Seen]:
-        """Every message of this log on the checkpoint topic, in the topic's order (the compacted
-        topic may have dropped all but the newest). Signatures are not checked here."""
+        """Every message of this log on the checkpoint topic, in the topic's order (keyed by event id:
+        compaction keeps every checkpoint, so a replayed older one cannot erase a newer one).
+        Signatures are not checked here."""
         found: list[audit.Seen] = []
         bus = self.outbox.bus
         try:
@@ -378,8 +379,6 @@ class Registry:
         except Exception as exc:  # noqa: BLE001 - whatever the client raises: Kafka is not answering
             raise Unavailable(f"the audit checkpoint topic {audit.CHECKPOINT_TOPIC} cannot be read: {exc!r}") from None
         for msg in messages:
-            if msg.key is not None and msg.key != self.log_id.encode():
-                continue
             value = bus.codec.decode(msg.value, expected=audit.CHECKPOINT_RECORD).value
             if value["log_id"] != self.log_id:
                 continue

@@ -95,7 +95,7 @@ async def rehash_from(reg: Registry, seq: int) -> None:
 
 def test_the_checkpoint_topic_is_in_the_catalogue_compacted_and_keyed_by_log() -> None:
     t = BY_NAME["reelfab.audit.checkpoint.v1"]
-    assert t.compacted and t.key_field == "log_id" and t.record == "reelfab.events.AuditCheckpoint"
+    assert t.compacted and t.key_field == "event_id" and t.record == "reelfab.events.AuditCheckpoint"
 
 
 async def test_the_newest_checkpoint_comes_from_the_topic_and_an_intact_chain_verifies(registry: Registry) -> None:
@@ -375,3 +375,32 @@ def test_a_genuine_checkpoint_whose_signed_count_goes_backwards_is_not_trusted()
     # the cut chain is named against the strongest one, not the later-signed weaker one
     result = audit.verify_seen(rows[:24], seen, keys)
     assert not result.ok and result.first_broken == 25 and "(seq 25..28)" in result.problem
+
+
+async def test_every_checkpoint_has_a_key_of_its_own_so_compaction_cannot_erase_a_newer_one(
+    registry: Registry,
+) -> None:
+    """With the database's record gone too, only the topic holds the stronger checkpoint: keyed by log,
+    compaction would keep just the newest message (the replay) and erase it."""
+    cp24, cp28 = await checkpoints_at_24_and_28(registry)
+    await replay(registry, cp24)
+    mine = [m for m in await registry.outbox.bus.scan(audit.CHECKPOINT_TOPIC, datetime(1970, 1, 1, tzinfo=UTC))
+            if default_codec().decode(m.value).value["log_id"] == registry.log_id]
+    values = [default_codec().decode(m.value).value for m in mine]
+    assert [v["entry_count"] for v in values] == [24, 28, 24]
+    assert [m.key for m in mine] == [v["event_id"].encode() for v in values] and len({m.key for m in mine}) == 3
+
+
+async def test_the_registry_raises_the_alarm_when_an_older_checkpoint_is_published_again(registry: Registry) -> None:
+    from prometheus_client import REGISTRY
+
+    from reelfab_services.consent_registry import handlers
+    from tests.integration.media_handlers_support import event
+
+    cp24, cp28 = await checkpoints_at_24_and_28(registry)
+    registry._last_checkpoint = cp28  # noqa: SLF001 - what the running registry signed last
+    before = REGISTRY.get_sample_value("reelfab_audit_checkpoint_replays_total", {"log_id": registry.log_id}) or 0
+    replayed = event("AuditCheckpoint", audit.CHECKPOINT_TOPIC, cp24.record(new_event_id(), "intruder"))
+    await handlers.on_audit_checkpoint(None, registry)(replayed)  # type: ignore[arg-type]
+    assert REGISTRY.get_sample_value("reelfab_audit_checkpoint_replays_total", {"log_id": registry.log_id}) == before + 1
+    assert registry._last_checkpoint is cp28  # noqa: SLF001 - the replay is not taken for the newest
