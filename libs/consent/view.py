@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,9 @@ class ConsentView:
         self._reloaded_at: datetime | None = None
         self.suspect: dict[str, str] = {}  # subjects whose latest event did not verify
         self.latest: dict[str, LeaseTerms] = {}
+        # told of every lease a consumer applies (live or while catching up): a stage that keeps media
+        # made from a face removes it when the consent behind it is withdrawn
+        self.listeners: list[Callable[[LeaseTerms], Awaitable[None]]] = []
         self.applied_at: dict[str, datetime] = {}
 
     def apply(self, record: Any) -> Applied:
@@ -93,7 +96,11 @@ class ConsentView:
             except Exception as exc:
                 self.suspect[value["face_id"]] = f"a consent update could not be verified yet: {exc}"
                 raise
-        return self.apply(value)
+        applied = self.apply(value)
+        if applied.outcome == "applied":
+            for listener in self.listeners:
+                await listener(self.latest[applied.subject])
+        return applied
 
     def _invalid(self, subject: str, detail: str) -> Applied:
         self.suspect[subject] = detail  # fail closed: whatever this event said, we cannot trust it

@@ -16,6 +16,7 @@ from reelfab.bus import Event, new_event_id, now_utc
 from reelfab.bus.idempotency import handle_once, was_processed
 from reelfab.consent.decision import Decision
 from reelfab.consent.gate import ConsentGate
+from reelfab.consent.lease import LeaseTerms
 from reelfab.consent.view import ConsentView
 from reelfab.errors import PermanentError
 from reelfab.identifiers import key_segment, make_workdir
@@ -107,6 +108,8 @@ def on_swap_completed(post: PostProducer) -> Any:
         }
 
         async def announce(conn: Any) -> None:
+            await conn.execute(f'INSERT INTO "{ctx.spec.schema}".rendered_jobs (job_id, face_id) VALUES ($1, $2) '
+                               "ON CONFLICT DO NOTHING", r.job_id, r.face_id)
             await ctx.outbox.add(conn, "reelfab.render.completed.v1", completed)
 
         late = post.revoked(r.face_id)  # a revocation the view took in while the file was stored
@@ -149,6 +152,26 @@ def _spec_record(check: Any) -> dict[str, Any]:
             "video_codec": check.video_codec, "video_profile": check.video_profile, "pix_fmt": check.pix_fmt,
             "audio_codec": check.audio_codec, "sample_rate": check.sample_rate, "duration_s": check.duration_s,
             "problems": list(check.problems)}
+
+
+async def on_consent_withdrawn(post: PostProducer, terms: LeaseTerms) -> int:
+    """A revocation or an erasure reaches the jobs already rendered for the subject: their media in the
+    store (the swapped mezzanine, the track, the final file) and the job's copies of the face go; a
+    published post is the registry's takedown list's business. Returns the bytes freed."""
+    if terms.status not in ("REVOKED", "ERASED") or post.ctx.pool is None:
+        return 0
+    schema = post.ctx.spec.schema
+    jobs = [r["job_id"] for r in await post.ctx.pool.fetch(
+        f'SELECT job_id FROM "{schema}".rendered_jobs WHERE face_id = $1', terms.subject)]
+    freed = 0
+    for job_id in jobs:
+        freed += await asyncio.to_thread(purge_job_media, post.store, job_id)
+    if jobs:
+        await post.ctx.pool.execute(f'DELETE FROM "{schema}".rendered_jobs WHERE face_id = $1 AND job_id = ANY($2)',
+                                    terms.subject, jobs)
+        log.info("media of a withdrawn consent removed", subject=terms.subject, status=terms.status,
+                 jobs=len(jobs), freed_bytes=freed)
+    return freed
 
 
 async def fail(post: PostProducer, event: Event[Any], reason_code: str, detail: str) -> None:

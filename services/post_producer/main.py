@@ -56,6 +56,7 @@ def wire(ctx: ServiceContext) -> None:
         signing=signing_material(settings) if ctx.pool is not None else SigningMaterial(Path(), Path(), Path()),
         workdir=Path(settings.state_dir) / "post-work",
     )
+    view.listeners.append(lambda terms: handlers.on_consent_withdrawn(post, terms))
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe("reelfab.swap.completed.v1", handlers.on_swap_completed(post))
     ctx.extras["post"] = post

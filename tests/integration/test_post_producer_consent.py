@@ -49,7 +49,17 @@ def signing(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-def build(pg_pool: Any, delivery_schema: str, tmp_path: Path, signing: Any) -> Any:
+async def post_schema(pg_pool: Any, delivery_schema: str) -> str:
+    """The delivery tables plus the post-producer's own (rendered_jobs)."""
+    from reelfab.db import migrate, package_migrations
+
+    await migrate(pg_pool, delivery_schema, package_migrations(post_main.SPEC.package))
+    return delivery_schema
+
+
+@pytest.fixture
+def build(pg_pool: Any, post_schema: str, tmp_path: Path, signing: Any) -> Any:
+    delivery_schema = post_schema
     settings = make_settings(state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri())
 
     def make(registry: Registry, spec: RenderSpec = SMALL) -> handlers.PostProducer:
@@ -219,3 +229,25 @@ async def test_the_gate_asks_the_registry_without_an_image_when_told_to() -> Non
     await gate.check(subject=subject, purpose="swap", platform="tiktok", tags=("dance",), commercial=False,
                      image_bytes=b"png", consume=True, job_id="job-42")
     assert bodies[-1]["consume"] is True and bodies[-1]["job_id"] == "job-42"  # a redelivery is not counted twice
+
+
+async def test_a_revocation_after_rendering_removes_what_was_made_from_the_face(build: Any, tmp_path: Path) -> None:
+    """Jobs already finished when the subject withdraws: their swapped video, track, final file and the
+    job's copies of the face leave the store when the revocation reaches the post-producer's view."""
+    post = build(Registry())
+    post.view.listeners.append(lambda terms: handlers.on_consent_withdrawn(post, terms))
+    subject, other = unique("vera"), unique("ada")
+    post.view.apply(lease(subject))
+    post.view.apply(lease(other))
+    mine = swap_completed(post, tmp_path, subject)
+    theirs = swap_completed(post, tmp_path, other)
+    for ev in (mine, theirs):
+        await handlers.on_swap_completed(post)(ev)
+    objects = tmp_path / "objects"
+    assert (objects / "jobs" / mine.record.job_id / "final.mp4").exists()
+    await post.view.apply_async(lease(subject, 2, "REVOKED"))  # as the consent topic delivers it
+    assert not list(objects.glob(f"jobs/{mine.record.job_id}/*")) and not list(objects.glob(f"inputs/{mine.record.job_id}/*"))
+    assert (objects / "jobs" / theirs.record.job_id / "final.mp4").exists()  # another subject's job stays
+    assert (objects / "inputs" / theirs.record.job_id / "source.png").exists()
+    await post.view.apply_async(lease(other, 2, "AMENDED"))  # not a withdrawal: nothing goes
+    assert (objects / "jobs" / theirs.record.job_id / "final.mp4").exists()
