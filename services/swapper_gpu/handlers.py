@@ -17,7 +17,7 @@ from reelfab.bus import Event, new_event_id, now_utc
 from reelfab.bus.idempotency import handle_once, was_processed
 from reelfab.consent.gate import ConsentGate
 from reelfab.consent.view import ConsentView
-from reelfab.errors import PermanentError, StorageError
+from reelfab.errors import ObjectMissing, PermanentError
 from reelfab.faces.errors import MediaError
 from reelfab.faces.qc import TemplateRules, check_template, reasons_text
 from reelfab.faces.types import FaceEngine
@@ -118,8 +118,8 @@ def on_swap_requested(swapper: Swapper) -> Any:
             return await fail(swapper, event, f"template.{refused[0]}", refused[1])
         try:
             source_bytes = swapper.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
-        except StorageError as exc:
-            return await fail(swapper, event, "source_unavailable", str(exc))
+        except ObjectMissing as exc:  # gone or not those bytes: the job fails; a URI outside the store is
+            return await fail(swapper, event, "source_unavailable", str(exc))  # dead-lettered (ObjectRefused)
         decision = await swapper.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
                                             commercial=job.commercial, image_sha256=job.source_image_sha256,
                                             image_bytes=source_bytes, consume=True, job_id=job.job_id)

@@ -126,3 +126,17 @@ async def test_a_music_uri_outside_the_store_is_refused_before_any_swap(build: A
     with pytest.raises(ObjectRefused):  # permanent: the bus dead-letters it at the first attempt
         await handlers.on_swap_requested(swapper)(hostile)
     assert registry.calls == [] and not list((tmp_path / "swapper-work").glob("*/*"))
+
+
+async def test_a_source_image_uri_outside_the_store_is_dead_lettered_not_failed(build: Any, tmp_path: Path) -> None:
+    from reelfab.errors import ObjectRefused
+
+    registry = Registry()
+    swapper = build(registry, TemplateRules(min_seconds=1.0))
+    template = template_clip(tmp_path / "dance.mp4", seed=32, seconds=2.0).path
+    ev = swap_requested(swapper, unique("vera"), template)
+    hostile = event("SwapRequested", "reelfab.swap.requested.v1",
+                    {**ev.record.model_dump(), "source_image_uri": "file:///etc/hostname"})
+    with pytest.raises(ObjectRefused):  # permanent: the bus dead-letters it at the first attempt
+        await handlers.on_swap_requested(swapper)(hostile)
+    assert await announced(swapper.ctx) == [] and registry.calls == []
