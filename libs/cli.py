@@ -51,7 +51,7 @@ def status() -> None:
 
     s = get_settings()
     for name, st in (("kafka", kafka_status(s)), ("postgres", postgres_status(s))):
-        console.print(f"[bold]{name}[/bold]: {json.dumps(st, default=str)}")
+        print(f"{name}: {json.dumps(st, default=str)}")  # one line each, never wrapped: scripts grep it
 
 
 @app.command()
@@ -66,7 +66,7 @@ def topics(create: bool = typer.Option(False, "--create", help="Create missing t
     described = asyncio.run(_describe_topics(s.kafka_bootstrap))
     table = Table(title=f"topics on {s.kafka_bootstrap}")
     for col in ("topic", "partitions", "cleanup", "carries", "in catalogue"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "topic", overflow="fold")  # names stay whole, to copy
     missing = [name for name in BY_NAME if name not in described]
     for name in sorted(described):
         parts, cleanup = described[name]
