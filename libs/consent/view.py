@@ -108,6 +108,19 @@ class ConsentView:
         metrics.CONSENT_DENIALS.labels(self.service, "invalid_lease").inc()
         return Applied(subject, "invalid", detail)
 
+    def withdrawn(self, subject: str) -> tuple[str, str] | None:
+        """(reason, detail) when this view no longer holds an active consent for ``subject`` (revoked,
+        expired, erased, none, or its latest event did not verify); None while it does. Asked while a
+        swap or render runs, so a revocation consumed mid-job stops it."""
+        if subject in self.suspect:
+            return "invalid_lease", f"consent of {subject} could not be verified"
+        terms = self.latest.get(subject)
+        if terms is not None and terms.status in ("GRANTED", "AMENDED"):
+            return None
+        status = terms.status.lower() if terms else "no_consent"
+        reason = status if status in ("expired", "erased", "no_consent") else "revoked"
+        return reason, f"consent of {subject} is {status}"
+
     def terms(self, subject: str) -> LeaseTerms | None:
         return self.latest.get(subject)
 

@@ -43,16 +43,8 @@ class PostProducer:
     stop_poll_s: float = 0.2  # how often a running render looks at the consent view
 
     def revoked(self, subject: str) -> tuple[str, str] | None:
-        """(reason, detail) when the local view no longer holds an active consent for ``subject``:
-        asked while ffmpeg runs, so a revocation consumed mid-render kills the render."""
-        if subject in self.view.suspect:
-            return "invalid_lease", f"consent of {subject} could not be verified: the render stopped"
-        terms = self.view.terms(subject)
-        if terms is None or terms.status not in ("GRANTED", "AMENDED"):
-            status = terms.status.lower() if terms else "no_consent"
-            reason = {"expired": "expired", "erased": "erased", "no_consent": "no_consent"}.get(status, "revoked")
-            return reason, f"consent of {subject} is {status}: the render stopped"
-        return None
+        withdrawn = self.view.withdrawn(subject)
+        return None if withdrawn is None else (withdrawn[0], f"{withdrawn[1]}: the render stopped")
 
 
 def on_swap_completed(post: PostProducer) -> Any:

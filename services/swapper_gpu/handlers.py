@@ -76,12 +76,8 @@ class Swapper:
         return self.template_verdicts[key]
 
     def revoked(self, subject: str) -> tuple[str, str] | None:
-        terms = self.view.terms(subject)
-        if terms is None or terms.status not in ("GRANTED", "AMENDED"):
-            status = terms.status.lower() if terms else "no_consent"
-            reason = {"expired": "expired", "erased": "erased", "no_consent": "no_consent"}.get(status, "revoked")
-            return reason, f"consent of {subject} is {status}: the swap stopped mid-clip"
-        return None
+        withdrawn = self.view.withdrawn(subject)
+        return None if withdrawn is None else (withdrawn[0], f"{withdrawn[1]}: the swap stopped mid-clip")
 
 
 def on_swap_requested(swapper: Swapper) -> Any:

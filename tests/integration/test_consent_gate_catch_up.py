@@ -49,3 +49,17 @@ async def test_a_denial_stands_when_the_registry_agrees_or_the_view_is_not_behin
     gate = ConsentGate(v, Registry(registry_says), catch_up_s=5)  # type: ignore[arg-type]
     decision = await asyncio.wait_for(gate.check(subject=subject, **ASK), 2)  # type: ignore[arg-type]
     assert (decision.allowed, decision.reason) == (False, "revoked")
+
+
+def test_the_view_says_why_consent_is_withdrawn_and_holds_an_unverifiable_update_as_withdrawn() -> None:
+    v = view("swapper-gpu")
+    subject = unique("vera")
+    assert v.withdrawn(subject) == ("no_consent", f"consent of {subject} is no_consent")
+    v.apply(lease(subject))
+    assert v.withdrawn(subject) is None
+    v.apply({**lease(subject, 2, "REVOKED"), "lease": {**lease(subject, 2, "REVOKED")["lease"], "signature": b"x" * 64}})
+    assert v.withdrawn(subject) is not None and v.withdrawn(subject)[0] == "invalid_lease"  # type: ignore[index]
+    v.apply(lease(subject, 2, "REVOKED"))
+    assert v.withdrawn(subject) == ("revoked", f"consent of {subject} is revoked")
+    v.apply(lease(subject, 3, "ERASED"))
+    assert v.withdrawn(subject)[0] == "erased"  # type: ignore[index]
