@@ -115,3 +115,25 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: list[Migration]) 
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
+
+
+async def delete_older(pool: asyncpg.Pool, schema: str, table: str, key: str, where: str, older_than: object, *,
+                       dry_run: bool = False, batch_size: int = 10_000) -> int:
+    """Delete the rows of ``schema.table`` matching ``where`` (which uses ``$1`` for ``older_than``) in
+    batches of ``batch_size`` keyed by ``key``, so a large backlog never holds one long transaction;
+    returns how many went (with ``dry_run``, how many would). Table, key and condition are ours, never
+    a caller's input."""
+    check_schema_name(schema)
+    if dry_run:
+        return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".{table} WHERE {where}', older_than))
+    total = 0
+    while True:
+        status = await pool.execute(
+            f'DELETE FROM "{schema}".{table} WHERE {key} IN '
+            f'(SELECT {key} FROM "{schema}".{table} WHERE {where} ORDER BY {key} LIMIT $2)',
+            older_than, batch_size,
+        )
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_size:
+            return total

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from reelfab import metrics
-from reelfab.db import check_schema_name
+from reelfab.db import check_schema_name, delete_older
 
 from .message import Event
 
@@ -51,22 +51,8 @@ async def prune_processed(
     """Delete ``schema``'s processed-event marks recorded before ``older_than``; returns how many
     went (or, with ``dry_run``, would go). ``older_than`` must lie beyond the redelivery horizon:
     an event redelivered after its mark is gone would be handled again."""
-    check_schema_name(schema)
-    if dry_run:
-        return int(await pool.fetchval(
-            f'SELECT count(*) FROM "{schema}".processed_events WHERE processed_at < $1', older_than
-        ))
-    total = 0
-    while True:
-        status = await pool.execute(
-            f'DELETE FROM "{schema}".processed_events WHERE event_id IN '
-            f'(SELECT event_id FROM "{schema}".processed_events WHERE processed_at < $1 LIMIT $2)',
-            older_than, batch_size,
-        )
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch_size:
-            break
-    if total:
+    total = await delete_older(pool, schema, "processed_events", "event_id", "processed_at < $1", older_than,
+                               dry_run=dry_run, batch_size=batch_size)
+    if total and not dry_run:
         metrics.RETENTION_ROWS_DELETED.labels(schema, "processed_events").inc(total)
     return total

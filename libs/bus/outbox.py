@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from reelfab import metrics
-from reelfab.db import check_schema_name
+from reelfab.db import check_schema_name, delete_older
 from reelfab.logging import get_logger
 from reelfab.records import Record
 
@@ -192,21 +192,8 @@ async def prune_outbox(
     """Delete ``schema``'s outbox rows published before ``older_than``; returns how many went (or,
     with ``dry_run``, would go). Pending rows are never touched, however old: the relay still owes
     them to Kafka. Deletes in batches so a large backlog does not hold one long transaction."""
-    check_schema_name(schema)
-    where = "published_at IS NOT NULL AND published_at < $1"
-    if dry_run:
-        return int(await pool.fetchval(f'SELECT count(*) FROM "{schema}".outbox WHERE {where}', older_than))
-    total = 0
-    while True:
-        status = await pool.execute(
-            f'DELETE FROM "{schema}".outbox WHERE id IN '
-            f'(SELECT id FROM "{schema}".outbox WHERE {where} ORDER BY id LIMIT $2)',
-            older_than, batch_size,
-        )
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch_size:
-            break
-    if total:
+    total = await delete_older(pool, schema, "outbox", "id", "published_at IS NOT NULL AND published_at < $1",
+                               older_than, dry_run=dry_run, batch_size=batch_size)
+    if total and not dry_run:
         metrics.RETENTION_ROWS_DELETED.labels(schema, "outbox").inc(total)
     return total

@@ -3,8 +3,6 @@ master key, the object store, the face engine), for the service, its API and its
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,19 +21,9 @@ SCHEMA = "consent_registry"
 T = TypeVar("T")
 
 
-def setting(settings: Settings, name: str, kind: Callable[[str], T], default: T) -> T:
-    """A registry setting: a field of Settings where it has one, else REELFAB_<NAME> from the
-    environment (same naming), else the default."""
-    value: Any = getattr(settings, name, None)
-    if value is not None:
-        return value  # type: ignore[no-any-return]
-    text = os.environ.get(f"REELFAB_{name.upper()}", "").strip()
-    if not text:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"REELFAB_{name.upper()}={text!r} is not a valid {getattr(kind, '__name__', 'value')}") from None
+def setting(value: T | None, default: T) -> T:
+    """A registry setting from Settings (REELFAB_CONSENT_*), or the registry's own default when unset."""
+    return default if value is None else value
 
 
 def master_key(settings: Settings) -> LocalMasterKey:
@@ -51,11 +39,11 @@ def registry_config(settings: Settings) -> RegistryConfig:
         asset_kind=settings.consent_asset_kind,
         phash_threshold=settings.consent_phash_threshold,
         max_upload_bytes=settings.consent_max_upload_bytes,
-        max_face_pixels=setting(settings, "consent_max_face_pixels", int, d.max_face_pixels),
-        face_work_pixels=setting(settings, "consent_face_work_pixels", int, d.face_work_pixels),
-        face_concurrency=setting(settings, "consent_face_concurrency", int, d.face_concurrency),
-        checkpoint_interval_s=setting(settings, "consent_checkpoint_interval_s", float, d.checkpoint_interval_s),
-        checkpoint_every=setting(settings, "consent_checkpoint_every", int, d.checkpoint_every),
+        max_face_pixels=setting(settings.consent_max_face_pixels, d.max_face_pixels),
+        face_work_pixels=setting(settings.consent_face_work_pixels, d.face_work_pixels),
+        face_concurrency=setting(settings.consent_face_concurrency, d.face_concurrency),
+        checkpoint_interval_s=setting(settings.consent_checkpoint_interval_s, d.checkpoint_interval_s),
+        checkpoint_every=setting(settings.consent_checkpoint_every, d.checkpoint_every),
     )
 
 

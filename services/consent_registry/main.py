@@ -41,7 +41,7 @@ def wire(ctx: ServiceContext) -> None:
     registry = build_registry(ctx.settings, ctx.pool, ctx.bus, schema=ctx.spec.schema)
     # REELFAB_CONSENT_CONSUMER_GROUP: a registry on a database of its own (a benchmark) must not
     # join the real registry's consumer group and take its events
-    group = setting(ctx.settings, "consent_consumer_group", str, ctx.spec.name)
+    group = setting(ctx.settings.consent_consumer_group, ctx.spec.name)
     for topic, make in handlers.HANDLERS.items():
         ctx.bus.subscribe(topic, make(ctx, registry), group=group)
     ctx.extras["registry"] = registry
