@@ -5,8 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# uv, pinned, installed from PyPI into .tools/; it uses the machine's python3.11 and never downloads a Python.
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+LOCKED := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help venv up down status topics test test-unit chaos lint bench demo asyncapi check-schemas clean
+.PHONY: help venv up down status topics test test-unit chaos lint codegen lock bench demo asyncapi check-schemas clean
 
 help:
 	@echo "make demo    run the whole factory on this machine"
@@ -15,11 +21,15 @@ help:
 	@echo "make chaos   fault injection (kill -9, Kafka/PostgreSQL/registry outages, revocation, poison) on a stack of its own"
 	@echo "make lint | bench | asyncapi | check-schemas"
 
-# The virtual environment is rebuilt when the pinned dependencies change.
-$(STAMP): pyproject.toml setup.py
+$(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	@test -x .tools/bin/python || $(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The workspace environment (every distribution, editable, and the dev tools) follows uv.lock exactly;
+# it is synced again when a pyproject.toml or the lock changes.
+$(STAMP): $(UV) $(LOCKED)
+	$(UV) sync --frozen --quiet
 	$(BIN)/reelfab setup
 	@touch $(STAMP)
 
@@ -37,9 +47,18 @@ status: $(STAMP)
 topics: $(STAMP)
 	$(BIN)/reelfab topics
 
+# Every static check: style, types (first-party imports resolved), import contracts, generated code.
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
-	$(BIN)/mypy libs
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/reelfab codegen --check
+
+codegen: $(STAMP)
+	$(BIN)/reelfab codegen
+
+lock: $(UV)
+	$(UV) lock
 
 check-schemas: $(STAMP)
 	$(BIN)/reelfab check-schemas
@@ -51,7 +70,7 @@ asyncapi: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/reelfab up
 	@status=0; \
-	$(BIN)/ruff check libs services tests bench && $(BIN)/mypy libs || status=$$?; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ $$status -eq 0 ]; then $(BIN)/reelfab check-schemas || status=$$?; fi; \
 	if [ $$status -eq 0 ]; then $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; fi; \
 	$(BIN)/reelfab down; \

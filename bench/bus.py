@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reelfab.bus import Event  # noqa: E402
 from reelfab.bus.kafka import KafkaBus  # noqa: E402
-from reelfab.codec import default_catalog, default_codec  # noqa: E402
-from reelfab.localstack import ensure_topics  # noqa: E402
+from reelfab.contracts.codec import default_catalog, default_codec  # noqa: E402
+from reelfab.contracts.topics import Topic  # noqa: E402
+from reelfab.devtools.localstack import ensure_topics  # noqa: E402
 from reelfab.settings import Settings  # noqa: E402
-from reelfab.topics import Topic  # noqa: E402
 from tests.contract.records import swap_requested  # noqa: E402
 
 RECORD = "reelfab.events.SwapRequested"

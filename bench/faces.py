@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reelfab.devtools.synthetic import template_clip, virtual_person  # noqa: E402
 from reelfab.faces.classical import ClassicalEngine  # noqa: E402
-from reelfab.faces.synthetic import template_clip, virtual_person  # noqa: E402
 from reelfab.faces.tracking import swap_stream  # noqa: E402
 from reelfab.media.frames import read_frames  # noqa: E402
 

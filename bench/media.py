@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.media_naive import naive_three_pass  # noqa: E402
+from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person  # noqa: E402
 from reelfab.faces.classical import ClassicalEngine  # noqa: E402
-from reelfab.faces.synthetic import music_bed, template_clip, virtual_person  # noqa: E402
 from reelfab.faces.tracking import swap_stream  # noqa: E402
 from reelfab.media.frames import FrameWriter, read_frames  # noqa: E402
 from reelfab.media.probe import probe  # noqa: E402
@@ -88,11 +88,11 @@ def services_vs_stages(tmp: Path) -> None:
 
     import cv2
 
-    from reelfab.demo import run_demo
+    from reelfab.devtools.demo import run_demo
     from reelfab.media.c2pa_sign import make_test_ca, sign_video
     from reelfab.media.spec_check import verify
     from reelfab.settings import get_settings
-    from reelfab_services.swapper_gpu.swap import run_swap
+    from reelfab_swapper_gpu.swap import run_swap
 
     result = asyncio.run(run_demo(get_settings(), tmp / "demo", lambda line: None))
     engine = ClassicalEngine()

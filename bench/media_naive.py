@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reelfab.faces.errors import MediaError  # noqa: E402
+from reelfab.media.errors import MediaError  # noqa: E402
 from reelfab.media.probe import VideoInfo, probe  # noqa: E402
 from reelfab.media.render import (  # noqa: E402
     RenderJob,

@@ -126,7 +126,7 @@ async def main() -> int:
                     print((state / "registry.log").read_text()[-3000:], file=sys.stderr)
                     return 1
                 await asyncio.sleep(0.2)
-            from reelfab_services.consent_registry import tokens
+            from reelfab_consent_registry import tokens
 
             pool = await asyncpg.create_pool(Settings(postgres_db=db).postgres_dsn, min_size=1, max_size=1)
             token = await tokens.create_token(pool, "consent_registry", "bench", "reader")

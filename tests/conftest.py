@@ -38,7 +38,7 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[Settings]:
     """The real Kafka + PostgreSQL; started here only if nothing runs yet."""
-    from reelfab.localstack import down, kafka_status, postgres_status, up
+    from reelfab.devtools.localstack import down, kafka_status, postgres_status, up
 
     infra = Settings()  # the stack as `make up` starts it; tests tune only client-side limits
     was_running = kafka_status(infra).get("running") and postgres_status(infra).get("running")

@@ -99,8 +99,8 @@ class World:
 
     async def start(self) -> None:
         from reelfab.bus.kafka import KafkaBus
-        from reelfab.codec import default_codec
-        from reelfab.faces.synthetic import template_clip
+        from reelfab.contracts.codec import default_codec
+        from reelfab.devtools.synthetic import template_clip
         from reelfab.storage import open_store
 
         assets = self.root / "assets"
@@ -129,7 +129,7 @@ class World:
 
     async def enrol(self, name: str, person_seed: int) -> str:
         """A new subject with a generated face, enrolled and granted consent for tiktok/dance."""
-        from reelfab.faces.synthetic import virtual_person
+        from reelfab.devtools.synthetic import virtual_person
 
         subject = f"{name}-{uuid.uuid4().hex[:8]}"
         png = cv2.imencode(".png", virtual_person(person_seed))[1].tobytes()
@@ -207,7 +207,7 @@ class World:
         """Between scenarios: the stack and every service up again, whatever the last one left."""
         import asyncio
 
-        from reelfab.localstack import kafka_status, postgres_status
+        from reelfab.devtools.localstack import kafka_status, postgres_status
 
         if not postgres_status(self.settings)["running"]:
             await asyncio.to_thread(self.stack.start_postgres)

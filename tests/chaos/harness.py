@@ -1,5 +1,5 @@
 """The chaos suite's own stack: a Kafka and a PostgreSQL of its own (free ports, a state dir in a temp
-folder, started and stopped with the project's reelfab.localstack functions), and the consent registry,
+folder, started and stopped with the project's reelfab.devtools.localstack functions), and the consent registry,
 swapper-gpu and post-producer as real `reelfab serve` processes, so a kill -9 is a real one.
 
 Nothing here may touch the shared stack (127.0.0.1:9092 / :5433, ./.reelfab): every Settings object is
@@ -210,7 +210,7 @@ class ChaosStack:
 
     def _seed_kafka_jars(self) -> None:
         """Reuse the broker jars a `make up` already resolved (hard links), instead of Maven again."""
-        from reelfab.localstack.kafka import lib_dir
+        from reelfab.devtools.localstack.kafka import lib_dir
 
         ours = lib_dir(self.settings)
         shared = REPO / ".reelfab" / "kafka" / ours.name
@@ -227,38 +227,38 @@ class ChaosStack:
         shutil.copytree(shared, ours, copy_function=link)
 
     def up(self) -> None:
-        from reelfab.localstack import up
+        from reelfab.devtools.localstack import up
 
         self._check_isolated()
         self._seed_kafka_jars()
         up(self.settings, say=lambda _line: None)
 
     def down(self) -> None:
-        from reelfab.localstack import down
+        from reelfab.devtools.localstack import down
 
         self._check_isolated()
         down(self.settings, say=lambda _line: None)
 
     def stop_kafka(self) -> None:
-        from reelfab.localstack import stop_kafka
+        from reelfab.devtools.localstack import stop_kafka
 
         self._check_isolated()
         stop_kafka(self.settings, say=lambda _line: None)
 
     def start_kafka(self) -> None:
-        from reelfab.localstack import start_kafka
+        from reelfab.devtools.localstack import start_kafka
 
         self._check_isolated()
         start_kafka(self.settings, say=lambda _line: None)
 
     def stop_postgres(self) -> None:
-        from reelfab.localstack import stop_postgres
+        from reelfab.devtools.localstack import stop_postgres
 
         self._check_isolated()
         stop_postgres(self.settings, say=lambda _line: None)
 
     def start_postgres(self) -> None:
-        from reelfab.localstack import start_postgres
+        from reelfab.devtools.localstack import start_postgres
 
         self._check_isolated()
         start_postgres(self.settings, say=lambda _line: None)
@@ -304,8 +304,8 @@ class ChaosStack:
     async def start_services(self) -> None:
         import asyncpg
 
-        from reelfab_services.consent_registry import tokens
-        from reelfab_services.consent_registry.bootstrap import SCHEMA
+        from reelfab_consent_registry import tokens
+        from reelfab_consent_registry.bootstrap import SCHEMA
 
         registry = self.service("consent-registry")
         registry.start()
@@ -343,7 +343,7 @@ class ChaosStack:
             try:
                 self.down()
             finally:
-                from reelfab.localstack.postgres import pg_dir
+                from reelfab.devtools.localstack.postgres import pg_dir
 
                 folder = pg_dir(self.settings)
                 if not keep:

@@ -11,9 +11,9 @@ import pytest
 from reelfab.bus import Bus, RawMessage
 from reelfab.bus.kafka import KafkaBus
 from reelfab.bus.memory import InMemoryBus, MemoryLog
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
+from reelfab.contracts.topics import SCHEMA_NAMESPACE, Topic
 from reelfab.settings import Settings
-from reelfab.topics import SCHEMA_NAMESPACE, Topic
 from tests.conftest import make_settings, unique
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)

@@ -18,9 +18,9 @@ from reelfab.bus.policy import (
     H_ORIGINAL_TOPIC,
     H_SERVICE,
 )
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
+from reelfab.contracts.records import model_for
 from reelfab.errors import TransientError
-from reelfab.records import model_for
 from tests.conftest import eventually
 from tests.contract.conftest import Harness
 from tests.contract.records import swap_requested

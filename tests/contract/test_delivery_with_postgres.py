@@ -78,7 +78,7 @@ async def _business_write(pg_pool: Any, schema: str, outbox: Outbox, topic: Any,
 
 
 async def _published_jobs(harness: Harness, topic: Any) -> list[str]:
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
 
     codec = default_codec()
     return [codec.decode(m.value).value["job_id"] for m in await harness.messages(topic.name)]
@@ -159,7 +159,7 @@ CRASHING_RELAY = """
 import asyncio, os, sys
 from reelfab.bus.kafka import KafkaBus
 from reelfab.bus.outbox import OutboxRelay
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
 from reelfab.db import create_pool
 from tests.conftest import make_settings
 

@@ -15,14 +15,14 @@ import numpy as np
 
 from reelfab.bus.memory import InMemoryBus
 from reelfab.bus.outbox import Outbox
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
 from reelfab.db import delivery_migrations, migrate, package_migrations
 from reelfab.faces.types import Embedding, Face, SourceFace
 from reelfab.settings import Settings
 from reelfab.storage import open_store
-from reelfab_services.consent_registry import keys
-from reelfab_services.consent_registry.crypto import LocalMasterKey
-from reelfab_services.consent_registry.registry import SERVICE, Registry, RegistryConfig
+from reelfab_consent_registry import keys
+from reelfab_consent_registry.crypto import LocalMasterKey
+from reelfab_consent_registry.registry import SERVICE, Registry, RegistryConfig
 
 MASTER_KEY = os.urandom(32)  # one per test process: its schemas are dropped at the end
 WRAPPER = LocalMasterKey(MASTER_KEY)
@@ -85,7 +85,7 @@ def text_bytes(n: int) -> bytes:
 
 async def make_schema(pool: asyncpg.Pool, schema: str, *, with_key: bool = True) -> None:
     await migrate(
-        pool, schema, delivery_migrations() + package_migrations("reelfab_services.consent_registry")
+        pool, schema, delivery_migrations() + package_migrations("reelfab_consent_registry")
     )
     if with_key:
         async with pool.acquire() as conn:

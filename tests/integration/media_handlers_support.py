@@ -17,15 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reelfab.bus.memory import InMemoryBus
 from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox
-from reelfab.codec import default_codec
 from reelfab.consent.decision import ConsentRequest, Decision
 from reelfab.consent.lease import EnrolledImageRef, LeaseTerms, Scope, key_id_of, sign
 from reelfab.consent.view import ConsentView
+from reelfab.contracts.codec import default_codec
+from reelfab.contracts.records import model_for
+from reelfab.contracts.topics import BY_NAME
 from reelfab.media.tools import tool
-from reelfab.records import model_for
 from reelfab.service import ServiceContext
 from reelfab.settings import Settings
-from reelfab.topics import BY_NAME
 
 KEY = Ed25519PrivateKey.generate()
 KEY_ID = key_id_of(KEY.public_key())

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reelfab.cli import app
-from reelfab.topics import TOPICS
+from reelfab.contracts.topics import TOPICS
 
 runner = CliRunner()
 

@@ -21,9 +21,9 @@ import pytest
 from reelfab.consent.lease import SignedLease, public_key_from_text, verify
 from reelfab.db import create_pool
 from reelfab.settings import Settings
-from reelfab_services.consent_registry import keys, tokens
-from reelfab_services.consent_registry.api import build_api
-from reelfab_services.consent_registry.registry import Registry
+from reelfab_consent_registry import keys, tokens
+from reelfab_consent_registry.api import build_api
+from reelfab_consent_registry.registry import Registry
 from tests.conftest import unique
 from tests.integration.consent_api_support import (
     drop_schema,

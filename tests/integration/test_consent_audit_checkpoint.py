@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reelfab.bus import new_event_id
 from reelfab.bus.kafka import KafkaBus
 from reelfab.bus.outbox import Outbox, OutboxRelay
-from reelfab.codec import default_codec
-from reelfab.localstack import ensure_topics
+from reelfab.contracts.codec import default_codec
+from reelfab.contracts.topics import BY_NAME
+from reelfab.devtools.localstack import ensure_topics
 from reelfab.storage import open_store
-from reelfab.topics import BY_NAME
-from reelfab_services.consent_registry import audit, tokens
-from reelfab_services.consent_registry.api import build_api
-from reelfab_services.consent_registry.errors import Conflict
-from reelfab_services.consent_registry.registry import SERVICE, Registry, RegistryConfig
+from reelfab_consent_registry import audit, tokens
+from reelfab_consent_registry.api import build_api
+from reelfab_consent_registry.errors import Conflict
+from reelfab_consent_registry.registry import SERVICE, Registry, RegistryConfig
 from tests.conftest import eventually, unique
 from tests.integration.consent_api_support import MASTER_KEY, WRAPPER, StandInEngine, drop_schema, make_schema
 
@@ -309,7 +309,7 @@ async def test_a_replayed_older_checkpoint_does_not_hide_a_cut_tail(registry: Re
 
 
 async def keys_of(reg: Registry) -> Any:
-    from reelfab_services.consent_registry import keys
+    from reelfab_consent_registry import keys
 
     return await keys.public_keys(reg.pool, reg.schema)
 
@@ -394,7 +394,7 @@ async def test_every_checkpoint_has_a_key_of_its_own_so_compaction_cannot_erase_
 async def test_the_registry_raises_the_alarm_when_an_older_checkpoint_is_published_again(registry: Registry) -> None:
     from prometheus_client import REGISTRY
 
-    from reelfab_services.consent_registry import handlers
+    from reelfab_consent_registry import handlers
     from tests.integration.media_handlers_support import event
 
     cp24, cp28 = await checkpoints_at_24_and_28(registry)

@@ -27,9 +27,9 @@ from reelfab.consent.lease import Scope
 from reelfab.db import create_pool
 from reelfab.errors import PermanentError
 from reelfab.settings import Settings
-from reelfab_services.consent_registry import tokens
-from reelfab_services.consent_registry.api import build_api
-from reelfab_services.consent_registry.registry import Registry, RegistryConfig
+from reelfab_consent_registry import tokens
+from reelfab_consent_registry.api import build_api
+from reelfab_consent_registry.registry import Registry, RegistryConfig
 from tests.conftest import unique
 from tests.integration.consent_api_support import (
     StandInEngine,
@@ -165,7 +165,7 @@ async def test_a_consuming_check_needs_a_job_id(api: Api) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "job_id"], r.text
     assert await api.pool.fetchval(f'SELECT coalesce(sum(uses), 0) FROM "{api.schema}".usage') == 0
     # the registry itself refuses it too (the CLI and in-process callers)
-    from reelfab_services.consent_registry.errors import Refused
+    from reelfab_consent_registry.errors import Refused
 
     with pytest.raises(Refused, match="job_id"):
         await api.registry.check(ConsentRequest("needs-job", "swap", "tiktok", api.registry.clock()), consume=True)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from reelfab.db import create_pool
 from reelfab.settings import Settings
-from reelfab_services.consent_registry import cli
-from reelfab_services.consent_registry.errors import Conflict, Refused
+from reelfab_consent_registry import cli
+from reelfab_consent_registry.errors import Conflict, Refused
 from tests.conftest import unique
 from tests.integration.consent_api_support import (
     drop_schema,

@@ -14,8 +14,8 @@ import pytest
 
 from reelfab.db import create_pool
 from reelfab.settings import Settings
-from reelfab_services.consent_registry import handlers
-from reelfab_services.consent_registry.registry import Registry
+from reelfab_consent_registry import handlers
+from reelfab_consent_registry.registry import Registry
 from tests.conftest import unique
 from tests.integration.consent_api_support import drop_schema, make_registry, make_schema
 from tests.integration.media_handlers_support import event

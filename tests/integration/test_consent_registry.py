@@ -19,16 +19,16 @@ import pytest
 
 from reelfab.bus.kafka import KafkaBus
 from reelfab.bus.outbox import OutboxRelay
-from reelfab.codec import default_codec
 from reelfab.consent.decision import ConsentRequest
 from reelfab.consent.lease import Scope, public_key_text
+from reelfab.contracts.codec import default_codec
 from reelfab.db import delivery_migrations, migrate, package_migrations
-from reelfab.faces.synthetic import virtual_person
+from reelfab.devtools.synthetic import virtual_person
 from reelfab.storage import open_store
-from reelfab_services.consent_registry import audit, keys
-from reelfab_services.consent_registry.crypto import ErasedError, LocalMasterKey
-from reelfab_services.consent_registry.errors import Conflict, Refused
-from reelfab_services.consent_registry.registry import Registry, RegistryConfig
+from reelfab_consent_registry import audit, keys
+from reelfab_consent_registry.crypto import ErasedError, LocalMasterKey
+from reelfab_consent_registry.errors import Conflict, Refused
+from reelfab_consent_registry.registry import Registry, RegistryConfig
 from tests.conftest import eventually, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
@@ -59,7 +59,7 @@ def engine() -> Any:
 async def registry(pg_pool: Any, stack: Any, tmp_path: Path, engine: Any) -> Any:
     schema = unique("consent")
     await migrate(
-        pg_pool, schema, delivery_migrations() + package_migrations("reelfab_services.consent_registry")
+        pg_pool, schema, delivery_migrations() + package_migrations("reelfab_consent_registry")
     )
     bus = KafkaBus(stack, "consent-registry", default_codec())
     wrapper = LocalMasterKey(os.urandom(32))
@@ -118,7 +118,7 @@ VIEW = r"""
 import asyncio, json, sys, time
 from datetime import UTC, datetime
 from reelfab.bus.kafka import KafkaBus
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
 from reelfab.consent.decision import ConsentRequest
 from reelfab.consent.gate import load_public_keys
 from reelfab.consent.view import ConsentView

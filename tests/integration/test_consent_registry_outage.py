@@ -16,7 +16,7 @@ from reelfab.consent.client import RegistryClient
 from reelfab.consent.decision import ConsentRequest
 from reelfab.errors import DependencyUnavailable, PermanentError
 from reelfab.settings import Settings
-from reelfab_services.consent_registry.api import build_api
+from reelfab_consent_registry.api import build_api
 from tests.integration.consent_api_support import make_registry
 
 REQUEST = ConsentRequest("ada-01", "swap", "tiktok", datetime(2026, 12, 1, tzinfo=UTC), ())

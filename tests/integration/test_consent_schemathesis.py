@@ -37,8 +37,8 @@ from schemathesis.specs.openapi.checks import (
 from reelfab.consent.lease import Scope
 from reelfab.db import create_pool
 from reelfab.settings import Settings
-from reelfab_services.consent_registry import tokens
-from reelfab_services.consent_registry.api import build_api
+from reelfab_consent_registry import tokens
+from reelfab_consent_registry.api import build_api
 from tests.conftest import unique
 from tests.integration.consent_api_support import drop_schema, make_registry, make_schema, portrait_png
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reelfab.errors import StackError
-from reelfab.localstack import (
+from reelfab.contracts.topics import TOPICS
+from reelfab.devtools.localstack import (
     broker_max_message_bytes,
     default_topics,
     down,
@@ -27,8 +27,8 @@ from reelfab.localstack import (
     stop_postgres,
     up,
 )
+from reelfab.errors import StackError
 from reelfab.settings import Settings, get_settings
-from reelfab.topics import TOPICS
 
 
 def _quiet(_: str) -> None:
@@ -111,7 +111,7 @@ def test_topics_exist_with_partitions_and_compaction(kafka_up: Settings) -> None
 def test_broker_takes_the_largest_message_plus_dlq_headers(kafka_up: Settings) -> None:
     from aiokafka import AIOKafkaProducer
 
-    name = "reelfab.localstack.test.v1"  # a topic of its own: other tests read the catalogue's
+    name = "reelfab.devtools.localstack.test.v1"  # a topic of its own: other tests read the catalogue's
     assert ensure_topics(kafka_up, [(name, 1, {})], say=_quiet) in ([name], [])
 
     async def send() -> None:

@@ -18,19 +18,19 @@ import numpy as np
 import pytest
 
 from reelfab.bus.kafka import KafkaBus
-from reelfab.codec import default_codec
-from reelfab.embedded import RunningService
-from reelfab.faces.synthetic import music_bed, template_clip, virtual_person
+from reelfab.contracts.codec import default_codec
+from reelfab.devtools.embedded import RunningService
+from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person
 from reelfab.media.c2pa_sign import read_manifest
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.render import RenderSpec
 from reelfab.media.spec_check import verify
 from reelfab.storage import open_store
-from reelfab_services.consent_registry import main as registry_main
-from reelfab_services.consent_registry import tokens
-from reelfab_services.post_producer import main as post_main
-from reelfab_services.swapper_gpu import main as swapper_main
+from reelfab_consent_registry import main as registry_main
+from reelfab_consent_registry import tokens
+from reelfab_post_producer import main as post_main
+from reelfab_swapper_gpu import main as swapper_main
 from tests.conftest import eventually, make_settings, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

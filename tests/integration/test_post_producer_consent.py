@@ -17,16 +17,16 @@ import httpx
 import pytest
 
 from reelfab.bus.memory import InMemoryBus
-from reelfab.codec import default_codec
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.decision import Decision
 from reelfab.consent.gate import ConsentGate
+from reelfab.contracts.codec import default_codec
 from reelfab.media.c2pa_sign import make_test_ca
 from reelfab.media.render import RenderSpec
 from reelfab.service import build_context
 from reelfab.storage import open_store
-from reelfab_services.post_producer import handlers
-from reelfab_services.post_producer import main as post_main
+from reelfab_post_producer import handlers
+from reelfab_post_producer import main as post_main
 from tests.conftest import make_settings, unique
 from tests.integration.media_handlers_support import (
     Registry,

@@ -66,7 +66,7 @@ def failed(job_id: str, at: datetime) -> tuple[str, dict[str, Any]]:
 
 async def _publish(settings: Any, events: list[tuple[str, dict[str, Any]]]) -> None:
     from reelfab.bus.kafka import KafkaBus
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
 
     bus = KafkaBus(settings, "retention-test", default_codec(settings))
     await bus.start()

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from reelfab.bus.kafka import KafkaBus
-from reelfab.codec import default_codec
+from reelfab.contracts.codec import default_codec
 from reelfab.db import create_pool
-from reelfab.service import SERVICES
+from reelfab.service import installed_services
 from tests.conftest import eventually, make_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -34,7 +34,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def running_services(stack: Any) -> Any:
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    for name in SERVICES:
+    for name in installed_services():
         port = _free_port()
         env = {
             **os.environ,

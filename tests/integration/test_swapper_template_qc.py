@@ -14,11 +14,11 @@ import pytest
 
 from reelfab.consent.decision import Decision
 from reelfab.consent.gate import ConsentGate
+from reelfab.devtools.synthetic import template_clip, virtual_person
 from reelfab.faces.qc import TemplateRules
-from reelfab.faces.synthetic import template_clip, virtual_person
 from reelfab.storage import open_store
-from reelfab_services.swapper_gpu import handlers
-from reelfab_services.swapper_gpu import main as swapper_main
+from reelfab_swapper_gpu import handlers
+from reelfab_swapper_gpu import main as swapper_main
 from tests.conftest import make_settings, unique
 from tests.integration.media_handlers_support import (
     Registry,

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from reelfab.asyncapi import build_document
-from reelfab.codec import default_catalog
+from reelfab.contracts.codec import default_catalog
+from reelfab.contracts.topics import TOPICS
 from reelfab.settings import Settings
-from reelfab.topics import TOPICS
 
 
 @pytest.fixture(scope="module")

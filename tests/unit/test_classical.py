@@ -1,5 +1,5 @@
 """The classical backend on real detections: the astronaut photograph (scikit-image) and generated
-virtual people and template clips (reelfab.faces.synthetic). dlib on the CPU, no downloads."""
+virtual people and template clips (reelfab.devtools.synthetic). dlib on the CPU, no downloads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reelfab.faces import synthetic
+from reelfab.devtools import synthetic
 from reelfab.faces.classical import ClassicalEngine, models
 from reelfab.faces.errors import ManyFacesError, ModelError, NoFaceError
 from reelfab.faces.tracking import swap_stream

@@ -14,7 +14,7 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from fastavro.utils import generate_many
 
-from reelfab.codec import (
+from reelfab.contracts.codec import (
     AvroCodec,
     Decoded,
     SchemaCatalog,
@@ -24,9 +24,9 @@ from reelfab.codec import (
     fingerprint_of,
     make_entry,
 )
+from reelfab.contracts.topics import TOPICS
 from reelfab.errors import DecodeError, EncodeError, PermanentError, SchemaMismatchError, TransientError
 from reelfab.settings import Settings
-from reelfab.topics import TOPICS
 
 NS = "reelfab.events"
 T0 = datetime(2025, 11, 25, 12, 30, 0, 123000, tzinfo=UTC)

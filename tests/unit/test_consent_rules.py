@@ -22,8 +22,8 @@ from reelfab.consent.lease import (
     verify,
 )
 from reelfab.consent.view import ConsentView
-from reelfab_services.consent_registry.domain import KnownIdentity, check_enrolment, next_terms
-from reelfab_services.consent_registry.errors import Conflict, Refused
+from reelfab_consent_registry.domain import KnownIdentity, check_enrolment, next_terms
+from reelfab_consent_registry.errors import Conflict, Refused
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()

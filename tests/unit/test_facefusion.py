@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reelfab.faces.errors import MediaError, ModelError
+from reelfab.faces.errors import ModelError
 from reelfab.faces.facefusion import FaceFusionBackend
+from reelfab.media.errors import MediaError
 from reelfab.settings import Settings
 
 STAND_IN = r'''

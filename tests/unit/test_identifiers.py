@@ -11,10 +11,10 @@ from typing import Any
 import pydantic
 import pytest
 
-from reelfab.codec import default_catalog
+from reelfab.contracts.codec import default_catalog
+from reelfab.contracts.records import model_for
 from reelfab.errors import StorageError
 from reelfab.identifiers import InvalidIdentifier, check_identifier, is_identifier_field, make_workdir
-from reelfab.records import model_for
 from reelfab.storage import open_store
 
 SCHEMAS = sorted(Path(__file__).resolve().parents[2].joinpath("schemas").glob("*.avsc"))
@@ -102,7 +102,7 @@ def test_the_store_refuses_absolute_empty_and_dot_segments(tmp_path: Path, key: 
 
 
 def test_an_identifier_field_on_the_wire_is_checked_at_decode() -> None:
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
     from tests.contract.records import swap_requested
 
     codec = default_codec()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelfab.faces.errors import MediaError
+from reelfab.media.errors import MediaError
 from reelfab.media.frames import FrameWriter, read_frames, read_image
 from reelfab.media.probe import probe
 from reelfab.media.tools import tool

@@ -74,9 +74,11 @@ def test_without_the_helper_the_ffmpeg_is_orphaned() -> None:
 
 def test_every_media_child_process_is_started_through_the_helper() -> None:
     spawning = re.compile(r"\bsubprocess\.(Popen|run|call|check_call|check_output)\(|\bos\.(system|popen|spawn\w*)\(")
-    files = [*(ROOT / "libs" / "media").glob("*.py"), *(ROOT / "services" / "swapper_gpu").glob("*.py"),
-             *(ROOT / "services" / "post_producer").glob("*.py"), ROOT / "libs" / "faces" / "qc.py",
-             ROOT / "libs" / "faces" / "clip.py"]
+    files = [*(ROOT / "libs" / "media").rglob("*.py"), *(ROOT / "services" / "swapper_gpu").rglob("*.py"),
+             *(ROOT / "services" / "post_producer").rglob("*.py"),
+             ROOT / "libs" / "faces" / "src" / "reelfab" / "faces" / "qc.py",
+             ROOT / "libs" / "faces" / "src" / "reelfab" / "faces" / "clip.py"]
+    assert len(files) > 15 and all(f.is_file() for f in files), "the scan must see the media code (layout moved?)"
     offenders = [f"{f.relative_to(ROOT)}:{n}" for f in files if f.name != "children.py"
                  for n, line in enumerate(f.read_text().splitlines(), 1) if spawning.search(line)]
     assert not offenders, f"spawn through reelfab.media.children instead: {offenders}"
@@ -136,11 +138,11 @@ async def test_a_started_service_cleans_its_work_root_first(tmp_path: Path, serv
     import importlib
 
     from reelfab.bus.memory import InMemoryBus
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
     from reelfab.service import build_context
     from tests.conftest import make_settings
 
-    main = importlib.import_module(f"reelfab_services.{service}.main")
+    main = importlib.import_module(f"reelfab_{service}.main")
     root = tmp_path / folder
     stale = root / "owner-999999-deadbeef" / "job-1.abc"  # a killed process's half-done job
     stale.mkdir(parents=True)

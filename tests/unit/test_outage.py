@@ -152,7 +152,7 @@ async def test_readiness_probes_see_a_broker_or_database_that_is_away_with_no_me
     import socket
 
     from reelfab.bus.kafka import KafkaBus
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
     from reelfab.service import probe_dependencies
     from tests.conftest import make_settings
 

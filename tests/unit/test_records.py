@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pydantic
 import pytest
 
-from reelfab.codec import default_codec
-from reelfab.records import model_for, model_from_schema
-from reelfab.topics import TOPICS
+from reelfab.contracts.codec import default_codec
+from reelfab.contracts.records import model_for, model_from_schema
+from reelfab.contracts.topics import TOPICS
 from tests.contract.records import swap_requested
 
 

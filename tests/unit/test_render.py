@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reelfab.faces.errors import MediaError
+from reelfab.media.errors import MediaError
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.render import (

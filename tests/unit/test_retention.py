@@ -250,7 +250,7 @@ def test_store_usage_sets_the_gauges(tmp_path: Path) -> None:
 
 async def test_scan_reads_terminal_events_and_skips_unreadable_ones() -> None:
     from reelfab.bus.memory import InMemoryBus
-    from reelfab.codec import default_codec
+    from reelfab.contracts.codec import default_codec
     from tests.conftest import make_settings
 
     settings = make_settings()

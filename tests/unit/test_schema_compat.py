@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from reelfab import schema_compat
-from reelfab.schema_compat import check_backward, check_conventions, check_repository, check_topics, main
-from reelfab.topics import Topic
+from reelfab.contracts import compat as schema_compat
+from reelfab.contracts.compat import check_backward, check_conventions, check_repository, check_topics, main
+from reelfab.contracts.topics import Topic
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "reelfab.events"

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reelfab.devtools.synthetic import virtual_person
 from reelfab.faces.classical import ClassicalEngine
-from reelfab.faces.synthetic import virtual_person
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.tools import tool
-from reelfab_services.swapper_gpu.domain import ModelRefused, choose_model, jobs_that_fit, per_job_bytes
-from reelfab_services.swapper_gpu.swap import Stopped, run_swap
+from reelfab_swapper_gpu.domain import ModelRefused, choose_model, jobs_that_fit, per_job_bytes
+from reelfab_swapper_gpu.swap import Stopped, run_swap
 
 MANIFEST = {"ghost_2_256": ("Apache-2.0", True), "inswapper_128": ("non-commercial", False)}
 

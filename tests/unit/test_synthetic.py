@@ -16,8 +16,7 @@ import dlib  # a pinned dependency: its absence must fail, not skip
 import numpy as np
 import pytest
 
-from reelfab.faces.qc import check_source
-from reelfab.faces.synthetic import (
+from reelfab.devtools.synthetic import (
     PersonParams,
     demo_assets,
     music_bed,
@@ -26,6 +25,7 @@ from reelfab.faces.synthetic import (
     template_clip,
     virtual_person,
 )
+from reelfab.faces.qc import check_source
 from reelfab.faces.types import Face
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe

@@ -1,0 +1,293 @@
+"""The Kafka adapter, on FastStream with aiokafka.
+
+FastStream owns the consumers, the producer (idempotent, acks=all) and the AsyncAPI document;
+Reelfab's delivery policy runs as a FastStream middleware around each message, so retries and
+dead-lettering happen before anything is committed.
+
+Offsets: a message's offset becomes committable only once its outcome is settled (handled or
+dead-lettered); a failure to dead-letter seeks back so it is fetched again. Settled offsets are
+committed in the background every ``consumer_commit_interval_ms`` and before partitions are
+revoked or the bus stops: a synchronous commit per message costs a broker round trip (measured
+~6 ms here, capping a consumer at ~140 msg/s). A crash can redeliver at most that interval's
+settled messages, which the idempotent handlers absorb."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from faststream import BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.middlewares import AckPolicy
+
+from reelfab.contracts.codec import AvroCodec
+from reelfab.contracts.records import model_for
+from reelfab.errors import DependencyUnavailable
+from reelfab.logging import get_logger
+from reelfab.settings import Settings
+
+from .base import Bus, Subscription
+from .message import Event, Headers, Published, RawMessage
+
+_ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("reelfab_attempt", default=1)
+# the message being handled, set by the policy middleware: cheaper than FastStream's Context()
+# injection, which fast_depends resolves through a thread pool on every message
+_MESSAGE: contextvars.ContextVar[Any] = contextvars.ContextVar("reelfab_message")
+log = get_logger("reelfab.bus.kafka")
+
+
+class OffsetCommitter:
+    """Commits settled offsets per consumer, in the background and on demand."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.pending: dict[AIOKafkaConsumer, dict[TopicPartition, int]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def settled(self, consumer: AIOKafkaConsumer, topic: str, partition: int, offset: int) -> None:
+        self.pending.setdefault(consumer, {})[TopicPartition(topic, partition)] = offset + 1
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, {}
+        for consumer, offsets in pending.items():
+            try:
+                await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+            except Exception as exc:  # lost the partitions meanwhile: the new owner redelivers
+                log.warning("offset commit failed; those messages will be redelivered", error=str(exc))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    def start(self) -> None:
+        self.closing = False
+        self.task = asyncio.create_task(self._loop(), name="kafka-offset-committer")
+
+    async def stop(self) -> None:
+        self.closing = True
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.flush()
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, committer: OffsetCommitter) -> None:
+        self.committer = committer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.committer.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+def _raw_from(record: Any) -> RawMessage:
+    return RawMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value or b"",
+        headers=[(k, v or b"") for k, v in (record.headers or ())],
+        timestamp_ms=record.timestamp,
+    )
+
+
+class KafkaBus(Bus):
+    def __init__(self, settings: Settings, service: str, codec: AvroCodec, *, client_id: str | None = None) -> None:
+        super().__init__(settings, service, codec)
+        self.committer = OffsetCommitter(settings.consumer_commit_interval_ms / 1000)
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap,
+            client_id=client_id or f"reelfab-{service}",
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=settings.broker_max_message_bytes,
+            allow_auto_create_topics=False,
+            middlewares=[self._policy_middleware()],
+            logger=logging.getLogger("reelfab.faststream"),
+            log_level=logging.DEBUG,  # one line per message is for debugging, not for production logs
+            graceful_timeout=15.0,
+            description=f"Reelfab {service}",
+        )
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, topic: Any, handler: Any, *, group: str | None = None, from_beginning: bool = True) -> Subscription:
+        sub = super().subscribe(topic, handler, group=group, from_beginning=from_beginning)
+        self._register(sub)
+        return sub
+
+    def _register(self, sub: Subscription) -> None:
+        model = model_for(sub.topic.record)
+        bus = self
+
+        async def decoder(msg: Any) -> Any:
+            # the typed record is built here, so a bad payload fails inside the policy's scope
+            return bus.decode(sub, _raw_from(msg.raw_message), _ATTEMPT.get()).record
+
+        async def entry(body: Any) -> None:
+            raw = _MESSAGE.get().raw_message
+            await sub.handler(
+                Event(
+                    record=body,
+                    topic=raw.topic,
+                    key=raw.key.decode() if raw.key is not None else None,
+                    partition=raw.partition,
+                    offset=raw.offset,
+                    attempt=_ATTEMPT.get(),
+                    headers=[(k, v or b"") for k, v in (raw.headers or ())],
+                )
+            )
+
+        # FastStream reads the payload type from the signature: this is what lands in AsyncAPI
+        params = list(inspect.signature(entry).parameters.values())
+        entry.__signature__ = inspect.Signature([params[0].replace(annotation=model)])  # type: ignore[attr-defined]
+        entry.__annotations__ = {"body": model, "return": None}
+        entry.__name__ = f"{sub.group}__{sub.topic.short_record}"
+        entry.__doc__ = sub.topic.description
+
+        s = self.settings
+        self.broker.subscriber(
+            sub.topic.name,
+            group_id=sub.group,
+            ack_policy=AckPolicy.MANUAL,  # offsets are ours: see OffsetCommitter
+            listener=_FlushOnRevoke(self.committer),
+            auto_offset_reset="earliest" if sub.from_beginning else "latest",
+            decoder=decoder,
+            session_timeout_ms=s.consumer_session_timeout_ms,
+            heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+            fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+            max_partition_fetch_bytes=s.broker_max_message_bytes,
+            title=f"{sub.topic.name}/consume/{sub.group}",
+            description=sub.topic.description,
+        )(entry)
+
+    def declare_publisher(self, topic: Any) -> Any:
+        t = super().declare_publisher(topic)
+        self.broker.publisher(t.name, schema=model_for(t.record), title=f"{t.name}/publish/{self.service}", description=t.description)
+        return t
+
+    def _subscription_for(self, topic: str, group: str | None) -> Subscription:
+        for sub in self.subscriptions:
+            if sub.topic.name == topic and (group is None or sub.group == group):
+                return sub
+        raise LookupError(f"no subscription for {topic} in group {group}")
+
+    def _policy_middleware(self) -> type[BaseMiddleware]:
+        bus = self
+
+        class DeliveryPolicyMiddleware(BaseMiddleware):
+            async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+                raw = _raw_from(msg.raw_message)
+                handler = self.context.get_local("handler_")
+                sub = bus._subscription_for(raw.topic, getattr(handler, "group_id", None))
+
+                async def attempt(n: int) -> Any:
+                    tokens = _ATTEMPT.set(n), _MESSAGE.set(msg)
+                    try:
+                        return await call_next(msg)
+                    finally:
+                        _ATTEMPT.reset(tokens[0])
+                        _MESSAGE.reset(tokens[1])
+
+                consumer = msg.consumer
+                try:
+                    await bus.policy.deliver(raw, attempt, lambda letter: bus.dead_letter(sub, letter))
+                except Exception:
+                    # not even dead-lettered: fetch it again rather than lose it
+                    consumer.seek(TopicPartition(raw.topic, raw.partition), raw.offset)
+                    raise
+                bus.committer.settled(consumer, raw.topic, raw.partition, raw.offset)
+                if bus.committer.closing:
+                    await bus.committer.flush()
+                return None
+
+        return DeliveryPolicyMiddleware
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> Published:
+        meta = await self.broker.publish(
+            value, topic=topic, key=key, headers={k: v.decode(errors="replace") for k, v in headers}
+        )
+        return Published(topic, meta.partition, meta.offset)
+
+    async def _start(self) -> None:
+        await self.broker.start()
+        self.committer.start()
+
+    async def _stop(self) -> None:
+        await self.committer.stop()  # from here on each settled message commits at once
+        await self.broker.stop()
+        await self.committer.flush()
+
+    async def reachable(self) -> None:
+        """A TCP connection to one of the bootstrap brokers within a second, or the last error. The
+        consumers reconnect on their own and say nothing; this is what readiness asks instead."""
+        last: BaseException | None = None
+        for server in self.settings.kafka_bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 1.0)
+            except (OSError, TimeoutError, ValueError) as exc:
+                last = exc
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        raise DependencyUnavailable("kafka", f"no broker of {self.settings.kafka_bootstrap} answers ({last})")
+
+    async def scan(self, topic: str, since: datetime) -> list[RawMessage]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=self.settings.broker_max_message_bytes,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a broker that does not answer: close what start() opened
+            raise
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - first look at a topic
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+            found: list[RawMessage] = []
+            pending = set()
+            for tp in tps:
+                start = starts.get(tp)
+                if start is not None and start.offset < ends[tp]:
+                    consumer.seek(tp, start.offset)
+                    pending.add(tp)
+            while pending:
+                batch = await consumer.getmany(*pending, timeout_ms=1000)
+                for tp, records in batch.items():
+                    found.extend(_raw_from(r) for r in records)
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        pending.discard(tp)
+                if not batch:
+                    pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+            return found
+        finally:
+            await consumer.stop()

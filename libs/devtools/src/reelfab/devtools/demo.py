@@ -1,0 +1,141 @@
+"""`reelfab demo`: the factory's media path on this machine, end to end, with generated people
+(no real person). It starts the consent registry, swapper-gpu and post-producer in one process over
+the local stack, gives a virtual person consent, submits a swap job and follows it to a signed,
+platform-spec MP4."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+
+from reelfab.settings import Settings
+
+SUBJECT = "demo-vera"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    final: Path
+    face: Path
+    template: Path
+    music: Path
+    job_seconds: float  # from publishing the swap job to render.completed on the topic
+
+
+async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None]) -> DemoResult:
+    import asyncpg
+
+    from reelfab.bus.kafka import KafkaBus
+    from reelfab.contracts.codec import default_codec
+    from reelfab.devtools.embedded import RunningService
+    from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person
+    from reelfab.media.c2pa_sign import read_manifest
+    from reelfab.storage import open_store
+    from reelfab_consent_registry import main as registry_main
+    from reelfab_consent_registry import tokens
+    from reelfab_post_producer import main as post_main
+    from reelfab_swapper_gpu import main as swapper_main
+
+    settings = settings.model_copy(update={"consent_asset_kind": "synthetic", "log_level": "WARNING"})
+    folder.mkdir(parents=True, exist_ok=True)
+    say("generating a virtual person, a template clip and a music bed (no real person in any of them)")
+    face = folder / "vera.png"
+    cv2.imwrite(str(face), virtual_person(1))
+    clip = await asyncio.to_thread(template_clip, folder / "template.mp4", seed=1, seconds=8.0, size=(720, 1280))
+    music = await asyncio.to_thread(music_bed, folder / "bed.m4a", seed=1, seconds=20.0)
+
+    registry = RunningService(registry_main, settings)
+    await registry.ready()
+    say(f"consent registry up on {registry.url}")
+    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
+    admin = await tokens.create_token(pool, registry.spec.schema, f"demo-admin-{uuid.uuid4().hex[:6]}", "admin")
+    reader = await tokens.create_token(pool, registry.spec.schema, f"demo-worker-{uuid.uuid4().hex[:6]}", "reader")
+    await pool.close()
+    await _give_consent(registry.url, admin, face, say)
+
+    workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url})
+    swapper, post = RunningService(swapper_main, workers), RunningService(post_main, workers)
+    bus = KafkaBus(settings, "demo", default_codec(settings))
+    try:
+        await swapper.ready()
+        await post.ready()
+        say("swapper-gpu and post-producer up; submitting a swap job")
+        await bus.start()
+        store = open_store(settings.storage_root)
+        job_id = f"demo-{uuid.uuid4().hex[:8]}"
+        src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", clip.path)
+        mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
+        submitted = time.perf_counter()
+        await bus.publish("reelfab.swap.requested.v1", {
+            "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "demo", "job_id": job_id,
+            "face_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+            "template_id": "demo-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
+            "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
+            "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
+        })
+        topic, value = await _follow(bus, job_id, say)
+        job_seconds = time.perf_counter() - submitted
+        if topic == "reelfab.job.failed.v1":
+            raise RuntimeError(f"the job failed at {value['stage']}: {value['reason_code']}: {value['reason']}")
+        final = folder / "final.mp4"
+        shutil.copyfile(store.local_path(value["final_uri"]), final)
+        manifest = read_manifest(final)
+        spec = value["spec_check"]
+        say(f"final video: {final}")
+        say(f"  {spec['width']}x{spec['height']} {spec['video_codec']} {spec['video_profile']} {spec['fps']} fps, "
+            f"{spec['audio_codec']} {spec['sample_rate']} Hz, {spec['duration_s']:.2f} s, spec check passed: {spec['passed']}")
+        say(f"  C2PA Content Credentials: valid={manifest.valid}, label {manifest.active_label}")
+        say(f"  title: {value['title']}   {' '.join('#' + t for t in value['hashtags'])}")
+        say(f"  the job took {job_seconds:.1f} s from request to signed video")
+        return DemoResult(final, face, clip.path, music, job_seconds)
+    finally:
+        await bus.stop()
+        for service in (post, swapper, registry):
+            await service.stop()
+
+
+async def _give_consent(url: str, token: str, face: Path, say: Callable[[str], None]) -> None:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as api:
+        r = await api.post("/subjects", json={"subject_id": SUBJECT, "display_name": "Virtual Vera"})
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"creating the subject: {r.status_code} {r.text}")
+        r = await api.post(f"/subjects/{SUBJECT}/images", files={"image": ("vera.png", face.read_bytes(), "image/png")})
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"enrolling the face: {r.status_code} {r.text}")
+        r = await api.post(f"/subjects/{SUBJECT}/consents", files={"document": ("consent.txt", b"Vera consents (demo)", "text/plain")},
+                           data={"platforms": "tiktok", "allowed_tags": "dance", "commercial_use": "false"})
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"granting consent: {r.status_code} {r.text}")
+        say(f"{SUBJECT}: enrolled and consent granted (lease signed, published on the consent topic)")
+
+
+async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: float = 600) -> tuple[str, dict[str, Any]]:
+    codec = bus.codec
+    topics = ("reelfab.swap.completed.v1", "reelfab.render.completed.v1", "reelfab.job.failed.v1")
+    since = datetime.now(UTC).replace(microsecond=0)
+    seen: set[str] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for topic in topics:
+            for msg in await bus.scan(topic, since):
+                if msg.key != job_id.encode() or topic in seen:
+                    continue
+                seen.add(topic)
+                value = codec.decode(msg.value).value
+                if topic == "reelfab.swap.completed.v1":
+                    say(f"swapped {value['frames']} frames at {value['fps']:.1f} frames/s; post-producing")
+                else:
+                    return topic, value
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"no result for {job_id} within {timeout:.0f} s")

@@ -1,0 +1,293 @@
+"""Running one service: database and migrations, the bus, the outbox relay, and an HTTP server
+for /healthz, /readyz and /metrics; SIGTERM stops it cleanly. A service's ``main`` module only
+declares a ``ServiceSpec`` and a ``wire`` function; this module does the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import asyncpg
+import uvicorn
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from reelfab.bus.base import Bus, new_event_id, now_utc
+from reelfab.bus.idempotency import handle_once
+from reelfab.bus.message import Event
+from reelfab.bus.outbox import Outbox, OutboxRelay
+from reelfab.contracts.codec import default_codec
+from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
+from reelfab.errors import StackError
+from reelfab.logging import configure_logging, get_logger
+from reelfab.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # as on the command line: consent-registry, planner, ...
+    package: str  # the service's import package (reelfab_<folder>), where its migrations live
+    schema: str  # its own PostgreSQL schema
+    default_port: int
+    consumes: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass
+class ServiceContext:
+    """What a service's handlers get: its pool, schema, bus and outbox."""
+
+    spec: ServiceSpec
+    settings: Settings
+    bus: Bus
+    pool: asyncpg.Pool | None
+    outbox: Outbox
+    extras: dict[str, object] = field(default_factory=dict)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after migrations, before consuming
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after consuming stopped
+
+
+Wire = Callable[[ServiceContext], None]
+
+
+def build_context(spec: ServiceSpec, settings: Settings, bus: Bus, pool: asyncpg.Pool | None, wire: Wire) -> ServiceContext:
+    ctx = ServiceContext(spec, settings, bus, pool, Outbox(spec.schema, bus))
+    for topic in spec.produces:
+        bus.declare_publisher(topic)
+    wire(ctx)
+    return ctx
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn, minus its own signal capture: the service's handler stops everything in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[Any]], Awaitable[None]]:
+    """A handler that records the event in the service's ``received_events`` and acknowledges it,
+    idempotently: what every service does with a topic until its issue gives it a decision."""
+    schema = ctx.spec.schema
+
+    async def handle(event: Event[Any]) -> None:
+        async def insert(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                f'INSERT INTO "{schema}".received_events (event_id, topic, key, record, kafka_partition, kafka_offset) '
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                event.event_id, event.topic, event.key, type(event.record).__avro_name__, event.partition, event.offset,
+            )
+
+        assert ctx.pool is not None, "record_received needs the service's database"
+        ran, _ = await handle_once(ctx.pool, schema, event, handler_name, insert)
+        if not ran:
+            get_logger("reelfab.service").info("duplicate ignored", topic=event.topic, event_id=event.event_id)
+
+    return handle
+
+
+def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> ASGIApp:
+    outages = ctx.bus.policy.outages
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"service": ctx.spec.name, "status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        ok = await ready()
+        ok = ok and outages.ready
+        body: dict[str, Any] = {"service": ctx.spec.name, "ready": ok}
+        if not outages.ready:  # what the service is waiting for, so an operator knows where to look
+            body["waiting_for"] = outages.describe()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    app = Starlette(routes=routes)
+    api = cast("ASGIApp | None", ctx.extras.get("api"))
+    if api is None:
+        return app
+    own = {"/healthz", "/readyz", "/metrics"}
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        # a service with an HTTP API of its own gets every other path as it came, newlines and all
+        # (a Mount's path pattern would not match those and Starlette would answer in plain text)
+        target = app if scope["type"] != "http" or scope["path"] in own else api
+        await target(scope, receive, send)
+
+    return dispatch
+
+
+async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
+    from reelfab.bus.kafka import KafkaBus
+
+    configure_logging(settings.log_format, settings.log_level, service=spec.name)
+    log = get_logger("reelfab.service")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    try:
+        pool = await create_pool(settings)
+    except OSError as exc:
+        raise StackError(
+            f"{spec.name}: PostgreSQL does not answer at {settings.postgres_host}:{settings.postgres_port} ({exc}); "
+            "start it with `make up` or set REELFAB_POSTGRES_*"
+        ) from None
+    try:
+        applied = await migrate(pool, spec.schema, delivery_migrations() + package_migrations(spec.package))
+        if applied:
+            log.info("migrated", schema=spec.schema, applied=[f"{m.source}:{m.version:04d}_{m.name}" for m in applied])
+        bus = KafkaBus(settings, spec.name, default_codec(settings))
+        ctx = build_context(spec, settings, bus, pool, wire)
+
+        async def ready() -> bool:
+            await probe_dependencies(bus, pool)
+            return bus.started
+
+        server = _QuietServer(
+            uvicorn.Config(
+                http_app(ctx, ready),
+                host=settings.http_host,
+                port=settings.http_port or spec.default_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        http_task = asyncio.create_task(server.serve(), name="http")
+        for hook in ctx.on_start:
+            await hook()
+        try:
+            await bus.start()
+        except KafkaConnectionError as exc:
+            server.should_exit = True
+            await http_task
+            raise StackError(
+                f"{spec.name}: Kafka does not answer at {settings.kafka_bootstrap} ({exc}); "
+                "start it with `make up` or set REELFAB_KAFKA_BOOTSTRAP"
+            ) from None
+        relay = OutboxRelay(
+            pool, spec.schema, bus,
+            batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
+        )
+        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        probe_task = asyncio.create_task(_probe_every(bus, pool, stop, settings.health_probe_interval_s),
+                                         name="dependency-probe")
+        log.info("started", port=settings.http_port or spec.default_port, consumes=list(spec.consumes))
+        await stop.wait()
+        log.info("stopping")
+        await relay_task
+        await probe_task
+        await bus.stop()
+        for hook in ctx.on_stop:
+            await hook()
+        server.should_exit = True
+        await http_task
+        log.info("stopped")
+    finally:
+        await pool.close()
+
+
+async def probe_dependencies(bus: Bus, pool: asyncpg.Pool) -> None:
+    """Ask PostgreSQL and Kafka whether they answer, and record it: readiness and
+    reelfab_dependency_up{service,dependency} follow, even when no message is flowing."""
+    outages = bus.policy.outages
+    try:
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
+    except Exception as exc:  # anything at all: the database did not answer
+        outages.probed("postgresql", exc)
+    else:
+        outages.probed("postgresql", None)
+    try:
+        await bus.reachable()
+    except Exception as exc:
+        outages.probed("kafka", exc)
+    else:
+        outages.probed("kafka", None)
+
+
+async def _probe_every(bus: Bus, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float) -> None:
+    while not stop.is_set():
+        await probe_dependencies(bus, pool)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+# Each service's distribution declares its wiring module in the ``reelfab.services`` entry-point group
+# (services/<folder>/pyproject.toml); the runtime finds services there and never imports one by name.
+SERVICE_GROUP = "reelfab.services"
+
+
+def installed_services() -> dict[str, str]:
+    """Service name -> wiring module, for every service distribution installed in this environment."""
+    from importlib.metadata import entry_points
+
+    return {e.name: e.value for e in sorted(entry_points(group=SERVICE_GROUP), key=lambda e: e.name)}
+
+
+def service_module(name: str) -> Any:
+    """The wiring module (``SPEC`` and ``wire``) of an installed service."""
+    import importlib
+
+    known = installed_services()
+    if name not in known:
+        raise KeyError(f"unknown service {name!r}; installed here: {', '.join(known) or 'none'}")
+    return importlib.import_module(known[name])
+
+
+def load_service(name: str) -> tuple[ServiceSpec, Wire]:
+    module = service_module(name)
+    return module.SPEC, module.wire
+
+
+HandlerFactory = Callable[[ServiceContext], Callable[[Event[Any]], Awaitable[None]]]
+
+
+def subscribe_handlers(handlers: dict[str, HandlerFactory]) -> Wire:
+    """The usual wiring: one subscription per consumed topic, its handler bound to the context."""
+
+    def wire(ctx: ServiceContext) -> None:
+        for topic, make in handlers.items():
+            ctx.bus.subscribe(topic, make(ctx))
+
+    return wire
+
+
+def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
+    def main() -> None:
+        from reelfab.settings import get_settings
+
+        asyncio.run(run_service(spec, get_settings(), wire))
+
+    return main
+
+
+async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_code: str, detail: str) -> None:
+    """A decision, not a fault: announce job.failed (not retryable) for the job ``event`` carries, in
+    the same transaction that marks the event processed. The registry audits consent denials from it."""
+    job = event.record
+    record = {
+        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
+        "job_id": job.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
+        "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
+    }
+
+    async def announce(conn: asyncpg.Connection) -> None:
+        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
+
+    assert ctx.pool is not None, "failing a job needs the service's database"
+    await handle_once(ctx.pool, ctx.spec.schema, event, handler, announce)
+    get_logger("reelfab.service").warning("job failed", job_id=job.job_id, reason=reason_code, detail=detail)

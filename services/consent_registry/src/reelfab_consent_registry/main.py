@@ -1,0 +1,73 @@
+"""consent-registry service: wiring only (DESIGN.md layout). Decisions live in domain.py and
+registry.py; the HTTP API in api.py; the CLI in cli.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
+
+from . import handlers
+from .bootstrap import SCHEMA, build_registry, setting
+
+SPEC = ServiceSpec(
+    name="consent-registry",
+    package=__package__ or "reelfab_consent_registry",
+    schema=SCHEMA,
+    default_port=8081,
+    consumes=(
+        "reelfab.publish.completed.v1",
+        "reelfab.subject.flagged.v1",
+        "reelfab.job.failed.v1",
+        "reelfab.audit.checkpoint.v1",
+    ),
+    produces=(
+        "reelfab.consent.changed.v1",
+        "reelfab.audit.checkpoint.v1",
+    ),
+    description="Faces, consent records, signed leases, revocation and the audit chain.",
+)
+
+
+def wire(ctx: ServiceContext) -> None:
+    if ctx.pool is None:  # documentation only (AsyncAPI): no database, no registry
+        for topic in handlers.HANDLERS:
+            ctx.bus.subscribe(topic, _unused)
+        return
+    from .api import build_api
+    from .keys import ensure_signing_key
+
+    registry = build_registry(ctx.settings, ctx.pool, ctx.bus, schema=ctx.spec.schema)
+    # REELFAB_CONSENT_CONSUMER_GROUP: a registry on a database of its own (a benchmark) must not
+    # join the real registry's consumer group and take its events
+    group = setting(ctx.settings.consent_consumer_group, ctx.spec.name)
+    for topic, make in handlers.HANDLERS.items():
+        ctx.bus.subscribe(topic, make(ctx, registry), group=group)
+    ctx.extras["registry"] = registry
+    ctx.extras["api"] = build_api(registry, ctx.pool, ctx.spec.schema)
+
+    async def first_key() -> None:
+        await ensure_signing_key(ctx.pool, ctx.spec.schema, registry.wrapper)  # type: ignore[arg-type]
+
+    async def checkpoints() -> None:
+        # signed audit checkpoints while the service runs; stopped with it
+        ctx.extras["checkpoints"] = asyncio.create_task(registry.run_checkpoints(), name="audit-checkpoints")
+
+    async def stop_checkpoints() -> None:
+        task = ctx.extras.get("checkpoints")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    ctx.on_start.append(first_key)
+    ctx.on_start.append(checkpoints)
+    ctx.on_stop.append(stop_checkpoints)
+
+
+async def _unused(_event: object) -> None:
+    raise RuntimeError("documentation wiring only")
+
+
+main = entry_point(SPEC, wire)

@@ -1,0 +1,92 @@
+"""swapper-gpu service: wiring only (DESIGN.md layout). Decisions live in domain.py; the streamed
+swap in swap.py; consent at the point of use through reelfab.consent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from reelfab.consent.client import RegistryClient
+from reelfab.consent.gate import ConsentGate, load_public_keys
+from reelfab.consent.view import ConsentView
+from reelfab.media.workroot import claim_work_root
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
+from reelfab.storage import open_store
+
+from . import handlers, metrics
+from .domain import jobs_that_fit, per_job_bytes
+
+SPEC = ServiceSpec(
+    name="swapper-gpu",
+    package=__package__ or "reelfab_swapper_gpu",
+    schema="swapper_gpu",
+    default_port=8083,
+    consumes=(
+        "reelfab.consent.changed.v1",
+        "reelfab.swap.requested.v1",
+    ),
+    produces=(
+        "reelfab.swap.completed.v1",
+        "reelfab.job.failed.v1",
+    ),
+    description="Swap jobs in; swapped mezzanine and face track out.",
+)
+
+
+def wire(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
+    view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
+    manifest, installed = _models(settings)
+    budget = int(os.environ.get("REELFAB_SWAPPER_MEMORY_BYTES", str(4 * 2**30)))
+    swapper = handlers.Swapper(
+        ctx=ctx, view=view, gate=ConsentGate(view, registry), store=open_store(settings.storage_root),
+        manifest=manifest, installed=installed,
+        slots=asyncio.Semaphore(jobs_that_fit(budget, per_job_bytes(1080, 1920, 8))),
+        workdir=Path(settings.state_dir) / "swapper-work",
+    )
+    view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
+    ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
+    ctx.extras["swapper"] = swapper
+    ctx.on_start.append(lambda: _claim_workdir(swapper))
+    ctx.on_start.append(lambda: _catch_up(view, ctx))
+    ctx.on_start.append(lambda: _warm_up(swapper))
+    if metrics.register_gpu_metrics():
+        ctx.extras["gpu"] = True
+
+
+def _models(settings: Any) -> tuple[dict[str, tuple[str, bool]], set[str]]:
+    """Licences from the model manifest and what is installed here (empty without the onnx backend)."""
+    try:
+        from reelfab.faces.backends import models_dir
+        from reelfab.faces.onnx.store import ModelStore
+    except ImportError:
+        return {}, set()
+    store = ModelStore(models_dir(settings))
+    rows = store.list()
+    return ({r["name"]: (r["licence"], bool(r["commercial"])) for r in rows},
+            {r["name"] for r in rows if r["installed"]})
+
+
+async def _warm_up(swapper: handlers.Swapper) -> None:
+    """Load the default backend's models before the first job (dlib's take ~1 s), not during it."""
+    from .domain import CLASSICAL_LICENCE, CLASSICAL_MODEL, ModelChoice
+
+    if swapper.ctx.settings.face_backend == "classical" and swapper.ctx.pool is not None:
+        await asyncio.to_thread(swapper.engine, ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False))
+
+
+async def _claim_workdir(swapper: handlers.Swapper) -> None:
+    """Before the first job: remove the work folders a killed swapper left (half-written mezzanines)
+    and work in a folder of this process's own, so replicas sharing state_dir never delete each
+    other's (reelfab.media.workroot)."""
+    swapper.workdir = await asyncio.to_thread(claim_work_root, swapper.workdir)
+
+
+async def _catch_up(view: ConsentView, ctx: ServiceContext) -> None:
+    await view.catch_up(ctx.bus)  # before the first job: judge nothing on an empty view
+
+
+main = entry_point(SPEC, wire)
