@@ -12,14 +12,14 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 LOCKED := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help venv up down status topics test test-unit chaos lint codegen lock bench demo asyncapi check-schemas clean
+.PHONY: help venv up down status topics test test-unit chaos lint codegen lock sizes bench demo asyncapi check-schemas clean
 
 help:
 	@echo "make demo    run the whole factory on this machine"
 	@echo "make test    set up, start the local stack, run every test, stop the stack"
 	@echo "make up / make down / make status   the local Kafka + PostgreSQL"
 	@echo "make chaos   fault injection (kill -9, Kafka/PostgreSQL/registry outages, revocation, poison) on a stack of its own"
-	@echo "make lint | bench | asyncapi | check-schemas"
+	@echo "make lint | codegen | sizes | bench | asyncapi | check-schemas"
 
 $(UV):
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -84,6 +84,10 @@ test-unit: $(STAMP)
 # variant runs inside `make test` (tests/chaos, marker chaos_quick).
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m chaos_full tests/chaos $(PYTEST_ARGS)
+
+# Each service's installed environment beside the all-in-one one (bench/RESULTS.md keeps the figures).
+sizes: $(STAMP)
+	$(BIN)/python bench/sizes.py
 
 bench: $(STAMP)
 	@$(BIN)/reelfab up

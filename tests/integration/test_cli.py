@@ -58,5 +58,19 @@ def test_serve_without_a_database_says_so_in_one_line() -> None:
         timeout=60,
     )
     assert proc.returncode == 1
-    assert "PostgreSQL does not answer at 127.0.0.1:1" in proc.stderr.replace("\n", " ")
+    assert "PostgreSQL is not answering on 127.0.0.1:1" in proc.stderr.replace("\n", " ")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["consent", "list"], ["storage", "prune"], ["serve", "planner"]])
+def test_a_database_that_does_not_answer_is_named_with_what_to_do(command: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "reelfab.cli", *command],
+                          env={**os.environ, "REELFAB_POSTGRES_PORT": "1", "COLUMNS": "300"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "PostgreSQL is not answering on 127.0.0.1:1" in proc.stderr
+    assert "make up" in proc.stderr and "Traceback" not in proc.stderr

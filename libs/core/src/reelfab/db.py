@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from reelfab.errors import PermanentError
+from reelfab.errors import PermanentError, StackError
 from reelfab.settings import Settings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -44,12 +44,21 @@ def check_schema_name(schema: str) -> str:
 
 
 async def create_pool(settings: Settings, **kwargs: object) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        settings.postgres_dsn,
-        min_size=settings.postgres_pool_min,
-        max_size=settings.postgres_pool_max,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    """A pool on the configured PostgreSQL; when it does not answer, a StackError that says where it looked
+    and what to do (the CLI prints it as one line)."""
+    try:
+        return await asyncpg.create_pool(
+            settings.postgres_dsn,
+            min_size=settings.postgres_pool_min,
+            max_size=settings.postgres_pool_max,
+            **kwargs,
+        )
+    except (OSError, asyncpg.CannotConnectNowError) as exc:
+        raise StackError(
+            f"PostgreSQL is not answering on {settings.postgres_host}:{settings.postgres_port} "
+            f"({type(exc).__name__}: {exc}) — start the local stack with `make up`, or point REELFAB_POSTGRES_HOST "
+            "and REELFAB_POSTGRES_PORT at your server"
+        ) from exc
 
 
 def load_migrations(source: str, folder: Traversable) -> list[Migration]:

@@ -9,7 +9,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
 import uvicorn
@@ -22,9 +22,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reelfab.bus.base import Bus, new_event_id, now_utc
-from reelfab.bus.idempotency import handle_once
 from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox, OutboxRelay
+from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
 from reelfab.contracts.codec import default_codec
 from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
 from reelfab.errors import StackError
@@ -45,13 +45,14 @@ class ServiceSpec:
 
 @dataclass
 class ServiceContext:
-    """What a service's handlers get: its pool, schema, bus and outbox."""
+    """What a service's handlers get: its spec, settings, bus, pool, outbox and unit of work."""
 
     spec: ServiceSpec
     settings: Settings
     bus: Bus
     pool: asyncpg.Pool | None
     outbox: Outbox
+    uow: UnitOfWork | None = None
     extras: dict[str, object] = field(default_factory=dict)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after migrations, before consuming
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after consuming stopped
@@ -61,7 +62,11 @@ Wire = Callable[[ServiceContext], None]
 
 
 def build_context(spec: ServiceSpec, settings: Settings, bus: Bus, pool: asyncpg.Pool | None, wire: Wire) -> ServiceContext:
-    ctx = ServiceContext(spec, settings, bus, pool, Outbox(spec.schema, bus))
+    outbox = Outbox(spec.schema, bus)
+    produces = frozenset(spec.produces)
+    uow: UnitOfWork = PostgresUnitOfWork(pool, spec.schema, outbox, produces) if pool is not None \
+        else InMemoryUnitOfWork(bus, produces)
+    ctx = ServiceContext(spec, settings, bus, pool, outbox, uow)
     for topic in spec.produces:
         bus.declare_publisher(topic)
     wire(ctx)
@@ -76,23 +81,54 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+class ReceivedEvents(Protocol):
+    """Where a service notes the events it received and has no decision for yet."""
+
+    async def add(self, conn: Any, event: Event[Any]) -> None: ...
+
+
+class PostgresReceivedEvents:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    async def add(self, conn: Any, event: Event[Any]) -> None:
+        await conn.execute(
+            f'INSERT INTO "{self.schema}".received_events (event_id, topic, key, record, kafka_partition, kafka_offset) '
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            event.event_id, event.topic, event.key, type(event.record).__avro_name__, event.partition, event.offset,
+        )
+
+
+@dataclass
+class InMemoryReceivedEvents:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, topic, record)
+
+    async def add(self, conn: Any, event: Event[Any]) -> None:
+        self.rows.append((event.event_id, event.topic, type(event.record).__avro_name__))
+
+
+def received_events(ctx: ServiceContext) -> ReceivedEvents:
+    """The context's received-events table: PostgreSQL when it has a pool, else one in memory (kept in
+    ``ctx.extras["received_events"]`` so tests can read it)."""
+    if ctx.pool is not None:
+        return PostgresReceivedEvents(ctx.spec.schema)
+    found = ctx.extras.setdefault("received_events", InMemoryReceivedEvents())
+    assert isinstance(found, InMemoryReceivedEvents)
+    return found
+
+
 def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[Any]], Awaitable[None]]:
     """A handler that records the event in the service's ``received_events`` and acknowledges it,
     idempotently: what every service does with a topic until its issue gives it a decision."""
-    schema = ctx.spec.schema
+    received = received_events(ctx)
 
     async def handle(event: Event[Any]) -> None:
-        async def insert(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                f'INSERT INTO "{schema}".received_events (event_id, topic, key, record, kafka_partition, kafka_offset) '
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                event.event_id, event.topic, event.key, type(event.record).__avro_name__, event.partition, event.offset,
-            )
-
-        assert ctx.pool is not None, "record_received needs the service's database"
-        ran, _ = await handle_once(ctx.pool, schema, event, handler_name, insert)
-        if not ran:
-            get_logger("reelfab.service").info("duplicate ignored", topic=event.topic, event_id=event.event_id)
+        assert ctx.uow is not None
+        async with ctx.uow.begin(event, handler_name) as tx:
+            if not tx.fresh:
+                get_logger("reelfab.service").info("duplicate ignored", topic=event.topic, event_id=event.event_id)
+                return
+            await received.add(tx.conn, event)
 
     return handle
 
@@ -140,13 +176,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    try:
-        pool = await create_pool(settings)
-    except OSError as exc:
-        raise StackError(
-            f"{spec.name}: PostgreSQL does not answer at {settings.postgres_host}:{settings.postgres_port} ({exc}); "
-            "start it with `make up` or set REELFAB_POSTGRES_*"
-        ) from None
+    pool = await create_pool(settings)  # a StackError naming the address and `make up` when it does not answer
     try:
         applied = await migrate(pool, spec.schema, delivery_migrations() + package_migrations(spec.package))
         if applied:
@@ -275,19 +305,21 @@ def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
     return main
 
 
-async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_code: str, detail: str) -> None:
-    """A decision, not a fault: announce job.failed (not retryable) for the job ``event`` carries, in
-    the same transaction that marks the event processed. The registry audits consent denials from it."""
+def job_failed(spec: ServiceSpec, event: Event[Any], reason_code: str, detail: str) -> dict[str, Any]:
+    """The job.failed record (not retryable) for the job ``event`` carries: a decision, not a fault."""
     job = event.record
-    record = {
-        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": ctx.spec.name, "trace_id": job.trace_id,
-        "job_id": job.job_id, "stage": ctx.spec.name, "reason_code": reason_code, "reason": detail[:2000],
+    return {
+        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": spec.name, "trace_id": job.trace_id,
+        "job_id": job.job_id, "stage": spec.name, "reason_code": reason_code, "reason": detail[:2000],
         "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
     }
 
-    async def announce(conn: asyncpg.Connection) -> None:
-        await ctx.outbox.add(conn, "reelfab.job.failed.v1", record)
 
-    assert ctx.pool is not None, "failing a job needs the service's database"
-    await handle_once(ctx.pool, ctx.spec.schema, event, handler, announce)
-    get_logger("reelfab.service").warning("job failed", job_id=job.job_id, reason=reason_code, detail=detail)
+async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_code: str, detail: str) -> None:
+    """Announce job.failed for ``event``'s job in the unit of work that marks the event processed. The
+    registry audits consent denials from it."""
+    assert ctx.uow is not None, "build_context gives every context its unit of work"
+    async with ctx.uow.begin(event, handler) as tx:
+        if tx.fresh:
+            await tx.publish("reelfab.job.failed.v1", job_failed(ctx.spec, event, reason_code, detail))
+    get_logger("reelfab.service").warning("job failed", job_id=event.record.job_id, reason=reason_code, detail=detail)

@@ -1,0 +1,66 @@
+"""The planner, publisher and analytics handlers (each records what it received until its own issue
+gives it decisions): broker-free, on the in-memory bus and unit of work."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from reelfab.bus.memory import InMemoryBus
+from reelfab.bus.unit_of_work import InMemoryUnitOfWork
+from reelfab.contracts.codec import default_codec
+from reelfab.service import InMemoryReceivedEvents, ServiceContext, build_context
+from reelfab.settings import Settings
+
+from .samples import event
+
+SERVICES = ["reelfab_planner", "reelfab_publisher", "reelfab_analytics"]
+
+
+def _context(package: str) -> tuple[Any, ServiceContext]:
+    main = importlib.import_module(f"{package}.main")
+    settings = Settings()
+    ctx = build_context(main.SPEC, settings, InMemoryBus(settings, main.SPEC.name, default_codec()), None, main.wire)
+    return main, ctx
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_every_consumed_topic_has_a_handler(package: str) -> None:
+    main, ctx = _context(package)
+    handlers = importlib.import_module(f"{package}.handlers").HANDLERS
+    assert set(handlers) == set(main.SPEC.consumes)
+    assert sorted(s.topic.name for s in ctx.bus.subscriptions) == sorted(main.SPEC.consumes)  # wired, once each
+
+
+@pytest.mark.parametrize("package", SERVICES)
+async def test_each_event_is_recorded_once_even_when_redelivered(package: str) -> None:
+    main, ctx = _context(package)
+    handlers = importlib.import_module(f"{package}.handlers").HANDLERS
+    for topic, make in handlers.items():
+        handle = make(ctx)
+        ev = event(topic)
+        await handle(ev)
+        await handle(ev)  # redelivery
+    received = ctx.extras["received_events"]
+    assert isinstance(received, InMemoryReceivedEvents)
+    assert sorted(t for _, t, _ in received.rows) == sorted(handlers)  # once per topic, not twice
+    assert isinstance(ctx.uow, InMemoryUnitOfWork)
+    assert ctx.uow.published == []  # recording announces nothing
+
+
+async def test_a_failing_write_leaves_the_event_unprocessed() -> None:
+    _, ctx = _context("reelfab_planner")
+
+    class Broken(InMemoryReceivedEvents):
+        async def add(self, conn: Any, ev: Any) -> None:
+            raise RuntimeError("disk full")
+
+    ctx.extras["received_events"] = Broken()
+    handle = importlib.import_module("reelfab_planner.handlers").HANDLERS["reelfab.trend.detected.v1"](ctx)
+    ev = event("reelfab.trend.detected.v1")
+    with pytest.raises(RuntimeError):
+        await handle(ev)
+    assert isinstance(ctx.uow, InMemoryUnitOfWork)
+    assert not await ctx.uow.processed(ev.event_id)  # redelivered later, it is handled then
