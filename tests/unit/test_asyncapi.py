@@ -45,3 +45,29 @@ def test_both_directions_are_documented(document: dict[str, Any]) -> None:
     assert ("send", "reelfab.swap.requested.v1") in actions
     assert ("receive", "reelfab.swap.requested.v1") in actions
     assert all(("receive", t.name) in actions for t in TOPICS), "a topic nobody consumes"
+
+
+def _senders(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    """(topic, producer) of every send operation (FastStream names them <topic>.publish.<producer>)."""
+    found = set()
+    for key, op in doc["operations"].items():
+        if op["action"] != "send":
+            continue
+        address = _resolve(doc, op["channel"]["$ref"])["address"]
+        found.add((address, key.removeprefix(f"{address}.publish.")))
+    return found
+
+
+def test_every_producer_in_the_catalogue_is_documented(document: dict[str, Any]) -> None:
+    senders = _senders(document)
+    missing = [f"{who} -> {t.name}" for t in TOPICS for who in t.producers if (t.name, who) not in senders]
+    assert not missing, f"producers of the catalogue missing from the AsyncAPI document: {', '.join(missing)}"
+    # the operator tools are there as producers of swap jobs, next to the planner
+    assert {("reelfab.swap.requested.v1", who) for who in ("planner", "jobs-cli", "demo")} <= senders
+    assert ("reelfab.trend.detected.v1", "trend-detector") in senders
+
+
+def test_nobody_sends_what_the_catalogue_does_not_say(document: dict[str, Any]) -> None:
+    by_name = {t.name: t for t in TOPICS}
+    extra = [f"{who} -> {topic}" for topic, who in _senders(document) if who not in by_name[topic].producers]
+    assert not extra, f"documented senders the catalogue does not list: {', '.join(extra)}"

@@ -682,3 +682,62 @@ def test_default_codec_is_built_once_per_registry_url() -> None:
     with_registry = default_codec(Settings(schema_registry_url="http://registry.test:8081"))
     assert with_registry.registry is not None and with_registry.registry.url == "http://registry.test:8081"
     assert with_registry is not plain
+
+
+# -- the modules the codec is made of ---------------------------------------------------------------
+
+
+def test_the_codec_module_still_offers_what_the_repository_imports_from_it() -> None:
+    from reelfab.contracts import catalogue, codec, framing, registry_client, validation
+
+    assert codec.SchemaCatalog is catalogue.SchemaCatalog and codec.default_catalog is catalogue.default_catalog
+    assert codec.make_entry is catalogue.make_entry and codec.fingerprint_of is catalogue.fingerprint_of
+    assert codec.SchemaRegistryClient is registry_client.SchemaRegistryClient
+    assert codec.SINGLE_OBJECT_MARKER == framing.SINGLE_OBJECT_MARKER == b"\xc3\x01"
+    assert codec.explain_value is validation.explain_value
+    for name in codec.__all__:
+        assert hasattr(codec, name), name
+
+
+def test_frames_name_their_writer_schema() -> None:
+    from reelfab.contracts.framing import confluent_header, read_frame, single_object_header
+
+    single = read_frame(single_object_header(0x0123456789ABCDEF) + b"body")
+    assert (single.fingerprint, single.schema_id, single.body_start) == (0x0123456789ABCDEF, None, 10)
+    assert single.writer == "writer fingerprint 0x0123456789abcdef"
+    confluent = read_frame(confluent_header(42) + b"body")
+    assert (confluent.fingerprint, confluent.schema_id, confluent.body_start) == (None, 42, 5)
+    with pytest.raises(DecodeError, match="looks like JSON"):
+        read_frame(b'{"job_id": 1}')
+
+
+@pytest.mark.parametrize(
+    ("record", "change", "message"),
+    [
+        ("SwapRequested", {"priority": "high"}, "field 'priority' expects int, got str 'high'"),
+        ("SwapRequested", {"commercial": None}, "field 'commercial' expects boolean, got None"),
+        ("ConsentChanged", {"change": "MAYBE"},
+         "field 'change' expects enum ConsentChange (GRANTED, AMENDED, REVOKED, EXPIRED, ERASED, UNKNOWN), got str 'MAYBE'"),
+    ],
+)
+def test_fastavros_validator_is_explained_in_the_same_words(
+    catalog: SchemaCatalog, record: str, change: dict[str, Any], message: str
+) -> None:
+    """When the codec's own walk finds nothing, fastavro.validation names the field: same sentence."""
+    from reelfab.contracts.validation import _fastavro_problem, problem_of
+
+    entry = catalog.current(record)
+    value = {**SAMPLES[record], **change}
+    assert problem_of(entry.parsed, value, "", entry.named) == message
+    assert _fastavro_problem(entry, value) == message
+    assert _fastavro_problem(entry, SAMPLES[record]) is None
+
+
+def test_fastavros_validator_names_a_nested_field_by_its_record(catalog: SchemaCatalog) -> None:
+    from reelfab.contracts.validation import _fastavro_problem
+
+    entry = catalog.current("ConsentChanged")
+    good = SAMPLES["ConsentChanged"]
+    assert _fastavro_problem(entry, {**good, "scope": {**good["scope"], "commercial_use": "yes"}}) == (
+        "field 'ConsentScope.commercial_use' expects boolean, got str 'yes'"
+    )

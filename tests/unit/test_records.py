@@ -53,3 +53,29 @@ def test_enums_nested_records_and_timestamps() -> None:
     assert value.tags == [] and value.again is None and value.inner.n == 1
     with pytest.raises(pydantic.ValidationError):
         model(kind="C", when=datetime(2026, 1, 1, tzinfo=UTC), inner={"n": 1})
+
+
+def test_model_for_is_the_generated_class() -> None:
+    from reelfab.contracts.generated import records as generated
+    from reelfab.contracts.records import SwapRequested
+
+    assert model_for("reelfab.events.SwapRequested") is generated.SwapRequested is SwapRequested
+    assert model_for("SwapRequested") is SwapRequested
+
+
+def test_the_bus_hands_handlers_the_generated_class() -> None:
+    from reelfab.bus.base import Subscription
+    from reelfab.bus.memory import InMemoryBus
+    from reelfab.bus.message import RawMessage
+    from reelfab.contracts.generated.records import SwapRequested
+    from reelfab.contracts.topics import BY_NAME
+    from reelfab.settings import Settings
+
+    async def handler(event: object) -> None:
+        return None
+
+    bus = InMemoryBus(Settings(), "swapper-gpu", default_codec())
+    topic = BY_NAME["reelfab.swap.requested.v1"]
+    _, key, payload, _ = bus.encode(topic, SwapRequested(**swap_requested("job-7")))
+    event = bus.decode(Subscription(topic, "swapper-gpu", handler), RawMessage(topic.name, 0, 0, key.encode(), payload), 1)
+    assert type(event.record) is SwapRequested and event.record.job_id == "job-7"

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from reelfab.contracts.records import Record
 
-R = TypeVar("R", bound=Record)
+class EventRecord(Protocol):
+    """What the bus reads of a decoded event: the envelope's ``event_id``, which every event schema
+    carries (schemas/*.avsc start with the header fields). Nested records have no envelope, so the
+    records' common base (``reelfab.contracts`` ``Record``) cannot promise it."""
+
+    @property
+    def event_id(self) -> str: ...
+
+
+R = TypeVar("R", bound=EventRecord)
 
 Headers = list[tuple[str, bytes]]
 

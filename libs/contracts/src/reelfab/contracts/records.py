@@ -1,121 +1,34 @@
-"""Typed records: a pydantic model for every Avro schema, generated from the schema itself so the
-two can never disagree. Handlers receive these instead of dicts; publishers may pass either.
-The models also give FastStream the payload shapes it writes into the AsyncAPI document."""
+"""Typed records: one pydantic class per Avro record, generated from schemas/ by `reelfab codegen`
+(reelfab.contracts.generated.records) so the two can never disagree, and type-checked like any other
+class. Handlers receive these instead of dicts; publishers may pass either. The classes also give
+FastStream the payload shapes it writes into the AsyncAPI document.
+
+``model_for(record)`` is the class of a current record by Avro name; ``model_from_schema`` builds a
+model at run time for a schema without a generated class (a historic version, a test's schema)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from reelfab.contracts.generated import records as _generated
+from reelfab.contracts.generated.records import *  # noqa: F403  (the record classes and enum aliases)
+from reelfab.contracts.generated.records import RECORDS
+from reelfab.contracts.record_base import Identifier, Record
+from reelfab.contracts.record_builder import model_from_schema
+from reelfab.contracts.topic_types import SCHEMA_NAMESPACE
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
-
-from reelfab.contracts.topics import SCHEMA_NAMESPACE
-from reelfab.identifiers import IDENTIFIER_PATTERN, is_identifier_field
-
-# An identifier field (name ending in _id, see reelfab.identifiers) is checked when a record is decoded.
-Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+__all__ = ["RECORDS", "Identifier", "Record", "model_for", "model_from_schema"]
+__all__ += _generated.__all__
 
 
-class Record(BaseModel):
-    """Base of every generated record model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    __avro_name__: ClassVar[str] = ""
-
-    def to_avro(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-_PRIMITIVES: dict[str, Any] = {
-    "null": type(None),
-    "boolean": bool,
-    "int": int,
-    "long": int,
-    "float": float,
-    "double": float,
-    "bytes": bytes,
-    "string": str,
-}
-
-
-class _Builder:
-    def __init__(self) -> None:
-        self.named: dict[str, Any] = {}
-
-    def full_name(self, name: str, namespace: str | None) -> str:
-        return name if "." in name else f"{namespace or SCHEMA_NAMESPACE}.{name}"
-
-    def python_type(self, schema: Any, namespace: str | None) -> Any:
-        if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return _PRIMITIVES[schema]
-            return self.named[self.full_name(schema, namespace)]
-        if isinstance(schema, list):
-            members = [self.python_type(s, namespace) for s in schema]
-            non_null = [m for m in members if m is not type(None)]
-            inner = non_null[0] if len(non_null) == 1 else Union[tuple(non_null)]  # noqa: UP007
-            return Optional[inner] if len(non_null) < len(members) else inner  # noqa: UP045
-        kind = schema["type"]
-        if schema.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
-            return datetime
-        if kind == "array":
-            return list[self.python_type(schema["items"], namespace)]  # type: ignore[misc]
-        if kind == "map":
-            return dict[str, self.python_type(schema["values"], namespace)]  # type: ignore[misc]
-        if kind == "enum":
-            py = Literal[tuple(schema["symbols"])]  # type: ignore[valid-type]
-            self.named[self.full_name(schema["name"], schema.get("namespace", namespace))] = py
-            return py
-        if kind == "fixed":
-            return bytes
-        if kind == "record":
-            return self.record(schema, namespace)
-        return self.python_type(kind, namespace)
-
-    def record(self, schema: dict[str, Any], namespace: str | None) -> type[Record]:
-        ns = schema.get("namespace", namespace)
-        full = self.full_name(schema["name"], ns)
-        fields: dict[str, Any] = {}
-        for f in schema["fields"]:
-            py = self.python_type(f["type"], ns)
-            if is_identifier_field(f["name"]):
-                py = _as_identifier(py)
-            spec: Any
-            if "default" in f:
-                default = f["default"]
-                spec = Field(default_factory=lambda d=default: list(d) if isinstance(d, list) else dict(d)) \
-                    if isinstance(default, (list, dict)) else Field(default=default)
-            else:
-                spec = Field(...)
-            spec.description = f.get("doc")
-            fields[f["name"]] = (py, spec)
-        model = create_model(  # type: ignore[call-overload]
-            full.rsplit(".", 1)[-1],
-            __base__=Record,
-            __doc__=schema.get("doc"),
-            **fields,
-        )
-        model.__avro_name__ = full
-        self.named[full] = model
-        return model  # type: ignore[no-any-return]
-
-
-def _as_identifier(py: Any) -> Any:
-    if py is str:
-        return Identifier
-    if py == Optional[str]:  # noqa: UP045
-        return Optional[Identifier]  # noqa: UP045
-    return py
-
-
-def model_from_schema(schema: dict[str, Any]) -> type[Record]:
-    return _Builder().record(schema, schema.get("namespace"))
-
-
-@cache
 def model_for(record: str) -> type[Record]:
-    """The model of a record's current schema, by Avro full name (``reelfab.events.SwapRequested``)."""
-    from reelfab.contracts.codec import default_catalog
+    """The generated class of a current record, by Avro full name (``reelfab.events.SwapRequested``);
+    a short name is taken as in reelfab.events, and a record's alias finds the record."""
+    name = record if "." in record else f"{SCHEMA_NAMESPACE}.{record}"
+    found = RECORDS.get(name)
+    if found is None:
+        from reelfab.contracts.catalogue import default_catalog
 
-    return model_from_schema(default_catalog().schema_json(record))
+        entry = default_catalog().find_current(name)
+        found = RECORDS.get(entry.name) if entry is not None else None
+        if found is None:
+            raise KeyError(f"no record class for {name}; known: {', '.join(sorted(RECORDS))}")
+    return found

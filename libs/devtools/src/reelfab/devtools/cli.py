@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -201,8 +202,16 @@ def codegen(
     repo: Path = typer.Option(Path("."), help="Repository root."),
 ) -> None:
     """Generate the contracts package's modules from schemas/ (records, topics, the schema texts)."""
-    from reelfab.devtools.codegen import stale, write
+    from reelfab.devtools.codegen import CodegenError, stale, write
 
+    try:
+        _codegen(check, repo, stale, write)
+    except CodegenError as exc:
+        err.print(f"[red]✗[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _codegen(check: bool, repo: Path, stale: Any, write: Any) -> None:
     if check:
         out_of_date = stale(repo)
         for path in out_of_date:

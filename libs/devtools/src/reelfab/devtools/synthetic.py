@@ -16,6 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.media import children
 from reelfab.media.errors import MediaError
@@ -182,7 +183,7 @@ class PersonParams:
         )
 
 
-def _arr(values: Any) -> np.ndarray:
+def _arr(values: Any) -> NDArray[Any]:
     """Colours and small vectors as float32 arrays."""
     return np.asarray(values, dtype=np.float32)
 
@@ -235,13 +236,13 @@ class _Canon:
         axis_u = (_U0 + (np.arange(n, dtype=np.float32) + 0.5) / self.s).astype(np.float32)
         axis_v = (_V0 + (np.arange(n, dtype=np.float32) + 0.5) / self.s).astype(np.float32)
         self.U, self.V = np.meshgrid(axis_u, axis_v)
-        self.z: np.ndarray = np.zeros((n, n), np.float32)
+        self.z: NDArray[Any] = np.zeros((n, n), np.float32)
         self.albedo = np.zeros((n, n, 3), np.float32)
         self.alpha = np.zeros((n, n), np.float32)
         self.spec = np.zeros((n, n), np.float32)
         self.r = np.full((n, n), 9.0, np.float32)  # normalised head radius (1 on the outline)
-        self.tex: np.ndarray | None = None  # albedo + alpha, packed for remap
-        self.nrm: np.ndarray | None = None  # normal + spec, packed for remap
+        self.tex: NDArray[Any] | None = None  # albedo + alpha, packed for remap
+        self.nrm: NDArray[Any] | None = None  # normal + spec, packed for remap
 
     def px(self, u: Any, v: Any) -> tuple[Any, Any]:
         return (u - _U0) * self.s - 0.5, (v - _V0) * self.s - 0.5
@@ -259,12 +260,12 @@ class _Canon:
         u, v = self.U[ys, xs], self.V[ys, xs]
         self.z[ys, xs] += amp * np.exp(-0.5 * (((u - cu) / su) ** 2 + ((v - cv) / sv) ** 2))
 
-    def weight(self, cu: float, cv: float, su: float, sv: float) -> tuple[slice, slice, np.ndarray]:
+    def weight(self, cu: float, cv: float, su: float, sv: float) -> tuple[slice, slice, NDArray[Any]]:
         ys, xs = self.window(cu - 3 * su, cv - 3 * sv, cu + 3 * su, cv + 3 * sv)
         u, v = self.U[ys, xs], self.V[ys, xs]
         return ys, xs, np.exp(-0.5 * (((u - cu) / su) ** 2 + ((v - cv) / sv) ** 2)).astype(np.float32)
 
-    def _local(self, pts: np.ndarray, pad: float) -> tuple[slice, slice, np.ndarray]:
+    def _local(self, pts: NDArray[Any], pad: float) -> tuple[slice, slice, NDArray[Any]]:
         ys, xs = self.window(
             pts[:, 0].min() - pad, pts[:, 1].min() - pad, pts[:, 0].max() + pad, pts[:, 1].max() + pad
         )
@@ -273,7 +274,7 @@ class _Canon:
         local = np.stack([px - x0, py - y0], axis=1)
         return ys, xs, np.round(local * 16).astype(np.int32)  # 4 bits of sub-pixel precision
 
-    def poly(self, pts: np.ndarray, blur_px: float = 0.0) -> tuple[slice, slice, np.ndarray]:
+    def poly(self, pts: NDArray[Any], blur_px: float = 0.0) -> tuple[slice, slice, NDArray[Any]]:
         """Coverage mask (0..1) of a filled polygon given in head units."""
         ys, xs, local = self._local(pts, 0.05)
         mask = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.uint8)
@@ -281,7 +282,7 @@ class _Canon:
             cv2.fillPoly(mask, [local], 255, cv2.LINE_AA, shift=4)
         return ys, xs, _soften(mask, blur_px)
 
-    def line(self, pts: np.ndarray, width: float, blur_px: float = 0.0) -> tuple[slice, slice, np.ndarray]:
+    def line(self, pts: NDArray[Any], width: float, blur_px: float = 0.0) -> tuple[slice, slice, NDArray[Any]]:
         """Coverage mask of a polyline ``width`` head units thick."""
         ys, xs, local = self._local(pts, 0.05 + width)
         mask = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.uint8)
@@ -291,7 +292,7 @@ class _Canon:
         return ys, xs, _soften(mask, blur_px)
 
     @staticmethod
-    def fit(where: tuple[slice, slice, np.ndarray], ys: slice, xs: slice) -> np.ndarray:
+    def fit(where: tuple[slice, slice, NDArray[Any]], ys: slice, xs: slice) -> NDArray[Any]:
         """A mask made for one window, re-cut to another (zeros where it did not reach)."""
         wy, wx, mask = where
         out = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.float32)
@@ -303,19 +304,19 @@ class _Canon:
             ]
         return out
 
-    def paint(self, where: tuple[slice, slice, np.ndarray], colour: Any, opacity: float = 1.0) -> None:
+    def paint(self, where: tuple[slice, slice, NDArray[Any]], colour: Any, opacity: float = 1.0) -> None:
         ys, xs, mask = where
         m = (mask * opacity)[..., None]
         self.albedo[ys, xs] = self.albedo[ys, xs] * (1 - m) + np.asarray(colour, np.float32) * m
 
-    def shade(self, where: tuple[slice, slice, np.ndarray], factor: Any, opacity: float = 1.0) -> None:
+    def shade(self, where: tuple[slice, slice, NDArray[Any]], factor: Any, opacity: float = 1.0) -> None:
         """Multiply the albedo by ``factor`` under the mask (darkening creases, blush)."""
         ys, xs, mask = where
         m = (mask * opacity)[..., None]
         self.albedo[ys, xs] *= 1 - m + m * np.asarray(factor, np.float32)
 
 
-def _soften(mask: np.ndarray, blur_px: float) -> np.ndarray:
+def _soften(mask: NDArray[Any], blur_px: float) -> NDArray[Any]:
     out = mask.astype(np.float32) / 255.0
     if blur_px > 0.3 and out.size:
         return np.asarray(cv2.GaussianBlur(out, (0, 0), blur_px), np.float32)
@@ -327,7 +328,7 @@ def _smoothstep(a: float, b: float, x: Any) -> Any:
     return t * t * (3 - 2 * t)
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> NDArray[Any]:
     """Zero-mean, unit-ish smooth noise: white noise blurred by ``sigma`` pixels."""
     white = rng.standard_normal(shape).astype(np.float32)
     if sigma <= 0.3:
@@ -338,16 +339,18 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np
     out = cv2.GaussianBlur(small, (0, 0), sigma / k)
     if k > 1:
         out = cv2.resize(out, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
-    return out / (out.std() + 1e-6)
+    normalised: NDArray[Any] = out / (out.std() + 1e-6)
+    return normalised
 
 
-def _edge_profile(r: np.ndarray) -> np.ndarray:
+def _edge_profile(r: NDArray[Any]) -> NDArray[Any]:
     """Depth profile of the head against its normalised radius: 1 at the centre, 0 at the outline."""
     inside = np.clip(1.0 + _EDGE - r * r, _EDGE, None)
-    return (np.sqrt(inside) - math.sqrt(_EDGE)) / (math.sqrt(1 + _EDGE) - math.sqrt(_EDGE))
+    depth: NDArray[Any] = (np.sqrt(inside) - math.sqrt(_EDGE)) / (math.sqrt(1 + _EDGE) - math.sqrt(_EDGE))
+    return depth
 
 
-def _head_radius(p: PersonParams, u: np.ndarray, v: np.ndarray, chin: float) -> np.ndarray:
+def _head_radius(p: PersonParams, u: NDArray[Any], v: NDArray[Any], chin: float) -> NDArray[Any]:
     """Normalised radius of the head outline: a skull ellipse above, a tapering superellipse jaw below."""
     t = np.clip((v - 0.15) / (chin - 0.15), 0.0, 1.0)
     half_w = p.face_width * (1 - (1 - p.jaw) * t**1.6)
@@ -356,7 +359,7 @@ def _head_radius(p: PersonParams, u: np.ndarray, v: np.ndarray, chin: float) -> 
     # |x|^e as exp(e log|x|): one pass instead of numpy's general power
     au = np.log(np.abs(u / half_w) + 1e-12)
     av = np.log(np.abs(v / half_h) + 1e-12)
-    return np.exp(np.log(np.exp(e * au) + np.exp(e * av) + 1e-30) / e).astype(np.float32)
+    return np.asarray(np.exp(np.log(np.exp(e * au) + np.exp(e * av) + 1e-30) / e), dtype=np.float32)
 
 
 def _build_canon(p: PersonParams, opening: float, smile: float, n: int) -> _Canon:
@@ -422,7 +425,7 @@ def _cheeks(c: _Canon, p: PersonParams, smile: float) -> None:
     c.gauss(0.0, -0.45, 0.35, 0.25, 0.03)  # forehead
 
 
-def _lid_curves(p: PersonParams, sgn: int, smile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _lid_curves(p: PersonParams, sgn: int, smile: float) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """(x, upper v, lower v) of one eye opening; x runs -1 (inner corner) to +1 (outer)."""
     x = np.linspace(-1, 1, 33)
     eh = p.eye_open * (1 - 0.15 * smile)
@@ -503,7 +506,7 @@ def _brows(c: _Canon, p: PersonParams, rng: np.random.Generator) -> None:
         outline = np.concatenate([top, bottom[::-1]])
         outline[:, 0] *= sgn
         ys, xs, m = c.poly(outline, 0.8)
-        hairs = 0.85 + 0.3 * np.clip(_noise(rng, m.shape, 0.7), -1, 1)
+        hairs = 0.85 + 0.3 * np.clip(_noise(rng, (m.shape[0], m.shape[1]), 0.7), -1, 1)
         c.paint((ys, xs, m), colour * hairs[..., None], 0.92)
         c.gauss(sgn * ex, bv + 0.01, 0.2, 0.05, 0.025)  # brow ridge
 
@@ -569,7 +572,7 @@ def _beard(
     c.albedo[ys, xs] = c.albedo[ys, xs] * (1 - cover) + colour * cover
 
 
-def _mouth_curves(p: PersonParams, opening: float, smile: float) -> dict[str, np.ndarray]:
+def _mouth_curves(p: PersonParams, opening: float, smile: float) -> dict[str, NDArray[Any]]:
     x = np.linspace(-1, 1, 41)
     mv = p.nose_length + (p.chin - p.nose_length) * 0.38
     mw = p.mouth_width * (1 + 0.12 * smile + 0.05 * opening)
@@ -641,14 +644,14 @@ def _mouth(c: _Canon, p: PersonParams, opening: float, smile: float, chin: float
         c.shade(c.line(curve, 0.012, 2.0), 0.82, 0.25 + 0.45 * smile)
 
 
-def _ellipse(cu: float, cv: float, au: float, av: float, angle_deg: float) -> np.ndarray:
+def _ellipse(cu: float, cv: float, au: float, av: float, angle_deg: float) -> NDArray[Any]:
     t = np.linspace(0, 2 * np.pi, 36, endpoint=False)
     a = math.radians(angle_deg)
     x, y = au * np.cos(t), av * np.sin(t)
     return np.stack([cu + x * math.cos(a) - y * math.sin(a), cv + x * math.sin(a) + y * math.cos(a)], 1)
 
 
-def _arc(cu: float, cv: float, au: float, av: float, a0: float, a1: float) -> np.ndarray:
+def _arc(cu: float, cv: float, au: float, av: float, a0: float, a1: float) -> NDArray[Any]:
     t = np.radians(np.linspace(a0, a1, 16))
     return np.stack([cu + au * np.cos(t), cv + av * np.sin(t)], 1)
 
@@ -672,10 +675,10 @@ _STYLE = {
 }
 
 
-def _hairline(p: PersonParams, u: np.ndarray) -> np.ndarray:
+def _hairline(p: PersonParams, u: NDArray[Any]) -> NDArray[Any]:
     """v of the hairline across the forehead, dropping to sideburns at the head's sides."""
     w = p.face_width
-    line = p.hairline + 0.22 * u**2
+    line: NDArray[Any] = p.hairline + 0.22 * u**2
     line = line + (0.05 - line) * _smoothstep(0.8 * w, 0.97 * w, np.abs(u))
     if p.fringe:
         line = np.maximum(line, -0.36 + 0.12 * u**2)
@@ -767,7 +770,7 @@ def _finish(c: _Canon) -> None:
 # views
 
 
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+def _rotation(yaw: float, pitch: float, roll: float) -> NDArray[Any]:
     """Canonical -> view (x right, y down, z towards the camera); positive yaw turns the nose to image right."""
     cy, sy = math.cos(math.radians(yaw)), math.sin(math.radians(yaw))
     cp, sp = math.cos(math.radians(pitch)), math.sin(math.radians(pitch))
@@ -775,10 +778,11 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     r_yaw = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     r_pitch = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     r_roll = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    return r_roll @ r_pitch @ r_yaw
+    rotation: NDArray[Any] = r_roll @ r_pitch @ r_yaw
+    return rotation
 
 
-def _light(angle_deg: float, elevation_deg: float | None = None) -> np.ndarray:
+def _light(angle_deg: float, elevation_deg: float | None = None) -> NDArray[Any]:
     """Unit vector towards the light: ``angle_deg`` round from the camera towards image right, from above."""
     a, e = math.radians(angle_deg), math.radians(_ELEVATION if elevation_deg is None else elevation_deg)
     v = np.array([math.sin(a) * math.cos(e), -math.sin(e), math.cos(a) * math.cos(e)], np.float32)
@@ -787,7 +791,7 @@ def _light(angle_deg: float, elevation_deg: float | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Light:
-    direction: np.ndarray  # unit vector towards the light, view space
+    direction: NDArray[Any]  # unit vector towards the light, view space
     ambient: float
     gain: float  # key light on the person: darker skin gets more, as a photographer would light it
 
@@ -810,7 +814,7 @@ class _View:
     roll: float = 0.0
 
 
-def _draw_head(img: np.ndarray, c: _Canon, view: _View, light: _Light) -> None:
+def _draw_head(img: NDArray[Any], c: _Canon, view: _View, light: _Light) -> None:
     h, w = img.shape[:2]
     # the canonical extent, grown by what a turn can shift, rotated by the roll: the pixels to solve
     corners = np.array(
@@ -876,9 +880,9 @@ def _solve_surface(
     step: int,
     cw: int,
     ch: int,
-    start: tuple[np.ndarray, np.ndarray] | None,
+    start: tuple[NDArray[Any], NDArray[Any]] | None,
     iterations: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Canonical (u, v) of the surface point seen at each pixel of a grid: a damped fixed-point
     iteration on the height field (roll undone first; then x = u cos(yaw) + z sin(yaw), and pitch)."""
     gx = ((fx0 + step * np.arange(cw) - view.cx) / view.unit).astype(np.float32)
@@ -898,7 +902,7 @@ def _solve_surface(
     return u.astype(np.float32), v.astype(np.float32)
 
 
-def _draw_body(img: np.ndarray, p: PersonParams, view: _View, light: _Light) -> None:
+def _draw_body(img: NDArray[Any], p: PersonParams, view: _View, light: _Light) -> None:
     """Back hair, neck and shoulders: flat layers behind the head that follow its position, not its turn."""
     h, w = img.shape[:2]
     cx, cy, k = view.cx, view.cy, view.unit
@@ -949,7 +953,7 @@ def _draw_body(img: np.ndarray, p: PersonParams, view: _View, light: _Light) -> 
     _layer(img, body, _arr(p.clothing)[None, None] * fold[None, :, None] * light.gain)
 
 
-def _hanging_hair(img: np.ndarray, p: PersonParams, view: _View, st: _Style, hair: np.ndarray) -> None:
+def _hanging_hair(img: NDArray[Any], p: PersonParams, view: _View, st: _Style, hair: NDArray[Any]) -> None:
     """Hair falling behind the head and neck: a flat layer with strands, in the head's shadow near it."""
     assert st.back is not None
     h, w = img.shape[:2]
@@ -972,7 +976,7 @@ def _hanging_hair(img: np.ndarray, p: PersonParams, view: _View, st: _Style, hai
     _over(img[y0:y1, x0:x1], hair * shade[..., None], cover)
 
 
-def _layer(img: np.ndarray, mask: np.ndarray, colour: Any) -> None:
+def _layer(img: NDArray[Any], mask: NDArray[Any], colour: Any) -> None:
     """Blend ``colour`` (a colour, or an array broadcasting to the image) where ``mask`` (uint8) is set."""
     x, y, bw, bh = cv2.boundingRect(mask)
     if bw == 0 or bh == 0:
@@ -986,7 +990,7 @@ def _layer(img: np.ndarray, mask: np.ndarray, colour: Any) -> None:
     _over(img[y : y + bh, x : x + bw], col, m)
 
 
-def _over(region: np.ndarray, colour: Any, alpha: np.ndarray) -> None:
+def _over(region: NDArray[Any], colour: Any, alpha: NDArray[Any]) -> None:
     """``region`` (a float32 view) = colour over region with coverage ``alpha``, in OpenCV's C loop."""
     top = np.empty_like(region)
     top[:] = colour
@@ -995,13 +999,14 @@ def _over(region: np.ndarray, colour: Any, alpha: np.ndarray) -> None:
     )
 
 
-def _backdrop(w: int, h: int, colour: Vec3, seed: int) -> np.ndarray:
+def _backdrop(w: int, h: int, colour: Vec3, seed: int) -> NDArray[Any]:
     """A plain studio backdrop: a soft radial falloff and a little grain (no banding)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     d = np.sqrt(((xs - 0.5 * w) / w) ** 2 + ((ys - 0.35 * h) / h) ** 2)
     base = _arr(colour)[None, None] * (1.08 - 0.55 * d)[..., None]
     rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xBAC]))
-    return np.clip(base + rng.normal(0, 0.006, (h, w, 1)).astype(np.float32), 0, 1)
+    backdrop: NDArray[Any] = np.clip(base + rng.normal(0, 0.006, (h, w, 1)).astype(np.float32), 0, 1)
+    return backdrop
 
 
 def _size(size: Size) -> tuple[int, int]:
@@ -1025,9 +1030,9 @@ def render_face(
     scale: float = 1.0,
     center: tuple[float, float] = (0.5, 0.5),
     expression: str = "neutral",
-    background: np.ndarray | None = None,
+    background: NDArray[Any] | None = None,
     lighting_angle: float = 20.0,
-) -> np.ndarray:
+) -> NDArray[Any]:
     """A shaded head and shoulders as (H, W, 3) uint8 BGR. ``size`` is (width, height) or a side;
     ``scale`` 1 makes crown to chin half the short side; ``center`` places the eye line's middle
     (fractions of width, height); angles are in degrees."""
@@ -1038,7 +1043,7 @@ def render_face(
     return _compose(params, canon, view, _bg(params, w, h, background), lighting_angle)
 
 
-def _bg(params: PersonParams, w: int, h: int, background: np.ndarray | None) -> np.ndarray:
+def _bg(params: PersonParams, w: int, h: int, background: NDArray[Any] | None) -> NDArray[Any]:
     if background is None:
         return _backdrop(w, h, params.backdrop, params.seed)
     if background.shape[:2] != (h, w):
@@ -1050,10 +1055,10 @@ def _compose(
     p: PersonParams,
     canon: _Canon,
     view: _View,
-    bg: np.ndarray,
+    bg: NDArray[Any],
     lighting_angle: float,
     ambient: float | None = None,
-) -> np.ndarray:
+) -> NDArray[Any]:
     ambient = _AMBIENT if ambient is None else ambient
     img = bg.copy()
     light = _Light(_light(lighting_angle), ambient, _exposure(p))
@@ -1064,7 +1069,7 @@ def _compose(
 
 def virtual_person(
     seed: int, *, size: int = 1024, expression: str = "neutral", yaw: float = 0.0
-) -> np.ndarray:
+) -> NDArray[Any]:
     """A frontal, evenly lit portrait of person ``seed`` on a plain backdrop: a swap source. At 1024 px
     the detector's face box is well over 512 px on its long side."""
     p = PersonParams.from_seed(seed)
@@ -1151,7 +1156,7 @@ class _Motion:
         return 0.0
 
 
-def _scene(w: int, h: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def _scene(w: int, h: int, rng: np.random.Generator) -> tuple[NDArray[Any], str]:
     """A soft background (float32 BGR, 0..1) a little larger than the frame, and its style."""
     style = str(rng.choice(["studio", "room", "stage"]))
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -1199,7 +1204,7 @@ def _scene(w: int, h: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return np.clip(img, 0, 1).astype(np.float32), style
 
 
-def _camera(scene: np.ndarray, w: int, h: int, t: float, zoom: float, phase: float) -> np.ndarray:
+def _camera(scene: NDArray[Any], w: int, h: int, t: float, zoom: float, phase: float) -> NDArray[Any]:
     """The frame's view of the (larger) scene: a slow pan, and part of the performer's dolly (parallax)."""
     sh, sw = scene.shape[:2]
     pan_x = 0.5 * (sw - w) * (1 + 0.8 * math.sin(2 * math.pi * t / 11.0 + phase))
@@ -1308,7 +1313,7 @@ def _hz(midi: float) -> float:
     return 440.0 * 2 ** ((midi - 69) / 12)
 
 
-def _add(out: np.ndarray, t0: float, sound: np.ndarray, pan: float = 0.0, gain: float = 1.0) -> None:
+def _add(out: NDArray[Any], t0: float, sound: NDArray[Any], pan: float = 0.0, gain: float = 1.0) -> None:
     """Mix a mono ``sound`` into stereo ``out`` at ``t0`` seconds; ``pan`` -1 left .. +1 right."""
     i = int(round(t0 * _SR))
     if i >= len(out):
@@ -1318,40 +1323,42 @@ def _add(out: np.ndarray, t0: float, sound: np.ndarray, pan: float = 0.0, gain: 
     out[i : i + len(sound), 1] += sound * math.sqrt(0.5 * (1 + pan))
 
 
-def _t(seconds: float) -> np.ndarray:
+def _t(seconds: float) -> NDArray[Any]:
     return np.arange(int(seconds * _SR), dtype=np.float32) / _SR
 
 
-def _kick() -> np.ndarray:
+def _kick() -> NDArray[Any]:
     t = _t(0.35)
     freq = 46 + 110 * np.exp(-t * 35)
-    return (np.sin(2 * np.pi * np.cumsum(freq) / _SR) * np.exp(-t * 9)).astype(np.float32)
+    return np.asarray(np.sin(2 * np.pi * np.cumsum(freq) / _SR) * np.exp(-t * 9), dtype=np.float32)
 
 
-def _hiss(rng: np.random.Generator, seconds: float, decay: float) -> np.ndarray:
+def _hiss(rng: np.random.Generator, seconds: float, decay: float) -> NDArray[Any]:
     t = _t(seconds)
     noise = rng.standard_normal(len(t)).astype(np.float32)
     bright = noise - np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")  # crude high-pass
-    return bright * np.exp(-t * decay)
+    hiss: NDArray[Any] = bright * np.exp(-t * decay)
+    return hiss
 
 
-def _snare(rng: np.random.Generator) -> np.ndarray:
+def _snare(rng: np.random.Generator) -> NDArray[Any]:
     t = _t(0.22)
-    return 0.6 * _hiss(rng, 0.22, 20) + 0.45 * np.sin(2 * np.pi * 185 * t) * np.exp(-t * 25)
+    snare: NDArray[Any] = 0.6 * _hiss(rng, 0.22, 20) + 0.45 * np.sin(2 * np.pi * 185 * t) * np.exp(-t * 25)
+    return snare
 
 
 def _tone(
     midi: float, seconds: float, harmonics: tuple[float, ...], attack: float, decay: float
-) -> np.ndarray:
+) -> NDArray[Any]:
     t = _t(seconds)
     phase = 2 * np.pi * _hz(midi) * t
     wave_ = sum(a * np.sin((k + 1) * phase) for k, a in enumerate(harmonics))
     env = np.minimum(1.0, t / max(attack, 1e-4)) * np.exp(-t * decay)
     release = np.clip((seconds - t) / 0.03, 0, 1)  # no click at the end
-    return (wave_ * env * release).astype(np.float32)
+    return np.asarray(wave_ * env * release, dtype=np.float32)
 
 
-def _synth_music(seed: int, seconds: float, bpm: int | None = None) -> np.ndarray:
+def _synth_music(seed: int, seconds: float, bpm: int | None = None) -> NDArray[Any]:
     """Stereo float32 at 48 kHz: kick, snare, hats, bass, a chord pad and (some seeds) an arpeggio."""
     rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, 0xB0B]))
     bpm = bpm or int(rng.integers(84, 129))
@@ -1397,7 +1404,7 @@ def _synth_music(seed: int, seconds: float, bpm: int | None = None) -> np.ndarra
     return _master(out, seconds)
 
 
-def _master(out: np.ndarray, seconds: float, fade_out: float = 1.0) -> np.ndarray:
+def _master(out: NDArray[Any], seconds: float, fade_out: float = 1.0) -> NDArray[Any]:
     t = np.arange(len(out), dtype=np.float32) / _SR
     env = np.clip(t / 0.05, 0, 1) * np.clip((seconds - t) / min(fade_out, seconds / 4), 0, 1)
     out *= env[:, None]
@@ -1405,7 +1412,7 @@ def _master(out: np.ndarray, seconds: float, fade_out: float = 1.0) -> np.ndarra
     return (out * (0.89 / peak)).astype(np.float32)
 
 
-def _template_audio(seed: int, seconds: float, opening: list[float], fps: int, p: PersonParams) -> np.ndarray:
+def _template_audio(seed: int, seconds: float, opening: list[float], fps: int, p: PersonParams) -> NDArray[Any]:
     """The template's track: a quieter beat, and a buzzy 'voice' whose loudness follows the mouth."""
     music = _synth_music(seed, seconds) * 0.45
     t = np.arange(len(music), dtype=np.float32) / _SR
@@ -1418,7 +1425,7 @@ def _template_audio(seed: int, seconds: float, opening: list[float], fps: int, p
     return _master(mix, seconds, fade_out=0.3)
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
+def _write_wav(path: Path, audio: NDArray[Any]) -> None:
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as f:
         f.setnchannels(2)
@@ -1427,7 +1434,7 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
         f.writeframes(pcm.tobytes())
 
 
-def _encode_audio(audio: np.ndarray, folder: Path, codec: str, target: Path | None = None) -> Path:
+def _encode_audio(audio: NDArray[Any], folder: Path, codec: str, target: Path | None = None) -> Path:
     """WAV in ``folder`` (temporary), then AAC (.m4a) or MP3 through ffmpeg; the WAV is removed."""
     wav = folder / "track.wav"
     _write_wav(wav, audio)

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from reelfab.faces.errors import ModelError
+from reelfab.faces.onnx.store import ModelStore, models_dir
 from reelfab.faces.types import FaceEngine
 from reelfab.settings import Settings
 
 FRAME_BACKENDS = ("classical", "onnx")
 
-
-def models_dir(settings: Settings) -> Path:
-    return Path(settings.models_dir) if settings.models_dir else Path(settings.state_dir) / "models"
+__all__ = ["FRAME_BACKENDS", "get_engine", "models_dir"]  # models_dir: re-exported, the store owns it
 
 
-def get_engine(name: str, settings: Settings, **options: object) -> FaceEngine:
+def get_engine(name: str, settings: Settings, **options: Any) -> FaceEngine:
     """A frame-level engine: ``classical`` or ``onnx`` (``facefusion`` works on whole clips: see
     reelfab.faces.facefusion)."""
     if name == "classical":
         from reelfab.faces.classical import ClassicalEngine
 
-        return ClassicalEngine(**options)  # type: ignore[arg-type]
+        return ClassicalEngine(**options)
     if name == "onnx":
         from reelfab.faces.onnx.engine import OnnxEngine
-        from reelfab.faces.onnx.store import ModelStore
 
         providers = [p for p in settings.execution_providers.split(",") if p] or None
-        return OnnxEngine(  # type: ignore[misc]
+        return OnnxEngine(
             ModelStore(models_dir(settings)), providers=providers, commercial_mode=settings.commercial_mode, **options
         )
     raise ModelError(f"unknown face backend {name!r}: one of classical, onnx, facefusion")

@@ -22,8 +22,7 @@ models_app = typer.Typer(help="ONNX model files: list what the manifest knows, p
 @models_app.command("list")
 def models_list() -> None:
     """The model manifest, with what is installed."""
-    from reelfab.faces.backends import models_dir
-    from reelfab.faces.onnx.store import ModelStore
+    from reelfab.faces.onnx.store import ModelStore, models_dir
 
     store = ModelStore(models_dir(get_settings()))
     table = Table(title=f"models ({store.root})")
@@ -38,8 +37,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(name: str) -> None:
     """Download a model from the manifest's URLs and verify its hash."""
-    from reelfab.faces.backends import models_dir
-    from reelfab.faces.onnx.store import ModelStore
+    from reelfab.faces.onnx.store import ModelStore, models_dir
 
     settings = get_settings()
     path = ModelStore(models_dir(settings)).pull(name, commercial_mode=settings.commercial_mode)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.types import Face, FaceEngine
 from reelfab.media.frames import FrameWriter, read_frames
@@ -34,7 +35,7 @@ class ClipResult:
 
 def swap_clip(
     engine: FaceEngine,
-    source_image: np.ndarray,
+    source_image: NDArray[Any],
     target: Path,
     output: Path,
     *,

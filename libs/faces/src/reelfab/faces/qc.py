@@ -11,6 +11,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.types import Face, FaceEngine, best_face
 
@@ -62,7 +63,7 @@ def face_crop_side(face: Face) -> float:
     return face.size * 1.3 if face.landmarks68 is not None else face.size
 
 
-def check_source(image: np.ndarray, engine: FaceEngine, rules: SourceRules = SourceRules()) -> QCResult:
+def check_source(image: NDArray[Any], engine: FaceEngine, rules: SourceRules = SourceRules()) -> QCResult:
     faces = engine.detect(image)
     if not faces:
         return QCResult(False, [Reason("no_face", f"no face found in the {image.shape[1]}x{image.shape[0]} image")])
@@ -151,14 +152,14 @@ def head_pose(face: Face) -> tuple[float, float]:
     return yaw, roll
 
 
-def eye_aspect_ratio(eye: np.ndarray) -> float:
+def eye_aspect_ratio(eye: NDArray[Any]) -> float:
     """Height over width of one eye's six landmarks (Soukupová & Čech): ~0.3 open, < 0.15 closed."""
     p = eye.astype(np.float64)
     vertical = np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])
     return float(vertical / (2.0 * max(float(np.linalg.norm(p[0] - p[3])), 1e-6)))
 
 
-def _crop(image: np.ndarray, face: Face) -> np.ndarray:
+def _crop(image: NDArray[Any], face: Face) -> NDArray[Any]:
     x1, y1, x2, y2 = (int(round(v)) for v in face.box)
     h, w = image.shape[:2]
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.types import Face, FaceEngine, SourceFace, best_face
 
@@ -73,11 +75,11 @@ class FaceTracker:
         self.min_appearance = min_appearance
         self._filter = _OneEuro(smoothing, fps) if smoothing else None
         self._face: Face | None = None  # the last measured (unsmoothed) face
-        self._chip: np.ndarray | None = None  # its appearance
+        self._chip: NDArray[Any] | None = None  # its appearance
         self._since_detect = 0
         self._since_seen = 0  # frames since the detector last found the face
 
-    def track(self, frame: np.ndarray) -> Face | None:
+    def track(self, frame: NDArray[Any]) -> Face | None:
         self._since_detect += 1
         self._since_seen += 1
         if self._face is None or self._since_detect >= self.detect_every:
@@ -96,7 +98,7 @@ class FaceTracker:
         self._face = face
         return self._filter(face) if self._filter else face
 
-    def _detect(self, frame: np.ndarray) -> Face | None:
+    def _detect(self, frame: NDArray[Any]) -> Face | None:
         self._since_detect = 0
         previous = self._face
         scale = self.detect_scale
@@ -126,7 +128,7 @@ class FaceTracker:
         self._since_seen = 0
         return chosen
 
-    def _refine(self, frame: np.ndarray) -> Face | None:
+    def _refine(self, frame: NDArray[Any]) -> Face | None:
         previous = self._face
         assert previous is not None
         face = self.engine.refine(frame, previous)
@@ -145,21 +147,21 @@ class FaceTracker:
 def swap_stream(
     engine: FaceEngine,
     source: SourceFace,
-    frames: Iterable[np.ndarray],
+    frames: Iterable[NDArray[Any]],
     *,
     detect_every: int = 5,
     batch_size: int = 8,
     detect_scale: float = 0.75,
     smoothing: Smoothing | None = SMOOTHING,
     fps: float = 25.0,
-) -> Iterator[tuple[np.ndarray, Face | None]]:
+) -> Iterator[tuple[NDArray[Any], Face | None]]:
     """Track the face through ``frames`` and swap ``source`` onto it, ``batch_size`` frames at a
     time; yields each swapped frame, in order, with the face used (``None``: the frame unchanged).
     At most one batch of frames is held at a time."""
     tracker = FaceTracker(
         engine, detect_every=detect_every, detect_scale=detect_scale, smoothing=smoothing, fps=fps
     )
-    batch: list[np.ndarray] = []
+    batch: list[NDArray[Any]] = []
     faces: list[Face | None] = []
     for frame in frames:
         batch.append(frame)
@@ -182,7 +184,7 @@ class _OneEuro:
         self.reset()
 
     def reset(self) -> None:
-        self._points: np.ndarray | None = None
+        self._points: NDArray[Any] | None = None
         self._speed = 0.0
 
     def __call__(self, face: Face) -> Face:
@@ -203,7 +205,7 @@ class _OneEuro:
         return 1.0 / (1.0 + tau / self.period)
 
 
-def _stack(face: Face) -> np.ndarray:
+def _stack(face: Face) -> NDArray[Any]:
     box = np.array(face.box, np.float32).reshape(2, 2)
     parts = [box, face.kps5.astype(np.float32)]
     if face.landmarks68 is not None:
@@ -211,7 +213,7 @@ def _stack(face: Face) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _unstack(face: Face, points: np.ndarray) -> Face:
+def _unstack(face: Face, points: NDArray[Any]) -> Face:
     x0, y0, x1, y1 = (float(v) for v in points[:2].reshape(-1))
     landmarks = points[7:].astype(np.float32) if face.landmarks68 is not None else None
     return Face((x0, y0, x1, y1), face.score, points[2:7].astype(np.float32), landmarks)
@@ -231,7 +233,7 @@ def _plausible_move(before: Face, after: Face, width: int, height: int) -> bool:
     )
 
 
-def _chip(frame: np.ndarray, face: Face) -> np.ndarray:
+def _chip(frame: NDArray[Any], face: Face) -> NDArray[Any]:
     """A small grey patch of the face, aligned on its eyes and mouth: what the face looks like. The
     face's region is first shrunk by area averaging, so that grain and skin texture do not alias."""
     k = face.kps5.astype(np.float32)
@@ -259,7 +261,7 @@ def _chip(frame: np.ndarray, face: Face) -> np.ndarray:
     return cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY).astype(np.float32)
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def _correlation(a: NDArray[Any], b: NDArray[Any]) -> float:
     a, b = a - a.mean(), b - b.mean()
     denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 1e-6 else 0.0

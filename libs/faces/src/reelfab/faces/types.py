@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 # 5-point order, as FaceFusion / insightface use it: image-left eye, image-right eye, nose tip,
 # image-left mouth corner, image-right mouth corner
@@ -23,8 +24,8 @@ class Face:
 
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     score: float  # detector confidence; faces are chosen by this, not by box size
-    kps5: np.ndarray  # (5, 2) float32, KPS5_ORDER
-    landmarks68: np.ndarray | None = None  # (68, 2) float32, iBUG 300-W order, where the backend has them
+    kps5: NDArray[Any]  # (5, 2) float32, KPS5_ORDER
+    landmarks68: NDArray[Any] | None = None  # (68, 2) float32, iBUG 300-W order, where the backend has them
 
     @property
     def width(self) -> float:
@@ -53,7 +54,7 @@ class Face:
 class Embedding:
     """An identity vector and the model that made it; only vectors of one model compare."""
 
-    vector: np.ndarray  # float32, 1-D
+    vector: NDArray[Any]  # float32, 1-D
     model: str
     metric: str = "euclidean"  # "euclidean" (dlib) or "cosine" (ArcFace)
 
@@ -71,7 +72,7 @@ class Embedding:
 class SourceFace:
     """The identity to put onto target faces, prepared once per job by the backend that swaps."""
 
-    image: np.ndarray  # the source image (BGR)
+    image: NDArray[Any]  # the source image (BGR)
     face: Face  # the one face in it
     embedding: Embedding
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific (crops, latent vectors)
@@ -86,21 +87,21 @@ class FaceEngine(Protocol):
     name: str
     embedder: str  # the embedding model name, e.g. "dlib_resnet_v1", "arcface_w600k_r50"
 
-    def detect(self, frame: np.ndarray) -> list[Face]: ...
+    def detect(self, frame: NDArray[Any]) -> list[Face]: ...
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]: ...
+    def detect_batch(self, frames: Sequence[NDArray[Any]]) -> list[list[Face]]: ...
 
-    def refine(self, frame: np.ndarray, face: Face) -> Face: ...
+    def refine(self, frame: NDArray[Any], face: Face) -> Face: ...
 
-    def embed(self, frame: np.ndarray, face: Face) -> Embedding: ...
+    def embed(self, frame: NDArray[Any], face: Face) -> Embedding: ...
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace: ...
+    def prepare_source(self, image: NDArray[Any]) -> SourceFace: ...
 
     def swap_batch(
-        self, source: SourceFace, frames: Sequence[np.ndarray], faces: Sequence[Face | None]
-    ) -> list[np.ndarray]: ...
+        self, source: SourceFace, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]
+    ) -> list[NDArray[Any]]: ...
 
-    def enhance_batch(self, frames: Sequence[np.ndarray], faces: Sequence[Face | None]) -> list[np.ndarray]: ...
+    def enhance_batch(self, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]) -> list[NDArray[Any]]: ...
 
     def identity_threshold(self, asset_kind: str = "photo") -> float:
         """Distance under which two embeddings are the same person, calibrated per embedder and per

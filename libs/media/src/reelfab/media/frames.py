@@ -11,8 +11,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.media import children
 from reelfab.media.errors import MediaError
@@ -28,7 +30,7 @@ def read_frames(
     info: VideoInfo | None = None,
     start_s: float = 0.0,
     max_frames: int | None = None,
-) -> Iterator[np.ndarray]:
+) -> Iterator[NDArray[Any]]:
     """Yield frames of ``path`` as (H, W, 3) uint8 BGR. ``size`` is (width, height)."""
     info = info or probe(path)
     w, h = size or (info.width, info.height)
@@ -104,7 +106,7 @@ class FrameWriter:
         self.proc = children.popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.frames = 0
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: NDArray[Any]) -> None:
         if frame.shape[:2] != (self.size[1], self.size[0]):
             raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} for a {self.size[0]}x{self.size[1]} video")
         assert self.proc.stdin is not None
@@ -140,7 +142,7 @@ class FrameWriter:
             self.abort()
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> NDArray[Any]:
     """An image file as BGR uint8; a clear error for what is not one."""
     import cv2
 

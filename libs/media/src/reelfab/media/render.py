@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.errors import PermanentError, TransientError
 from reelfab.media import children
@@ -315,7 +316,7 @@ def face_crop(info: VideoInfo, spec: RenderSpec, track: Mapping[str, Any] | None
     return f"crop={cw}:{h}:{_escape(crop_x_expression(keys))}:0"
 
 
-def face_centres(track: Mapping[str, Any], width: int) -> np.ndarray | None:
+def face_centres(track: Mapping[str, Any], width: int) -> NDArray[Any] | None:
     """Per track frame, the face box's horizontal centre in input pixels; gaps interpolated.
     None when no frame has a face."""
     frames = track.get("frames") or []
@@ -324,10 +325,10 @@ def face_centres(track: Mapping[str, Any], width: int) -> np.ndarray | None:
     if not known:
         return None
     index, value = zip(*known, strict=True)
-    return np.interp(np.arange(len(frames)), index, value)
+    return np.asarray(np.interp(np.arange(len(frames)), index, value), dtype=np.float64)
 
 
-def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+def moving_average(values: NDArray[Any], window: int) -> NDArray[Any]:
     """Centred moving average, edges padded with the edge value (no lag, no pull towards 0)."""
     if window <= 1 or len(values) < 2:
         return values.astype(float)
@@ -337,7 +338,7 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def crop_keyframes(
-    centres: np.ndarray, fps: float, duration: float, step_s: float, crop_w: int, width: int
+    centres: NDArray[Any], fps: float, duration: float, step_s: float, crop_w: int, width: int
 ) -> list[tuple[float, int]]:
     """(time, crop x) every ``step_s`` over the clip, the window kept inside the picture."""
     count = max(1, math.ceil(duration / step_s)) + 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from reelfab.identifiers import InvalidIdentifier, check_identifier
 
@@ -37,9 +37,23 @@ _FINAL_STEMS = frozenset({"final"})
 PARTIAL_PREFIX = ".part-"
 
 
+class ListedObject(Protocol):
+    """What the policy reads of a listed object: ``reelfab.storage.ObjectInfo`` and ``StoreObject``
+    both fit."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> datetime: ...
+
+
 @dataclass(frozen=True)
 class StoreObject:
-    """An object of the store as the policy sees it (``reelfab.storage.ObjectInfo`` fits)."""
+    """An object of the store as the policy sees it, as a plain value (tests, ``RetentionPlan.freed``)."""
 
     key: str
     size: int
@@ -162,7 +176,7 @@ class Usage:
         return out
 
 
-def measure(objects: Iterable[StoreObject]) -> Usage:
+def measure(objects: Iterable[ListedObject]) -> Usage:
     usage = Usage()
     for obj in objects:
         kind = classify(obj.key).kind
@@ -188,7 +202,7 @@ class RetentionPlan:
 
 
 def plan_retention(
-    objects: Iterable[StoreObject],
+    objects: Iterable[ListedObject],
     jobs: Mapping[str, JobState],
     now: datetime,
     policy: RetentionPolicy,
@@ -205,7 +219,7 @@ def plan_retention(
 
 
 def _reason_to_delete(
-    c: Classified, obj: StoreObject, jobs: Mapping[str, JobState], now: datetime, policy: RetentionPolicy
+    c: Classified, obj: ListedObject, jobs: Mapping[str, JobState], now: datetime, policy: RetentionPolicy
 ) -> str | None:
     age = now - obj.mtime
     if c.kind in ("consent", "other"):

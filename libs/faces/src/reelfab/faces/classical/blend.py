@@ -4,8 +4,11 @@ Poisson (``cv2.seamlessClone``) composite. Everything works on the region around
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.classical.warp import OUTLINE
 
@@ -16,14 +19,14 @@ MOUTH_OPEN = 0.08  # inner lips further apart than this share of the mouth width
 POISSON_SIDE = 40  # the Poisson correction is solved at most this many pixels across (see poisson_correct)
 
 
-def mouth_open(landmarks68: np.ndarray) -> bool:
+def mouth_open(landmarks68: NDArray[Any]) -> bool:
     """Whether the inner lips (61-63 above, 65-67 below) are apart."""
     gap = float(np.linalg.norm(landmarks68[[61, 62, 63]] - landmarks68[[67, 66, 65]], axis=1).mean())
     width = float(np.linalg.norm(landmarks68[54] - landmarks68[48]))
     return gap > MOUTH_OPEN * max(width, 1.0)
 
 
-def face_mask(points: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+def face_mask(points: NDArray[Any], size: tuple[int, int], scale: float) -> NDArray[Any]:
     """Alpha (h, w) float32 in [0, 1]: 1 inside the face, falling to 0 at its outline, from
     ``face_points`` in the region's coordinates. Drawn and blurred at half size (it is smooth; the
     blur at full size cost 1.7 ms), then scaled up."""
@@ -37,7 +40,7 @@ def face_mask(points: np.ndarray, size: tuple[int, int], scale: float) -> np.nda
     return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def mouth_hole(points: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+def mouth_hole(points: NDArray[Any], size: tuple[int, int], scale: float) -> NDArray[Any]:
     """(h, w) float32 in [0, 1]: 1 inside the inner lips (60-67), with a narrow soft edge."""
     w, h = size
     hole = np.zeros((h, w), np.float32)
@@ -45,7 +48,7 @@ def mouth_hole(points: np.ndarray, size: tuple[int, int], scale: float) -> np.nd
     return cv2.GaussianBlur(hole, (0, 0), max(MOUTH_FEATHER * scale, 0.5))
 
 
-def keep_mouth(target: np.ndarray, before: np.ndarray, after: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def keep_mouth(target: NDArray[Any], before: NDArray[Any], after: NDArray[Any], hole: NDArray[Any]) -> NDArray[Any]:
     """``target`` with its open mouth's inside (teeth, tongue) shown in ``hole``, moved and scaled
     from the mouth's landmarks ``before`` (48-67) to ``after`` (a similarity: see shape._place)."""
     factor = np.linalg.norm(after[6] - after[0]) / max(float(np.linalg.norm(before[6] - before[0])), 1e-3)
@@ -55,7 +58,7 @@ def keep_mouth(target: np.ndarray, before: np.ndarray, after: np.ndarray, hole: 
     return cv2.blendLinear(moved, target, hole, 1 - hole)
 
 
-def match_colour(warped: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def match_colour(warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any]) -> NDArray[Any]:
     """``warped`` with the mean and spread of each LAB channel of ``target`` within the face. The
     statistics come from half-size copies, the mapping is one lookup table per channel."""
     half = (max(alpha.shape[1] // 2, 1), max(alpha.shape[0] // 2, 1))
@@ -72,7 +75,7 @@ def match_colour(warped: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> n
     return cv2.cvtColor(cv2.LUT(lab, table.astype(np.uint8).reshape(256, 1, 3)), cv2.COLOR_LAB2BGR)
 
 
-def composite(warped: np.ndarray, target: np.ndarray, alpha: np.ndarray, method: str) -> np.ndarray:
+def composite(warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any], method: str) -> NDArray[Any]:
     """``warped`` over ``target`` by ``alpha``; "seamless" first gives the face the target's lighting
     at its edge (Poisson blending, see ``poisson_correct``)."""
     if method == "seamless":
@@ -80,7 +83,7 @@ def composite(warped: np.ndarray, target: np.ndarray, alpha: np.ndarray, method:
     return cv2.blendLinear(warped, target, alpha, 1 - alpha)
 
 
-def poisson_correct(warped: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def poisson_correct(warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any]) -> NDArray[Any]:
     """``warped`` plus the smooth correction ``cv2.seamlessClone`` would add to it. The correction is a
     membrane (harmonic) interpolation of the differences at the region's edge, so it is solved on a
     copy at most POISSON_SIDE px across and scaled back up: seamlessClone costs ~0.7 us per pixel, 9 ms

@@ -11,6 +11,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.classical import blend as blending
 from reelfab.faces.classical import models
@@ -61,7 +62,7 @@ class ClassicalEngine:
 
     # detection and landmarks
 
-    def detect(self, frame: np.ndarray) -> list[Face]:
+    def detect(self, frame: NDArray[Any]) -> list[Face]:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         rects, scores, _ = self._detector.run(gray, self.upsample, self.threshold)
         faces = []
@@ -71,10 +72,10 @@ class ClassicalEngine:
             faces.append(Face(box, float(score), kps5_from_68(points), points))
         return faces
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+    def detect_batch(self, frames: Sequence[NDArray[Any]]) -> list[list[Face]]:
         return [self.detect(frame) for frame in frames]
 
-    def refine(self, frame: np.ndarray, face: Face) -> Face:
+    def refine(self, frame: NDArray[Any], face: Face) -> Face:
         """Landmarks re-fitted in ``face``'s box (the tracking step); the new box keeps the old box's
         place and size relative to the landmarks, so the predictor always sees the box the detector
         drew (a box re-derived from landmarks by a fixed rule drifts, and shrank to nothing on some
@@ -99,7 +100,7 @@ class ClassicalEngine:
 
     # identity
 
-    def embed(self, frame: np.ndarray, face: Face) -> Embedding:
+    def embed(self, frame: NDArray[Any], face: Face) -> Embedding:
         import dlib
 
         points = face.landmarks68 if face.landmarks68 is not None else self.refine(frame, face).landmarks68
@@ -123,7 +124,7 @@ class ClassicalEngine:
 
     # swapping
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: NDArray[Any]) -> SourceFace:
         """The one face of ``image``, its embedding, and what every swap reuses: the face's crop at
         a few scales (so a small target face is not sampled from a large source: no aliasing), its
         points and their triangulation."""
@@ -154,19 +155,19 @@ class ClassicalEngine:
         return SourceFace(image, face, self.embed(image, face), _source_levels(image, face.landmarks68))
 
     def swap_batch(
-        self, source: SourceFace, frames: Sequence[np.ndarray], faces: Sequence[Face | None]
-    ) -> list[np.ndarray]:
+        self, source: SourceFace, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]
+    ) -> list[NDArray[Any]]:
         return [
             frame.copy() if face is None else self._swap(source, frame, face)
             for frame, face in zip(frames, faces, strict=True)
         ]
 
-    def enhance_batch(self, frames: Sequence[np.ndarray], faces: Sequence[Face | None]) -> list[np.ndarray]:
+    def enhance_batch(self, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]) -> list[NDArray[Any]]:
         raise ModelError(
             "the classical backend has no face enhancer: enhancement (gfpgan, codeformer) needs the onnx backend"
         )
 
-    def _swap(self, source: SourceFace, frame: np.ndarray, face: Face) -> np.ndarray:
+    def _swap(self, source: SourceFace, frame: NDArray[Any], face: Face) -> NDArray[Any]:
         landmarks = face.landmarks68 if face.landmarks68 is not None else self.refine(frame, face).landmarks68
         assert landmarks is not None and source.face.landmarks68 is not None
         moved = landmarks
@@ -199,7 +200,7 @@ class ClassicalEngine:
         return out
 
 
-def kps5_from_68(points: np.ndarray) -> np.ndarray:
+def kps5_from_68(points: NDArray[Any]) -> NDArray[Any]:
     """The 5 points in KPS5_ORDER: eye centres (36-41 is the image-left eye), nose tip, mouth corners."""
     return np.stack(
         [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
@@ -207,7 +208,7 @@ def kps5_from_68(points: np.ndarray) -> np.ndarray:
 
 
 def _follow(
-    box: tuple[float, float, float, float], before: np.ndarray, after: np.ndarray
+    box: tuple[float, float, float, float], before: NDArray[Any], after: NDArray[Any]
 ) -> tuple[float, float, float, float]:
     """``box`` moved and scaled as the landmarks moved from ``before`` to ``after``."""
     factor = scale_of(after) / max(scale_of(before), 1e-6)
@@ -217,11 +218,11 @@ def _follow(
     return (float(x0), float(y0), float(x1), float(y1))
 
 
-def _points(shape: Any) -> np.ndarray:
+def _points(shape: Any) -> NDArray[Any]:
     return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
 
-def _same_shape(before: np.ndarray, after: np.ndarray) -> bool:
+def _same_shape(before: NDArray[Any], after: NDArray[Any]) -> bool:
     """Whether ``after`` is ``before`` moved, turned and scaled (plus expression), not a different
     shape, and not grown or shrunk by more than a quarter between two frames."""
     a = before.astype(np.float64) - before.mean(axis=0)
@@ -237,7 +238,7 @@ def _same_shape(before: np.ndarray, after: np.ndarray) -> bool:
     return bool(error < MAX_SHAPE_ERROR)
 
 
-def _source_levels(image: np.ndarray, landmarks68: np.ndarray) -> dict[str, Any]:
+def _source_levels(image: NDArray[Any], landmarks68: NDArray[Any]) -> dict[str, Any]:
     """The source face cropped (with a margin) at full, half, quarter... size, down to about 60 px of
     scale, with its face points in each crop, and one triangulation for all of them."""
     points = face_points(landmarks68)
@@ -256,7 +257,7 @@ def _source_levels(image: np.ndarray, landmarks68: np.ndarray) -> dict[str, Any]
     return {"levels": levels, "triangles": triangulate(points)}
 
 
-def _level_for(source: SourceFace, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _level_for(source: SourceFace, scale: float) -> tuple[NDArray[Any], NDArray[Any]]:
     """The smallest source level still at least as large as a target face of ``scale``."""
     chosen = source.extra["levels"][0]
     for level in source.extra["levels"]:

@@ -10,7 +10,10 @@ target's, since the pixels around it are the target's."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.classical.warp import scale_of
 
@@ -22,7 +25,7 @@ MOUTH = (slice(48, 68), (0, 6))
 MAX_MOVE = 0.3  # no point moves further than this share of the face's scale (a bad fit stays harmless)
 
 
-def adopt_proportions(target: np.ndarray, source: np.ndarray, amount: float) -> np.ndarray:
+def adopt_proportions(target: NDArray[Any], source: NDArray[Any], amount: float) -> NDArray[Any]:
     """``target``'s 68 landmarks with brows, nose, eyes and mouth moved ``amount`` (0..1) of the way
     to ``source``'s, as (68, 2) float32. Eyes and mouth move and scale as a whole: the mouth's new
     place is a similarity transform of its old one (``blend.keep_mouth`` moves its inside with it)."""
@@ -34,26 +37,27 @@ def adopt_proportions(target: np.ndarray, source: np.ndarray, amount: float) -> 
     shift = (moved - target) * amount
     length = np.linalg.norm(shift, axis=1, keepdims=True)
     shift *= np.minimum(1.0, MAX_MOVE * scale_of(target) / np.maximum(length, 1e-6))
-    return (target + shift).astype(np.float32)
+    return np.asarray(target + shift, dtype=np.float32)
 
 
-def _fit_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def _fit_affine(src: NDArray[Any], dst: NDArray[Any]) -> NDArray[Any]:
     """The (3, 2) least-squares affine matrix taking ``src`` points onto ``dst``."""
     matrix, *_ = np.linalg.lstsq(_homogeneous(src), dst.astype(np.float64), rcond=None)
     return np.asarray(matrix)
 
 
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return (_homogeneous(points) @ matrix).astype(np.float32)
+def _apply(matrix: NDArray[Any], points: NDArray[Any]) -> NDArray[Any]:
+    return np.asarray(_homogeneous(points) @ matrix, dtype=np.float32)
 
 
-def _homogeneous(points: np.ndarray) -> np.ndarray:
+def _homogeneous(points: NDArray[Any]) -> NDArray[Any]:
     return np.hstack([points.astype(np.float64), np.ones((len(points), 1))])
 
 
-def _place(own: np.ndarray, where: np.ndarray, corners: tuple[int, int]) -> np.ndarray:
+def _place(own: NDArray[Any], where: NDArray[Any], corners: tuple[int, int]) -> NDArray[Any]:
     """The feature ``own`` moved and scaled to ``where``'s centre and corner-to-corner width, keeping
     its own shape (open or closed)."""
     a, b = corners
     factor = np.linalg.norm(where[b] - where[a]) / max(float(np.linalg.norm(own[b] - own[a])), 1e-3)
-    return where.mean(axis=0) + (own - own.mean(axis=0)) * factor
+    placed: NDArray[Any] = where.mean(axis=0) + (own - own.mean(axis=0)) * factor
+    return placed

@@ -8,8 +8,11 @@ sum and normalise."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from scipy.spatial import Delaunay
 
 FOREHEAD_RISE = 0.1  # brow points raised by this share of the eyes-to-chin distance (below most fringes)
@@ -17,30 +20,30 @@ FOREHEAD_RISE = 0.1  # brow points raised by this share of the eyes-to-chin dist
 OUTLINE = np.array([*range(17), *range(77, 67, -1)])
 
 
-def face_points(landmarks68: np.ndarray) -> np.ndarray:
+def face_points(landmarks68: NDArray[Any]) -> NDArray[Any]:
     """The 68 landmarks and 10 forehead points above the brows (17..26), (78, 2) float32."""
     lm = landmarks68.astype(np.float32)
     up = lm[36:48].mean(axis=0) - lm[8]  # chin to the eyes: the face's own "up", whatever its roll
-    return np.concatenate([lm, lm[17:27] + FOREHEAD_RISE * up]).astype(np.float32)
+    return np.asarray(np.concatenate([lm, lm[17:27] + FOREHEAD_RISE * up]), dtype=np.float32)
 
 
-def scale_of(points: np.ndarray) -> float:
+def scale_of(points: NDArray[Any]) -> float:
     """Root-mean-square distance of the points from their centroid: a rotation-free face size."""
     return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
-def triangulate(points: np.ndarray) -> np.ndarray:
+def triangulate(points: NDArray[Any]) -> NDArray[Any]:
     """Delaunay triangles over ``points``, (T, 3) vertex indices."""
-    return Delaunay(points.astype(np.float64)).simplices.astype(np.int32)
+    return np.asarray(Delaunay(points.astype(np.float64)).simplices, dtype=np.int32)
 
 
 def warp(
-    src: np.ndarray,
-    src_points: np.ndarray,
-    dst_points: np.ndarray,
-    triangles: np.ndarray,
+    src: NDArray[Any],
+    src_points: NDArray[Any],
+    dst_points: NDArray[Any],
+    triangles: NDArray[Any],
     size: tuple[int, int],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """``src`` warped so that ``src_points`` land on ``dst_points``, into an image of ``size`` (w, h);
     with the mask (bool) of the pixels some triangle covers."""
     w, h = size
@@ -57,7 +60,7 @@ def warp(
     return image, labels > 0
 
 
-def _inverse_affines(src_points: np.ndarray, dst_points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+def _inverse_affines(src_points: NDArray[Any], dst_points: NDArray[Any], triangles: NDArray[Any]) -> NDArray[Any]:
     """Per triangle, the affine map from target to source pixels as (a, b, c, d, e, f):
     x_src = a x + b y + c, y_src = d x + e y + f. Row 0 (no triangle) sends pixels outside the source."""
     dst = dst_points[triangles].astype(np.float64)  # (T, 3, 2)

@@ -4,9 +4,11 @@ frame shrunk to fit the model's square (never enlarged), placed top-left on a bl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.onnx.manifest import ModelSpec
 from reelfab.faces.onnx.runtime import Model
@@ -31,7 +33,7 @@ class Detector:
         self.batch_size = batch_size
         self._input = model.input_names[0]
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+    def detect_batch(self, frames: Sequence[NDArray[Any]]) -> list[list[Face]]:
         if not frames:
             return []
         canvases, ratios = zip(*(self.prepare(f) for f in frames), strict=True)
@@ -45,7 +47,7 @@ class Detector:
             raw = [self._yolo(o, r) for o, r in zip(out, ratios, strict=True)]
         return [self._suppress(*r) for r in raw]
 
-    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(self, frame: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """The (3, size, size) input for ``frame`` and the (x, y) factors from model to frame pixels."""
         h, w = frame.shape[:2]
         scale = min(1.0, self.size / h, self.size / w)
@@ -56,7 +58,7 @@ class Detector:
         ratio = np.array([w / small.shape[1], h / small.shape[0]])
         return np.ascontiguousarray(scaled.transpose(2, 0, 1)), ratio
 
-    def _yolo(self, out: np.ndarray, ratio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _yolo(self, out: NDArray[Any], ratio: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
         rows = out.T  # (anchors, 4 + 1 + 15)
         rows = rows[rows[:, 4] > self.score]
         cx, cy, bw, bh = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
@@ -65,8 +67,8 @@ class Detector:
         return boxes, rows[:, 4], kps
 
     def _scrfd(
-        self, outputs: list[np.ndarray], ratio: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, outputs: list[NDArray[Any]], ratio: NDArray[Any]
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
         boxes, scores, kps = [], [], []
         n = len(SCRFD_STRIDES)
         for i, stride in enumerate(SCRFD_STRIDES):
@@ -87,7 +89,7 @@ class Detector:
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         return np.concatenate(boxes) * np.tile(ratio, 2), np.concatenate(scores), np.concatenate(kps) * ratio
 
-    def _suppress(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray) -> list[Face]:
+    def _suppress(self, boxes: NDArray[Any], scores: NDArray[Any], kps: NDArray[Any]) -> list[Face]:
         if not len(scores):
             return []
         rects = [(float(x1), float(y1), float(x2 - x1), float(y2 - y1)) for x1, y1, x2, y2 in boxes]
@@ -98,6 +100,6 @@ class Detector:
         ]
 
 
-def _box(values: np.ndarray) -> tuple[float, float, float, float]:
+def _box(values: NDArray[Any]) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in values)
     return x1, y1, x2, y2

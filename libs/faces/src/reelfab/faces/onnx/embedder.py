@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.onnx import geometry
 from reelfab.faces.onnx.manifest import ModelSpec
@@ -21,10 +23,10 @@ class Embedder:
         self.batch_size = batch_size
         self._input = model.input_names[0]
 
-    def crops(self, frames: Sequence[np.ndarray], kps5: Sequence[np.ndarray]) -> list[geometry.Crop]:
+    def crops(self, frames: Sequence[NDArray[Any]], kps5: Sequence[NDArray[Any]]) -> list[geometry.Crop]:
         return [geometry.crop(f, k, self.template, self.size) for f, k in zip(frames, kps5, strict=True)]
 
-    def embed(self, frames: Sequence[np.ndarray], kps5: Sequence[np.ndarray]) -> np.ndarray:
+    def embed(self, frames: Sequence[NDArray[Any]], kps5: Sequence[NDArray[Any]]) -> NDArray[Any]:
         """(N, 512) float32, one row per (frame, points)."""
         if not kps5:
             return np.zeros((0, 512), np.float32)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.errors import ManyFacesError, ModelError, NoFaceError
 from reelfab.faces.onnx import runtime
@@ -105,10 +106,10 @@ class OnnxEngine:
 
     # detection and landmarks
 
-    def detect(self, frame: np.ndarray) -> list[Face]:
+    def detect(self, frame: NDArray[Any]) -> list[Face]:
         return self.detect_batch([frame])[0]
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Face]]:
+    def detect_batch(self, frames: Sequence[NDArray[Any]]) -> list[list[Face]]:
         found = self._detector.detect_batch(frames)
         if self._landmarker is None:
             return found
@@ -119,12 +120,12 @@ class OnnxEngine:
             out[i].append(self._with_landmarks(face, points, score))
         return out
 
-    def _with_landmarks(self, face: Face, points: np.ndarray, score: float) -> Face:
+    def _with_landmarks(self, face: Face, points: NDArray[Any], score: float) -> Face:
         # as FaceFusion: the 5 points come from the 68 where the landmarker is confident, else the detector
         kps5 = kps5_from_68(points) if score >= self.landmarker_score else face.kps5
         return Face(face.box, face.score, kps5, points)
 
-    def refine(self, frame: np.ndarray, face: Face) -> Face:
+    def refine(self, frame: NDArray[Any], face: Face) -> Face:
         """Landmarks re-fitted in ``face``'s box, the box moved with them. The score decays a little
         per call and drops to 0 where the landmarker is no longer confident (the face is lost).
         Without a landmarker: the detection that overlaps ``face`` most."""
@@ -144,7 +145,7 @@ class OnnxEngine:
 
     # identity
 
-    def embed(self, frame: np.ndarray, face: Face) -> Embedding:
+    def embed(self, frame: NDArray[Any], face: Face) -> Embedding:
         vector = self._embedder.embed([frame], [face.kps5])[0]
         return Embedding(vector, self.embedder, "cosine")
 
@@ -156,7 +157,7 @@ class OnnxEngine:
 
     # swapping and enhancing
 
-    def prepare_source(self, image: np.ndarray) -> SourceFace:
+    def prepare_source(self, image: NDArray[Any]) -> SourceFace:
         """The one face of ``image``, its embedding, and the swapper's source vector (computed once)."""
         h, w = image.shape[:2]
         faces = self.detect(image)
@@ -175,8 +176,8 @@ class OnnxEngine:
         return SourceFace(image, face, embedding, {"swapper": self.swapper, "source_vector": vector})
 
     def swap_batch(
-        self, source: SourceFace, frames: Sequence[np.ndarray], faces: Sequence[Face | None]
-    ) -> list[np.ndarray]:
+        self, source: SourceFace, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]
+    ) -> list[NDArray[Any]]:
         if source.extra.get("swapper") == self.swapper:
             vector = source.extra["source_vector"]
         elif source.embedding.model == self.embedder:
@@ -187,7 +188,7 @@ class OnnxEngine:
             )
         return self._swapper.swap_batch(vector, frames, faces)
 
-    def enhance_batch(self, frames: Sequence[np.ndarray], faces: Sequence[Face | None]) -> list[np.ndarray]:
+    def enhance_batch(self, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]) -> list[NDArray[Any]]:
         if self._enhancer is None:
             raise ModelError("no face enhancer configured: build the onnx engine with enhancer='gfpgan_1.4'")
         return self._enhancer.enhance_batch(frames, faces)

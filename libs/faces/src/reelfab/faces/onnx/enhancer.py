@@ -4,8 +4,10 @@ feathered box mask and blended with the original (FaceFusion's default: 80 % res
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.onnx import geometry
 from reelfab.faces.onnx.manifest import ModelSpec
@@ -36,7 +38,7 @@ class Enhancer:
         self.mask = geometry.box_mask(self.size, mask_blur) * blend
         self._input = next(n for n in model.input_names if n != "weight")
 
-    def enhance_batch(self, frames: Sequence[np.ndarray], faces: Sequence[Face | None]) -> list[np.ndarray]:
+    def enhance_batch(self, frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]) -> list[NDArray[Any]]:
         todo = [(i, face) for i, face in enumerate(faces) if face is not None]
         out = [frame.copy() if face is None else frame for frame, face in zip(frames, faces, strict=True)]
         if not todo:

@@ -5,11 +5,13 @@ Templates are the 5 points (KPS5_ORDER) in a unit square; a model's crop puts th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
-TEMPLATES: dict[str, np.ndarray] = {
+TEMPLATES: dict[str, NDArray[Any]] = {
     name: np.array(points, np.float32)
     for name, points in {
         "arcface_112_v1": [[0.35473214, 0.45658929], [0.64526786, 0.45658929], [0.50000000, 0.61154464],
@@ -26,11 +28,11 @@ TEMPLATES: dict[str, np.ndarray] = {
 
 @dataclass(frozen=True)
 class Crop:
-    image: np.ndarray  # (size, size, 3) uint8 BGR
-    matrix: np.ndarray  # (2, 3) float64: frame -> crop
+    image: NDArray[Any]  # (size, size, 3) uint8 BGR
+    matrix: NDArray[Any]  # (2, 3) float64: frame -> crop
 
 
-def align_matrix(kps5: np.ndarray, template: str, size: int) -> np.ndarray:
+def align_matrix(kps5: NDArray[Any], template: str, size: int) -> NDArray[Any]:
     """The similarity transform (rotation, uniform scale, shift) taking the face's 5 points onto the
     template's, least squares (RANSAC with a threshold no inlier misses, as FaceFusion does)."""
     target = TEMPLATES[template] * np.float32(size)
@@ -42,7 +44,7 @@ def align_matrix(kps5: np.ndarray, template: str, size: int) -> np.ndarray:
     return matrix
 
 
-def crop(frame: np.ndarray, kps5: np.ndarray, template: str, size: int) -> Crop:
+def crop(frame: NDArray[Any], kps5: NDArray[Any], template: str, size: int) -> Crop:
     matrix = align_matrix(kps5, template, size)
     image = cv2.warpAffine(frame, matrix, (size, size), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_AREA)
     return Crop(image, matrix)
@@ -50,7 +52,7 @@ def crop(frame: np.ndarray, kps5: np.ndarray, template: str, size: int) -> Crop:
 
 def box_mask(
     size: int, blur: float = 0.3, padding: tuple[float, float, float, float] = (0, 0, 0, 0)
-) -> np.ndarray:
+) -> NDArray[Any]:
     """A (size, size) float32 mask, 1 inside and feathered to 0 at the crop's edges: the seam of the
     paste-back falls where the crop is mostly background. ``padding``: top, right, bottom, left in %."""
     blur_px = int(size * 0.5 * blur)
@@ -64,7 +66,7 @@ def box_mask(
     return cv2.GaussianBlur(mask, (0, 0), blur_px * 0.25) if blur_px > 0 else mask
 
 
-def paste_back(frame: np.ndarray, image: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+def paste_back(frame: NDArray[Any], image: NDArray[Any], mask: NDArray[Any], matrix: NDArray[Any]) -> NDArray[Any]:
     """``frame`` with ``image`` (a crop taken by ``matrix``) warped back and blended in by ``mask``.
     Only the crop's footprint in the frame is touched."""
     h, w = frame.shape[:2]
@@ -87,8 +89,8 @@ def paste_back(frame: np.ndarray, image: np.ndarray, mask: np.ndarray, matrix: n
 
 
 def to_tensor(
-    images: list[np.ndarray], mean: tuple[float, ...], std: tuple[float, ...], *, rgb: bool
-) -> np.ndarray:
+    images: list[NDArray[Any]], mean: tuple[float, ...], std: tuple[float, ...], *, rgb: bool
+) -> NDArray[Any]:
     """BGR uint8 crops -> (N, 3, H, W) float32, ((x / 255) - mean) / std per channel."""
     batch = np.stack(images).astype(np.float32) / 255.0
     if rgb:
@@ -97,7 +99,7 @@ def to_tensor(
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
-def from_tensor(batch: np.ndarray, *, rgb: bool) -> list[np.ndarray]:
+def from_tensor(batch: NDArray[Any], *, rgb: bool) -> list[NDArray[Any]]:
     """(N, 3, H, W) in 0..1 -> BGR uint8 crops."""
     images = (batch.transpose(0, 2, 3, 1).clip(0, 1) * 255).round().astype(np.uint8)
     return [np.ascontiguousarray(i[..., ::-1] if rgb else i) for i in images]

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.faces.onnx.manifest import ModelSpec
 from reelfab.faces.onnx.runtime import Model
@@ -23,8 +25,8 @@ class Landmarker:
         self._input = model.input_names[0]
 
     def fit(
-        self, frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]
-    ) -> list[tuple[np.ndarray, float]]:
+        self, frames: Sequence[NDArray[Any]], boxes: Sequence[Sequence[float]]
+    ) -> list[tuple[NDArray[Any], float]]:
         """For each (frame, box): 68 points (float32, frame pixels) and a confidence in 0..1."""
         if not boxes:
             return []
@@ -40,7 +42,7 @@ class Landmarker:
             out.append((frame_pts.astype(np.float32), float(score)))
         return out
 
-    def crop(self, frame: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def crop(self, frame: NDArray[Any], box: Sequence[float]) -> tuple[NDArray[Any], NDArray[Any]]:
         x1, y1, x2, y2 = box
         scale = BOX_SIDE / max(x2 - x1, y2 - y1, 1.0)
         matrix = np.array(
@@ -54,7 +56,7 @@ class Landmarker:
         return image, matrix
 
 
-def kps5_from_68(points: np.ndarray) -> np.ndarray:
+def kps5_from_68(points: NDArray[Any]) -> NDArray[Any]:
     """KPS5_ORDER from 68 iBUG points: eye centres, nose tip, mouth corners."""
     return np.stack(
         [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]

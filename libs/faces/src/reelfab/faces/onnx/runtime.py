@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from reelfab.faces.errors import ModelError
 
@@ -60,7 +61,7 @@ class Model:
     def input_names(self) -> list[str]:
         return list(self.inputs)
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: Mapping[str, NDArray[Any]]) -> list[NDArray[Any]]:
         feeds = {
             k: np.ascontiguousarray(v, dtype=ONNX_TYPES.get(self.inputs[k].type, v.dtype))
             for k, v in feeds.items()
@@ -81,17 +82,17 @@ class Model:
 
     def run_batched(
         self,
-        feeds: Mapping[str, np.ndarray],
+        feeds: Mapping[str, NDArray[Any]],
         batch_size: int,
         *,
-        shared: Mapping[str, np.ndarray] | None = None,
-    ) -> list[np.ndarray]:
+        shared: Mapping[str, NDArray[Any]] | None = None,
+    ) -> list[NDArray[Any]]:
         """``feeds`` share a first axis of N items; ``shared`` inputs are fed as they are to every chunk.
         Runs chunks of ``batch_size``, or of the model's own fixed batch (the last chunk padded by
         repeating its last item), and returns every output with N along its first axis."""
         n = len(next(iter(feeds.values())))
         step = self.fixed_batch or max(batch_size, 1)
-        parts: list[list[np.ndarray]] = []
+        parts: list[list[NDArray[Any]]] = []
         for start in range(0, n, step):
             chunk = {k: v[start : start + step] for k, v in feeds.items()}
             real = len(next(iter(chunk.values())))

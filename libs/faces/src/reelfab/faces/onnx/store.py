@@ -16,9 +16,15 @@ import httpx
 
 from reelfab.faces.errors import ModelError
 from reelfab.faces.onnx.manifest import Manifest, ModelSpec, default_manifest
+from reelfab.settings import Settings
 
 Progress = Callable[[int, int | None], None]  # bytes so far, total bytes when the server says
 CHUNK = 1 << 20
+
+
+def models_dir(settings: Settings) -> Path:
+    """Where the model files live: ``REELFAB_MODELS_DIR``, else ``<state_dir>/models``."""
+    return Path(settings.models_dir) if settings.models_dir else Path(settings.state_dir) / "models"
 
 
 class ModelStore:
@@ -34,7 +40,6 @@ class ModelStore:
         timeout_s: float = 30.0,
     ) -> None:
         if root is None:
-            from reelfab.faces.backends import models_dir
             from reelfab.settings import get_settings
 
             root = models_dir(get_settings())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 from onnx import numpy_helper
 
 from reelfab.faces.errors import ModelError
@@ -20,7 +22,7 @@ from reelfab.faces.onnx.runtime import Model
 from reelfab.faces.types import Face
 
 
-def read_emap(path: Path) -> np.ndarray:
+def read_emap(path: Path) -> NDArray[Any]:
     """inswapper's embedding map: its graph's last initializer, a (512, 512) matrix that takes an
     ArcFace vector into the space the model was trained on."""
     graph = onnx.load(str(path)).graph
@@ -42,7 +44,7 @@ class Swapper:
         spec: ModelSpec,
         *,
         converter: Model | None = None,
-        emap: np.ndarray | None = None,
+        emap: NDArray[Any] | None = None,
         batch_size: int = 8,
         mask_blur: float = 0.3,
     ) -> None:
@@ -67,13 +69,14 @@ class Swapper:
         self.rgb = spec.preprocess.get("channels", "rgb") == "rgb"
         self.mask = geometry.box_mask(self.size, mask_blur)
 
-    def source_vector(self, embedding: np.ndarray) -> np.ndarray:
+    def source_vector(self, embedding: NDArray[Any]) -> NDArray[Any]:
         """What the model's ``source`` input wants, from a raw ArcFace embedding (see the manifest's
         ``source_embedding``)."""
         raw = np.asarray(embedding, np.float32).reshape(1, -1)
         if self.source_kind == "emap":
             assert self.emap is not None
-            return (raw @ self.emap / np.linalg.norm(raw)).reshape(-1)
+            mapped: NDArray[Any] = (raw @ self.emap / np.linalg.norm(raw)).reshape(-1)
+            return mapped
         if self.source_kind == "converter":
             assert self.converter is not None
             raw = self.converter.run({self.converter.input_names[0]: raw})[0].reshape(1, -1)
@@ -82,8 +85,8 @@ class Swapper:
         return (raw / np.linalg.norm(raw)).reshape(-1)
 
     def swap_batch(
-        self, source: np.ndarray, frames: Sequence[np.ndarray], faces: Sequence[Face | None]
-    ) -> list[np.ndarray]:
+        self, source: NDArray[Any], frames: Sequence[NDArray[Any]], faces: Sequence[Face | None]
+    ) -> list[NDArray[Any]]:
         """Each frame with ``source`` on its face; frames without one come back as copies."""
         todo = [(i, face) for i, face in enumerate(faces) if face is not None]
         out = [frame.copy() if face is None else frame for frame, face in zip(frames, faces, strict=True)]
@@ -95,7 +98,7 @@ class Swapper:
             out[i] = geometry.paste_back(frames[i], image, self.mask, c.matrix)
         return out
 
-    def run(self, crops: list[np.ndarray], source: np.ndarray) -> list[np.ndarray]:
+    def run(self, crops: list[NDArray[Any]], source: NDArray[Any]) -> list[NDArray[Any]]:
         """Aligned BGR crops -> swapped BGR crops."""
         target = geometry.to_tensor(crops, self.spec.mean, self.spec.std, rgb=self.rgb)
         sources = np.repeat(source.reshape(1, -1).astype(np.float32), len(crops), axis=0)
