@@ -299,8 +299,10 @@ def test_crop_path_is_piecewise_linear_and_smoothed() -> None:
     ramp = np.arange(50, dtype=float)
     assert np.allclose(moving_average(ramp, 5)[5:-5], ramp[5:-5])  # no lag on steady motion
     track = {"width": 640, "frames": [{"box": [0, 0, 20, 20]}, None, None, {"box": [60, 0, 80, 20]}]}
-    assert face_centres(track, 1280).tolist() == pytest.approx([20.0, 60.0, 100.0, 140.0])
+    assert face_centres(track, 1280) == pytest.approx([20.0, 60.0, 100.0, 140.0])
     assert face_centres({"width": 640, "frames": [None, None]}, 640) is None
+    held = {"width": 1280, "frames": [None, {"box": [10, 0, 30, 20]}, None, {"box": [50, 0, 70, 20]}, None]}
+    assert face_centres(held, 1280) == pytest.approx([20.0, 20.0, 40.0, 60.0, 60.0])  # ends held, gap linear
 
 
 def test_caption_text_is_chunked_over_the_clip() -> None:

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-from numpy.typing import NDArray
 
 from reelfab.errors import PermanentError, TransientError
 from reelfab.media import children
@@ -316,29 +314,45 @@ def face_crop(info: VideoInfo, spec: RenderSpec, track: Mapping[str, Any] | None
     return f"crop={cw}:{h}:{_escape(crop_x_expression(keys))}:0"
 
 
-def face_centres(track: Mapping[str, Any], width: int) -> NDArray[Any] | None:
-    """Per track frame, the face box's horizontal centre in input pixels; gaps interpolated.
-    None when no frame has a face."""
+def face_centres(track: Mapping[str, Any], width: int) -> list[float] | None:
+    """Per track frame, the face box's horizontal centre in input pixels; gaps interpolated linearly,
+    the ends held at the first and last known centre. None when no frame has a face. (Plain Python:
+    a track is a few thousand numbers, and the post-producer's image needs no numpy for it.)"""
     frames = track.get("frames") or []
     scale = width / float(track.get("width") or width)  # a track made at another size
     known = [(i, (f["box"][0] + f["box"][2]) / 2 * scale) for i, f in enumerate(frames) if f]
     if not known:
         return None
-    index, value = zip(*known, strict=True)
-    return np.asarray(np.interp(np.arange(len(frames)), index, value), dtype=np.float64)
+    out: list[float] = []
+    k = 0
+    for i in range(len(frames)):
+        while k + 1 < len(known) and known[k + 1][0] <= i:
+            k += 1
+        i0, v0 = known[k]
+        if i <= i0 or k + 1 == len(known):
+            out.append(float(v0))
+        else:
+            i1, v1 = known[k + 1]
+            out.append(v0 + (v1 - v0) * (i - i0) / (i1 - i0))
+    return out
 
 
-def moving_average(values: NDArray[Any], window: int) -> NDArray[Any]:
+def moving_average(values: Sequence[float], window: int) -> list[float]:
     """Centred moving average, edges padded with the edge value (no lag, no pull towards 0)."""
     if window <= 1 or len(values) < 2:
-        return values.astype(float)
+        return [float(v) for v in values]
     half = window // 2
-    padded = np.pad(values.astype(float), (half, window - 1 - half), mode="edge")
-    return np.convolve(padded, np.ones(window) / window, mode="valid")
+    padded = [float(values[0])] * half + [float(v) for v in values] + [float(values[-1])] * (window - 1 - half)
+    total = sum(padded[:window])
+    out = [total / window]
+    for j in range(window, len(padded)):
+        total += padded[j] - padded[j - window]
+        out.append(total / window)
+    return out
 
 
 def crop_keyframes(
-    centres: NDArray[Any], fps: float, duration: float, step_s: float, crop_w: int, width: int
+    centres: Sequence[float], fps: float, duration: float, step_s: float, crop_w: int, width: int
 ) -> list[tuple[float, int]]:
     """(time, crop x) every ``step_s`` over the clip, the window kept inside the picture."""
     count = max(1, math.ceil(duration / step_s)) + 1
@@ -346,7 +360,7 @@ def crop_keyframes(
     for k in range(count):
         t = min(k * step_s, duration)
         centre = centres[min(len(centres) - 1, round(t * fps))]
-        keys.append((t, int(np.clip(round(centre - crop_w / 2), 0, width - crop_w))))
+        keys.append((t, min(max(round(centre - crop_w / 2), 0), width - crop_w)))
     return keys
 
 
