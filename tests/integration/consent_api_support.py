@@ -13,16 +13,22 @@ import asyncpg
 import cv2
 import numpy as np
 
+from reelfab.bus import Bus
 from reelfab.bus.memory import InMemoryBus
 from reelfab.bus.outbox import Outbox
+from reelfab.bus.unit_of_work import PostgresUnitOfWork
 from reelfab.contracts.codec import default_codec
 from reelfab.db import delivery_migrations, migrate, package_migrations
 from reelfab.faces.types import Embedding, Face, SourceFace
 from reelfab.settings import Settings
 from reelfab.storage import open_store
 from reelfab_consent_registry import keys
+from reelfab_consent_registry.bootstrap import PRODUCES, Wired, bootstrap
+from reelfab_consent_registry.config import RegistryConfig
 from reelfab_consent_registry.crypto import LocalMasterKey
-from reelfab_consent_registry.registry import SERVICE, Registry, RegistryConfig
+from reelfab_consent_registry.domain import SERVICE
+from reelfab_consent_registry.repository import PostgresRepository
+from reelfab_consent_registry.use_cases import Registry
 
 MASTER_KEY = os.urandom(32)  # one per test process: its schemas are dropped at the end
 WRAPPER = LocalMasterKey(MASTER_KEY)
@@ -92,6 +98,36 @@ async def make_schema(pool: asyncpg.Pool, schema: str, *, with_key: bool = True)
             await keys.generate(conn, schema, WRAPPER)
 
 
+def make_wired(
+    pool: asyncpg.Pool,
+    schema: str,
+    settings: Settings,
+    objects_root: Path,
+    *,
+    max_upload_bytes: int | None = None,
+    config: RegistryConfig | None = None,
+    engine: object | None = None,
+    bus: Bus | None = None,
+) -> Wired:
+    """The registry on ``schema`` (its handlers on a PostgreSQL unit of work there), with the stand-in
+    face engine unless ``engine`` is given; events go to ``bus`` (default: an in-memory one)."""
+    if config is None:
+        config = (
+            RegistryConfig() if max_upload_bytes is None else RegistryConfig(max_upload_bytes=max_upload_bytes)
+        )
+    bus = bus or InMemoryBus(settings, SERVICE, default_codec())
+    outbox = Outbox(schema, bus)
+    return bootstrap(
+        repository=PostgresRepository(pool, schema, outbox),
+        bus=bus,
+        objects=open_store(objects_root.as_uri()),
+        wrapper=WRAPPER,
+        engine_factory=StandInEngine if engine is None else (lambda: engine),  # type: ignore[arg-type,return-value]
+        uow=PostgresUnitOfWork(pool, schema, outbox, frozenset(PRODUCES)),
+        config=config,
+    )
+
+
 def make_registry(
     pool: asyncpg.Pool,
     schema: str,
@@ -101,20 +137,16 @@ def make_registry(
     max_upload_bytes: int | None = None,
     config: RegistryConfig | None = None,
     engine: object | None = None,
+    bus: Bus | None = None,
 ) -> Registry:
-    if config is None:
-        config = (
-            RegistryConfig() if max_upload_bytes is None else RegistryConfig(max_upload_bytes=max_upload_bytes)
-        )
-    return Registry(
-        pool=pool,
-        schema=schema,
-        outbox=Outbox(schema, InMemoryBus(settings, SERVICE, default_codec())),
-        objects=open_store(objects_root.as_uri()),
-        wrapper=WRAPPER,
-        engine_factory=StandInEngine if engine is None else (lambda: engine),  # type: ignore[arg-type,return-value]
-        config=config,
-    )
+    return make_wired(pool, schema, settings, objects_root, max_upload_bytes=max_upload_bytes, config=config,
+                      engine=engine, bus=bus).registry
+
+
+def pg(registry: Registry) -> PostgresRepository:
+    """The registry's PostgreSQL repository (its pool, schema and outbox)."""
+    assert isinstance(registry.repository, PostgresRepository)
+    return registry.repository
 
 
 async def drop_schema(pool: asyncpg.Pool, schema: str) -> None:

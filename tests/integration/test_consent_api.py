@@ -23,7 +23,8 @@ from reelfab.db import create_pool
 from reelfab.settings import Settings
 from reelfab_consent_registry import keys, tokens
 from reelfab_consent_registry.api import build_api
-from reelfab_consent_registry.registry import Registry
+from reelfab_consent_registry.domain import Post
+from reelfab_consent_registry.use_cases import Registry
 from tests.conftest import unique
 from tests.integration.consent_api_support import (
     drop_schema,
@@ -512,15 +513,17 @@ async def test_a_subject_from_enrolment_to_erasure(api: Api) -> None:
     )
     assert terms.consent_version == 2 and terms.subject == subject_id
 
-    async with api.registry.pool.acquire() as conn:
+    async with api.pool.acquire() as conn:
         await api.registry.record_post(
-            conn,
-            post_id="p-1",
-            platform="tiktok",
-            subject_id=subject_id,
-            job_id="j-1",
-            consent_version=2,
-            published_at=datetime.now(UTC),
+            api.registry.repository.bound(conn),
+            Post(
+                post_id="p-1",
+                platform="tiktok",
+                subject_id=subject_id,
+                job_id="j-1",
+                consent_version=2,
+                published_at=datetime.now(UTC),
+            ),
         )
     r = await api.client.post(
         f"/subjects/{subject_id}/revoke", json={"reason": "subject asked"}, headers=api.admin

@@ -29,7 +29,8 @@ from reelfab.errors import PermanentError
 from reelfab.settings import Settings
 from reelfab_consent_registry import tokens
 from reelfab_consent_registry.api import build_api
-from reelfab_consent_registry.registry import Registry, RegistryConfig
+from reelfab_consent_registry.config import RegistryConfig
+from reelfab_consent_registry.use_cases import Registry
 from tests.conftest import unique
 from tests.integration.consent_api_support import (
     StandInEngine,

@@ -22,14 +22,13 @@ from reelfab.bus.outbox import OutboxRelay
 from reelfab.consent.decision import ConsentRequest
 from reelfab.consent.lease import Scope, public_key_text
 from reelfab.contracts.codec import default_codec
-from reelfab.db import delivery_migrations, migrate, package_migrations
 from reelfab.devtools.synthetic import virtual_person
-from reelfab.storage import open_store
 from reelfab_consent_registry import audit, keys
-from reelfab_consent_registry.crypto import ErasedError, LocalMasterKey
+from reelfab_consent_registry.config import RegistryConfig
+from reelfab_consent_registry.crypto import ErasedError
 from reelfab_consent_registry.errors import Conflict, Refused
-from reelfab_consent_registry.registry import Registry, RegistryConfig
 from tests.conftest import eventually, unique
+from tests.integration.consent_api_support import make_registry, make_schema, pg
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 NOW = datetime.now(UTC)
@@ -58,32 +57,17 @@ def engine() -> Any:
 @pytest.fixture
 async def registry(pg_pool: Any, stack: Any, tmp_path: Path, engine: Any) -> Any:
     schema = unique("consent")
-    await migrate(
-        pg_pool, schema, delivery_migrations() + package_migrations("reelfab_consent_registry")
-    )
+    await make_schema(pg_pool, schema)
     bus = KafkaBus(stack, "consent-registry", default_codec())
-    wrapper = LocalMasterKey(os.urandom(32))
-    async with pg_pool.acquire() as conn:
-        await keys.generate(conn, schema, wrapper)
-    from reelfab.bus.outbox import Outbox
-
-    reg = Registry(
-        pool=pg_pool,
-        schema=schema,
-        outbox=Outbox(schema, bus),
-        objects=open_store(tmp_path.as_uri()),
-        wrapper=wrapper,
-        engine_factory=lambda: engine,
-        config=RegistryConfig(asset_kind="synthetic"),
-    )
+    reg = make_registry(pg_pool, schema, stack, tmp_path, engine=engine, bus=bus,
+                        config=RegistryConfig(asset_kind="synthetic"))
     await bus.start()
-    reg.bus = bus  # type: ignore[attr-defined]
     yield reg
     await bus.stop()
 
 
 async def publish(reg: Any) -> None:
-    relay = OutboxRelay(reg.pool, reg.schema, reg.bus)
+    relay = OutboxRelay(pg(reg).pool, pg(reg).schema, reg.trail.bus)
     while await relay.relay_once():
         pass
 
@@ -183,7 +167,7 @@ async def test_a_lease_verifies_in_another_process_and_a_revocation_reaches_it_w
     await enrolled_and_granted(registry, people, subject)
     public = ",".join(
         f"{k}={public_key_text(v)}"
-        for k, v in (await keys.public_keys(registry.pool, registry.schema)).items()
+        for k, v in (await keys.public_keys(pg(registry).pool, pg(registry).schema)).items()
     )
     viewer = Viewer(subject, public)
     try:
@@ -208,7 +192,7 @@ async def test_a_lease_verifies_in_another_process_and_a_revocation_reaches_it_w
         )
         record = json.loads(forged)
         assert record["status"] == "GRANTED"
-        await registry.bus.publish(
+        await registry.trail.bus.publish(
             "reelfab.consent.changed.v1",
             {
                 "event_id": unique("forged"),
@@ -287,9 +271,9 @@ async def test_the_audit_chain_verifies_and_an_edited_row_is_named(
     subject = unique("ana")
     await enrolled_and_granted(registry, people, subject)
     await registry.check(req(subject, platform="youtube"))  # a denial is audited too
-    result = await audit.verify(registry.pool, registry.schema)
+    result = await audit.verify(pg(registry).pool, pg(registry).schema)
     assert result.ok and result.entries >= 4
-    rows = await registry.pool.fetch(f'SELECT seq, action FROM "{registry.schema}".audit_log ORDER BY seq')
+    rows = await pg(registry).pool.fetch(f'SELECT seq, action FROM "{pg(registry).schema}".audit_log ORDER BY seq')
     assert [r["action"] for r in rows][:4] == [
         "subject.created",
         "image.enrolled",
@@ -297,11 +281,11 @@ async def test_the_audit_chain_verifies_and_an_edited_row_is_named(
         "consent.denied",
     ]
     target = rows[2]["seq"]
-    await registry.pool.execute(
-        f"""UPDATE "{registry.schema}".audit_log SET details = jsonb_set(details, '{{version}}', '7') WHERE seq = $1""",
+    await pg(registry).pool.execute(
+        f"""UPDATE "{pg(registry).schema}".audit_log SET details = jsonb_set(details, '{{version}}', '7') WHERE seq = $1""",
         target,
     )
-    broken = await audit.verify(registry.pool, registry.schema)
+    broken = await audit.verify(pg(registry).pool, pg(registry).schema)
     assert not broken.ok and broken.first_broken == target and "edited" in broken.problem
 
 
@@ -322,6 +306,6 @@ async def test_erasure_makes_biometrics_unreadable_and_keeps_the_audit(
     sealed = registry.objects.get_bytes(report["unreadable_images"][0])
     assert people["ana"][:64] not in sealed  # what stays on disk is ciphertext
     assert (await registry.check(req(subject))).reason == "erased"
-    assert (await audit.verify(registry.pool, registry.schema)).ok
+    assert (await audit.verify(pg(registry).pool, pg(registry).schema)).ok
     with pytest.raises(Conflict):
         await registry.revoke(subject, actor="test", reason="again")

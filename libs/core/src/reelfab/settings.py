@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     consent_asset_kind: str = "photo"  # photo | synthetic: which identity threshold enrolment uses
     consent_phash_threshold: int = 8  # bits of 64 a re-encoded copy of an enrolled image may differ by
     consent_max_upload_bytes: int = 10 * 1024 * 1024
-    # unset (None): the registry's own defaults (services/consent_registry/registry.py RegistryConfig)
+    # unset (None): the registry's own defaults (services/consent_registry/config.py RegistryConfig)
     consent_max_face_pixels: int | None = None  # a larger face image is refused from its header
     consent_face_work_pixels: int | None = None  # larger images are decoded reduced to about this size
     consent_face_concurrency: int | None = None  # face decodes/embeddings at once

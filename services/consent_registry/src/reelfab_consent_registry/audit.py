@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -31,11 +31,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from reelfab.consent.lease import key_id_of
+from reelfab.contracts.topics import AUDIT_CHECKPOINT
 from reelfab.identifiers import check_identifier
 
 GENESIS = "0" * 64
 _LOCK = 0x5EEDA0D17  # serialises appends (and checkpoints): the chain is a single line
-CHECKPOINT_TOPIC = "reelfab.audit.checkpoint.v1"
+CHECKPOINT_TOPIC = AUDIT_CHECKPOINT
 CHECKPOINT_RECORD = "reelfab.events.AuditCheckpoint"
 CHECKPOINT_FORMAT = 1
 
@@ -141,6 +142,15 @@ def sign_checkpoint(private: Ed25519PrivateKey, *, log_id: str, entry_count: int
     return Checkpoint(log_id, entry_count, head_seq, head_hash, at, key_id, payload, private.sign(payload), reason)
 
 
+def signing_time(now: datetime, previous: Checkpoint | None) -> datetime:
+    """When a checkpoint is signed: now (to the millisecond), but always after the checkpoint it
+    extends (a clock stepped back would look like a rollback)."""
+    at = _ms(now)
+    if previous is not None and at <= previous.issued_at:
+        return previous.issued_at + timedelta(milliseconds=1)
+    return at
+
+
 def checkpoint_from_record(value: Any) -> Checkpoint:
     """A checkpoint as read from the topic, its values taken from the signed payload (not verified
     yet: see ``verify_checkpoint``)."""
@@ -186,13 +196,14 @@ class AuditVerification:
     note: str = ""
 
 
-async def _rows(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+async def chain_rows(conn: asyncpg.Connection | asyncpg.Pool, schema: str) -> list[asyncpg.Record]:
+    """The chain's entries, in order."""
+    return list(await conn.fetch(
         f'SELECT seq, at, actor, action, subject_id, details, prev_hash, entry_hash FROM "{schema}".audit_log ORDER BY seq'
-    )
+    ))
 
 
-def _chain(rows: list[asyncpg.Record]) -> AuditVerification | None:
+def _chain(rows: list[Any]) -> AuditVerification | None:
     prev = GENESIS
     for n, r in enumerate(rows):
         if r["prev_hash"] != prev:
@@ -234,19 +245,19 @@ def against(rows: list[Any], cp: Checkpoint, public_keys: dict[str, Ed25519Publi
 async def verify(conn: asyncpg.Connection | asyncpg.Pool, schema: str, checkpoint: Checkpoint | None = None,
                  public_keys: dict[str, Ed25519PublicKey] | None = None) -> AuditVerification:
     """Recompute the chain; with ``checkpoint`` (the newest one, read from the topic), check it too."""
-    rows = await _rows(conn, schema)
-    broken = _chain(rows)
+    found = await chain_rows(conn, schema)
+    broken = _chain(found)
     if broken is not None:
         return broken
     if checkpoint is None:
-        return AuditVerification(True, len(rows), note="no signed checkpoint to check against: a cut tail or a re-hashed "
+        return AuditVerification(True, len(found), note="no signed checkpoint to check against: a cut tail or a re-hashed "
                                                        "chain cannot be detected")
-    return against(rows, checkpoint, public_keys or {})
+    return against(found, checkpoint, public_keys or {})
 
 
-async def consistent_with(conn: asyncpg.Connection, schema: str, previous: Checkpoint) -> AuditVerification:
-    """Whether the chain still extends ``previous`` (its signature is not rechecked: we made it)."""
-    rows = await _rows(conn, schema)
+def extends(rows: list[Any], previous: Checkpoint) -> AuditVerification:
+    """Whether the chain (its rows, in order) still extends ``previous`` (its signature is not
+    rechecked: we made it)."""
     return _chain(rows) or against(rows, previous, {previous.key_id: _Trusted()})  # type: ignore[dict-item]
 
 
@@ -348,8 +359,7 @@ def verify_seen(rows: list[Any], seen: list[Seen], public_keys: dict[str, Ed2551
                              strongest.summary(), "; ".join(notes))
 
 
-async def verify_against_seen(conn: asyncpg.Connection | asyncpg.Pool, schema: str, seen: list[Seen],
-                              public_keys: dict[str, Ed25519PublicKey]) -> AuditVerification:
-    """Recompute the chain, then check it against every checkpoint found (``verify_seen``)."""
-    rows = await _rows(conn, schema)
+def verify_rows(rows: list[Any], seen: list[Seen], public_keys: dict[str, Ed25519PublicKey]) -> AuditVerification:
+    """Recompute the chain (its rows, in order), then check it against every checkpoint found
+    (``verify_seen``)."""
     return _chain(rows) or verify_seen(rows, seen, public_keys)

@@ -1,24 +1,89 @@
-"""Builds the registry from settings: the one place that knows which adapters are live (a pool, the
-master key, the object store, the face engine), for the service, its API and its CLI alike."""
+"""Builds the registry: the one place that knows which adapters are live. ``bootstrap`` wires the
+use cases and the handlers from whatever adapters it is given (a repository, a bus for the
+checkpoint topic, an object store, a master key, a face engine, a unit of work, a clock), real or
+fake; ``bootstrap_postgres`` gives it the real ones from settings, for the service, its API and its
+CLI alike. Broker-free unit tests pass the in-memory ones (``memory``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reelfab.bus import Bus
 from reelfab.bus.outbox import Outbox
-from reelfab.faces.backends import get_engine
+from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
+from reelfab.contracts.topics import AUDIT_CHECKPOINT, CONSENT_CHANGED
+from reelfab.faces.types import FaceEngine
 from reelfab.settings import Settings
-from reelfab.storage import open_store
 
-from .crypto import LocalMasterKey
-from .registry import Registry, RegistryConfig
+from .audit_trail import AuditTrail, utc_now
+from .config import RegistryConfig
+from .crypto import KeyWrapper, LocalMasterKey
+from .handlers import Handler, make_handlers
+from .images import FaceWork
+from .repository import PostgresRepository, Repository
+from .use_cases import Objects, Registry
 
 SCHEMA = "consent_registry"
+PRODUCES = (CONSENT_CHANGED, AUDIT_CHECKPOINT)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Wired:
+    """The registry's use cases (for the API and the CLI) and its event handlers (one per consumed
+    topic, on the unit of work)."""
+
+    registry: Registry
+    handlers: dict[str, Handler]
+
+
+def bootstrap(
+    *,
+    repository: Repository,
+    bus: Bus,
+    objects: Objects,
+    wrapper: KeyWrapper,
+    engine_factory: Callable[[], FaceEngine],
+    uow: UnitOfWork | None = None,
+    config: RegistryConfig | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    trusted_keys: dict[str, Ed25519PublicKey] | None = None,
+) -> Wired:
+    """Wire the registry from its adapters. Without ``uow`` the handlers get an in-memory unit of
+    work publishing to ``bus`` (tests)."""
+    config = config or RegistryConfig()
+    faces = FaceWork(engine_factory, concurrency=config.face_concurrency, max_pixels=config.max_face_pixels,
+                     work_pixels=config.face_work_pixels)
+    trail = AuditTrail(repository, bus, wrapper, config, clock, trusted_keys)
+    registry = Registry(repository, objects, wrapper, faces, trail, config, clock)
+    return Wired(registry, make_handlers(registry, uow or InMemoryUnitOfWork(bus, PRODUCES)))
+
+
+def bootstrap_postgres(settings: Settings, pool: asyncpg.Pool, bus: Bus, *, schema: str = SCHEMA,
+                       uow: UnitOfWork | None = None) -> Wired:
+    """The registry on its PostgreSQL schema, with the object store, master key and face engine the
+    settings name. ``uow``: the service context's (default: one on the same pool and schema)."""
+    from reelfab.faces.backends import get_engine
+    from reelfab.storage import open_store
+
+    outbox = Outbox(schema, bus)
+    return bootstrap(
+        repository=PostgresRepository(pool, schema, outbox),
+        bus=bus,
+        objects=open_store(settings.storage_root),
+        wrapper=master_key(settings),
+        engine_factory=lambda: get_engine(settings.face_backend, settings),
+        uow=uow or PostgresUnitOfWork(pool, schema, outbox, frozenset(PRODUCES)),
+        config=registry_config(settings),
+        trusted_keys=trusted_keys(settings),
+    )
 
 
 def setting(value: T | None, default: T) -> T:
@@ -47,23 +112,10 @@ def registry_config(settings: Settings) -> RegistryConfig:
     )
 
 
-def trusted_keys(settings: Settings) -> dict[str, Any] | None:
+def trusted_keys(settings: Settings) -> dict[str, Ed25519PublicKey] | None:
     """REELFAB_CONSENT_PUBLIC_KEYS when set: what checkpoints are verified with."""
     if not settings.consent_public_keys.strip():
         return None
     from reelfab.consent.gate import load_public_keys
 
     return load_public_keys(settings)
-
-
-def build_registry(settings: Settings, pool: asyncpg.Pool, bus: Bus, *, schema: str = SCHEMA) -> Registry:
-    return Registry(
-        pool=pool,
-        schema=schema,
-        outbox=Outbox(schema, bus),
-        objects=open_store(settings.storage_root),
-        wrapper=master_key(settings),
-        engine_factory=lambda: get_engine(settings.face_backend, settings),
-        config=registry_config(settings),
-        trusted_keys=trusted_keys(settings),
-    )

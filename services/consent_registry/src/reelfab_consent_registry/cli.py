@@ -37,7 +37,7 @@ async def _session(schema: str | None = None) -> AsyncIterator[Any]:
     from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
     from reelfab.settings import get_settings
 
-    from .bootstrap import SCHEMA, build_registry
+    from .bootstrap import SCHEMA, bootstrap_postgres
     from .keys import ensure_signing_key
 
     settings = get_settings()
@@ -46,19 +46,24 @@ async def _session(schema: str | None = None) -> AsyncIterator[Any]:
     try:
         await migrate(pool, schema, delivery_migrations() + package_migrations("reelfab_consent_registry"))
         bus = KafkaBus(settings, "consent-registry", default_codec(settings))
-        registry = build_registry(settings, pool, bus, schema=schema)
+        registry = bootstrap_postgres(settings, pool, bus, schema=schema).registry
         if key := await ensure_signing_key(pool, schema, registry.wrapper):
             console.print(f"· made the registry's first signing key {key}")
         yield registry
-        await _relay(registry, bus)
+        await _relay(pool, schema, bus)
     finally:
         await pool.close()
 
 
-async def _relay(registry: Any, bus: Any) -> None:
+def _database(registry: Any) -> tuple[Any, str]:
+    """The pool and schema of the registry's database (the CLI works on it directly)."""
+    return registry.repository.pool, registry.repository.schema
+
+
+async def _relay(pool: Any, schema: str, bus: Any) -> None:
     from reelfab.bus.outbox import OutboxRelay
 
-    relay = OutboxRelay(registry.pool, registry.schema, bus)
+    relay = OutboxRelay(pool, schema, bus)
     if await relay.pending() == 0:
         return
     try:
@@ -191,7 +196,7 @@ def verify_audit(schema: str = SchemaOption) -> None:
     """Recompute the audit hash chain and check it against the strongest signed checkpoint found
     (every message on the checkpoint topic, and the registry's record of those it issued): names a
     replayed older checkpoint and the first broken or missing entry."""
-    result = _run(lambda r: r.verify_audit(), schema)
+    result = _run(lambda r: r.trail.verify_audit(), schema)
     cp = result.checkpoint
     if not result.ok:
         where = f" at entry {result.first_broken}" if result.first_broken is not None else ""
@@ -209,7 +214,7 @@ def verify_audit(schema: str = SchemaOption) -> None:
 @app.command("checkpoint")
 def checkpoint(schema: str = SchemaOption) -> None:
     """Sign a checkpoint of the audit chain now and publish it on the checkpoint topic."""
-    cp = _run(lambda r: r.issue_checkpoint("demand"), schema)
+    cp = _run(lambda r: r.trail.issue_checkpoint("demand"), schema)
     if cp is None:
         console.print("the audit chain is empty: nothing to sign")
         return
@@ -223,8 +228,9 @@ def keys_rotate() -> None:
     from . import keys
 
     async def work(registry: Any) -> str:
-        async with registry.pool.acquire() as conn, conn.transaction():
-            return await keys.generate(conn, registry.schema, registry.wrapper)
+        pool, schema = _database(registry)
+        async with pool.acquire() as conn, conn.transaction():
+            return await keys.generate(conn, schema, registry.wrapper)
 
     console.print(f"new signing key {_run(work)}")
 
@@ -234,9 +240,7 @@ def keys_list() -> None:
     """Public keys, as services load them (REELFAB_CONSENT_PUBLIC_KEYS)."""
     from reelfab.consent.lease import public_key_text
 
-    from . import keys
-
-    found = _run(lambda r: keys.public_keys(r.pool, r.schema))
+    found = _run(lambda r: r.public_keys())
     console.print(",".join(f"{k}={public_key_text(v)}" for k, v in found.items()))
 
 
@@ -245,7 +249,7 @@ def tokens_create(name: str, role: str = typer.Option("reader", help="admin or r
     """Create an API token; it is shown once and stored hashed."""
     from . import tokens
 
-    token = _run(lambda r: tokens.create_token(r.pool, r.schema, name, role))
+    token = _run(lambda r: tokens.create_token(*_database(r), name, role))
     console.print(token)
 
 

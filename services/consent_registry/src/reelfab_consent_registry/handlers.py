@@ -1,5 +1,10 @@
 """consent-registry handlers, one per consumed topic: posts that used a face (for takedown lists),
-flags from analytics and consent denials reported by other stages join the registry's records."""
+flags from analytics and consent denials reported by other stages join the registry's records.
+
+Each opens the unit of work for its event, asks the domain what the event means, and writes through
+the repository bound to the unit's connection: the write commits with the event's processed mark or
+not at all, so a redelivery changes nothing twice. The checkpoint handler writes nothing: it keeps
+the registry's memory of the newest checkpoint (what the next one must extend)."""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ from typing import Any
 from prometheus_client import Counter
 
 from reelfab.bus import Event
-from reelfab.bus.idempotency import handle_once
-from reelfab.consent.decision import DENIAL_REASONS
-from reelfab.service import ServiceContext
+from reelfab.bus.unit_of_work import UnitOfWork
+from reelfab.contracts.generated.records import AuditCheckpoint, JobFailed, PublishCompleted, SubjectFlagged
+from reelfab.contracts.topics import AUDIT_CHECKPOINT, JOB_FAILED, PUBLISH_COMPLETED, SUBJECT_FLAGGED
+from reelfab.logging import get_logger
 
-from .registry import Registry
+from . import audit, domain
+from .use_cases import Registry
 
 Handler = Callable[[Event[Any]], Awaitable[None]]
 CHECKPOINT_REPLAYS = Counter(
@@ -21,88 +28,82 @@ CHECKPOINT_REPLAYS = Counter(
     "Genuine audit checkpoints seen on the topic after a newer one: an older checkpoint published again.",
     ["log_id"],
 )
+log = get_logger("reelfab.consent_registry")
 
 
-def on_publish_completed(ctx: ServiceContext, registry: Registry) -> Handler:
+def on_publish_completed(registry: Registry, uow: UnitOfWork) -> Handler:
     async def handle(event: Event[Any]) -> None:
-        r = event.record
-
-        async def work(conn: Any) -> None:
-            await registry.record_post(conn, post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
-                                       consent_version=r.consent_version, published_at=r.published_at)
-
-        await handle_once(registry.pool, registry.schema, event, "publish.completed", work)
+        r: PublishCompleted = event.record
+        post = domain.Post(post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
+                           consent_version=r.consent_version, published_at=r.published_at)
+        async with uow.begin(event, "publish.completed") as tx:
+            if tx.fresh:
+                await registry.record_post(registry.repository.bound(tx.conn), post)
 
     return handle
 
 
-def on_job_failed(ctx: ServiceContext, registry: Registry) -> Handler:
+def on_job_failed(registry: Registry, uow: UnitOfWork) -> Handler:
     async def handle(event: Event[Any]) -> None:
-        r = event.record
-        reason = r.reason_code.removeprefix("consent.")
-        if reason not in DENIAL_REASONS:
+        r: JobFailed = event.record
+        denial = domain.reported_denial(reason_code=r.reason_code, subject_id=r.face_id, stage=r.stage, job_id=r.job_id)
+        if denial is None:
             return  # not a consent decision: the planner and analytics deal with it
-
-        async def work(conn: Any) -> None:
-            await registry.report_denial(conn, subject_id=r.face_id, reason=reason, stage=r.stage, job_id=r.job_id, actor=r.stage)
-
-        await handle_once(registry.pool, registry.schema, event, "job.failed", work)
+        async with uow.begin(event, "job.failed") as tx:
+            if tx.fresh:
+                await registry.report_denial(registry.repository.bound(tx.conn), denial)
 
     return handle
 
 
-def on_subject_flagged(ctx: ServiceContext, registry: Registry) -> Handler:
+def on_subject_flagged(registry: Registry, uow: UnitOfWork) -> Handler:
     async def handle(event: Event[Any]) -> None:
-        from . import audit
-
-        r = event.record
-
-        async def work(conn: Any) -> None:
-            await audit.append(conn, registry.schema, actor=r.producer, action="subject.flagged", subject_id=r.subject_id,
-                               details={"kind": r.subject_kind, "action": r.action, "reason": r.reason})
-
-        await handle_once(registry.pool, registry.schema, event, "subject.flagged", work)
+        r: SubjectFlagged = event.record
+        entry = domain.flag_entry(producer=r.producer, subject_id=r.subject_id, subject_kind=r.subject_kind,
+                                  action=r.action, reason=r.reason)
+        async with uow.begin(event, "subject.flagged") as tx:
+            if tx.fresh:
+                await registry.record_flag(registry.repository.bound(tx.conn), entry)
 
     return handle
 
 
-def on_audit_checkpoint(ctx: ServiceContext, registry: Registry) -> Handler:
+def on_audit_checkpoint(registry: Registry, uow: UnitOfWork) -> Handler:
     """The registry follows its own published checkpoints: the newest one that verifies is what the
     next checkpoint must extend (after a restart, too, without scanning the topic)."""
+    trail = registry.trail
 
     async def handle(event: Event[Any]) -> None:
-        from . import audit, keys
-
-        r = event.record
-        if r.log_id != registry.log_id:
+        r: AuditCheckpoint = event.record
+        if r.log_id != trail.log_id:
             return  # another registry's log (another schema)
         try:
             cp = audit.checkpoint_from_record(r)
-            audit.verify_checkpoint(cp, registry.trusted_keys or await keys.public_keys(registry.pool, registry.schema))
+            audit.verify_checkpoint(cp, await trail.public_keys())
         except audit.CheckpointInvalid as exc:
-            from reelfab.logging import get_logger
-
-            get_logger("reelfab.consent_registry").error("a checkpoint on the topic does not verify", error=str(exc))
+            log.error("a checkpoint on the topic does not verify", error=str(exc))
             return
-        last = registry._last_checkpoint  # noqa: SLF001 - the registry's own memory of what it signed
-        if last is not None and cp.entry_count < last.entry_count:
-            # a genuine but older checkpoint published again: someone is rewinding the evidence
-            from reelfab.logging import get_logger
-
-            CHECKPOINT_REPLAYS.labels(registry.log_id).inc()
-            get_logger("reelfab.consent_registry").error(
-                "an older audit checkpoint was published again (a replay): verify-audit will name it",
-                replayed_count=cp.entry_count, newest_count=last.entry_count, event_id=r.event_id)
-            return
-        if last is None or cp.entry_count > last.entry_count:
-            registry._last_checkpoint = cp  # noqa: SLF001
+        newest = trail.last.entry_count if trail.last is not None else None
+        verdict = domain.checkpoint_verdict(newest, cp.entry_count)
+        if verdict == "replay":  # a genuine but older checkpoint published again: someone is rewinding the evidence
+            CHECKPOINT_REPLAYS.labels(trail.log_id).inc()
+            log.error("an older audit checkpoint was published again (a replay): verify-audit will name it",
+                      replayed_count=cp.entry_count, newest_count=newest, event_id=r.event_id)
+        elif verdict == "newer":
+            trail.last = cp
 
     return handle
 
 
-HANDLERS = {
-    "reelfab.publish.completed.v1": on_publish_completed,
-    "reelfab.subject.flagged.v1": on_subject_flagged,
-    "reelfab.job.failed.v1": on_job_failed,
-    "reelfab.audit.checkpoint.v1": on_audit_checkpoint,
+HandlerFactory = Callable[[Registry, UnitOfWork], Handler]
+HANDLERS: dict[str, HandlerFactory] = {
+    PUBLISH_COMPLETED: on_publish_completed,
+    SUBJECT_FLAGGED: on_subject_flagged,
+    JOB_FAILED: on_job_failed,
+    AUDIT_CHECKPOINT: on_audit_checkpoint,
 }
+
+
+def make_handlers(registry: Registry, uow: UnitOfWork) -> dict[str, Handler]:
+    """Every consumed topic's handler, bound to the registry and the unit of work."""
+    return {topic: make(registry, uow) for topic, make in HANDLERS.items()}

@@ -1,5 +1,6 @@
-"""consent-registry service: wiring only (DESIGN.md layout). Decisions live in domain.py and
-registry.py; the HTTP API in api.py; the CLI in cli.py."""
+"""consent-registry service: wiring only (DESIGN.md layout). Decisions live in domain.py, use cases
+in use_cases.py and audit_trail.py, storage in repository.py, adapters are chosen in bootstrap.py;
+the HTTP API in api/; the CLI in cli.py."""
 
 from __future__ import annotations
 
@@ -9,23 +10,15 @@ import contextlib
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 
 from . import handlers
-from .bootstrap import SCHEMA, build_registry, setting
+from .bootstrap import PRODUCES, SCHEMA, bootstrap_postgres, setting
 
 SPEC = ServiceSpec(
     name="consent-registry",
     package=__package__ or "reelfab_consent_registry",
     schema=SCHEMA,
     default_port=8081,
-    consumes=(
-        "reelfab.publish.completed.v1",
-        "reelfab.subject.flagged.v1",
-        "reelfab.job.failed.v1",
-        "reelfab.audit.checkpoint.v1",
-    ),
-    produces=(
-        "reelfab.consent.changed.v1",
-        "reelfab.audit.checkpoint.v1",
-    ),
+    consumes=tuple(handlers.HANDLERS),
+    produces=PRODUCES,
     description="Faces, consent records, signed leases, revocation and the audit chain.",
 )
 
@@ -38,21 +31,23 @@ def wire(ctx: ServiceContext) -> None:
     from .api import build_api
     from .keys import ensure_signing_key
 
-    registry = build_registry(ctx.settings, ctx.pool, ctx.bus, schema=ctx.spec.schema)
+    pool = ctx.pool
+    wired = bootstrap_postgres(ctx.settings, pool, ctx.bus, schema=ctx.spec.schema, uow=ctx.uow)
+    registry = wired.registry
     # REELFAB_CONSENT_CONSUMER_GROUP: a registry on a database of its own (a benchmark) must not
     # join the real registry's consumer group and take its events
     group = setting(ctx.settings.consent_consumer_group, ctx.spec.name)
-    for topic, make in handlers.HANDLERS.items():
-        ctx.bus.subscribe(topic, make(ctx, registry), group=group)
+    for topic, handle in wired.handlers.items():
+        ctx.bus.subscribe(topic, handle, group=group)
     ctx.extras["registry"] = registry
-    ctx.extras["api"] = build_api(registry, ctx.pool, ctx.spec.schema)
+    ctx.extras["api"] = build_api(registry, pool, ctx.spec.schema)
 
     async def first_key() -> None:
-        await ensure_signing_key(ctx.pool, ctx.spec.schema, registry.wrapper)  # type: ignore[arg-type]
+        await ensure_signing_key(pool, ctx.spec.schema, registry.wrapper)
 
     async def checkpoints() -> None:
         # signed audit checkpoints while the service runs; stopped with it
-        ctx.extras["checkpoints"] = asyncio.create_task(registry.run_checkpoints(), name="audit-checkpoints")
+        ctx.extras["checkpoints"] = asyncio.create_task(registry.trail.run_checkpoints(), name="audit-checkpoints")
 
     async def stop_checkpoints() -> None:
         task = ctx.extras.get("checkpoints")

@@ -76,7 +76,7 @@ async def authenticate(
 
 async def revoke_token(conn: asyncpg.Connection | asyncpg.Pool, schema: str, token_id: str) -> bool:
     """Revoke by id (as ``list_tokens`` shows it); False if no live token has that id."""
-    status = await conn.execute(
+    status: str = await conn.execute(
         f'UPDATE "{check_schema_name(schema)}".api_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL',
         token_id,
     )
