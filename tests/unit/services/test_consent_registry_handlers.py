@@ -68,7 +68,7 @@ def actions(reg: InMemoryRegistry) -> list[str]:
 
 def test_every_consumed_topic_has_a_handler(reg: InMemoryRegistry) -> None:
     assert set(reg.wired.handlers) == set(main.SPEC.consumes)
-    assert set(main.SPEC.produces) == {"reelfab.consent.changed.v1", "reelfab.audit.checkpoint.v1"}
+    assert set(main.SPEC.produces) == {"reelfab.consent.changed.v1", "reelfab.audit.checkpoint.v1", "reelfab.job.failed.v1"}
 
 
 async def test_a_published_post_is_recorded_once_and_listed_for_takedown(reg: InMemoryRegistry) -> None:

@@ -19,6 +19,7 @@ SPEC = ServiceSpec(
     produces=(
         "reelfab.policy.updated.v1",
         "reelfab.subject.flagged.v1",
+        "reelfab.job.failed.v1",  # the bus announces a dead-lettered job-keyed message there
     ),
     description="Engagement in; per-arm posteriors (policy) and flags out.",
 )

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from reelfab.bus import Bus
 from reelfab.bus.outbox import Outbox
 from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
-from reelfab.contracts.topics import AUDIT_CHECKPOINT, CONSENT_CHANGED
+from reelfab.contracts.topics import AUDIT_CHECKPOINT, CONSENT_CHANGED, JOB_FAILED
 from reelfab.faces.types import FaceEngine
 from reelfab.settings import Settings
 
@@ -31,7 +31,8 @@ from .repository import PostgresRepository, Repository
 from .use_cases import Objects, Registry
 
 SCHEMA = "consent_registry"
-PRODUCES = (CONSENT_CHANGED, AUDIT_CHECKPOINT)
+# job.failed: the bus announces a dead-lettered job-keyed message (publish.completed, job.failed) there
+PRODUCES = (CONSENT_CHANGED, AUDIT_CHECKPOINT, JOB_FAILED)
 T = TypeVar("T")
 
 

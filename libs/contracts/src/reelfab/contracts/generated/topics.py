@@ -117,7 +117,7 @@ TOPICS: Final[tuple[Topic, ...]] = (
         partitions=3,
         compacted=False,
         description="A stage gave up on a job: stage, reason, retryable.",
-        producers=("planner", "post-producer", "publisher", "swapper-gpu"),
+        producers=("analytics", "consent-registry", "planner", "post-producer", "publisher", "swapper-gpu"),
         consumers=("analytics", "consent-registry", "planner"),
     ),
     Topic(
