@@ -1,4 +1,4 @@
-"""Fault injection on the real stack (DESIGN.md "Delivery rules", "Consent"): services killed with
+"""Fault injection on the real stack (docs/architecture.md "Delivery rules", "Consent"): services killed with
 SIGKILL mid-job, Kafka restarted, PostgreSQL and the registry's API down, consent revoked while jobs
 run, poison messages and hostile identifiers. Every scenario counts from the topics and prints one row;
 none may lose a job, finish one twice, announce a video after its subject's revocation, or dead-letter a

@@ -1,4 +1,4 @@
-"""The bus contract (DESIGN.md delivery rules), run against the in-process bus and real Kafka."""
+"""The bus contract (the delivery rules (docs/architecture.md)), run against the in-process bus and real Kafka."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ async def test_typed_round_trip_through_a_topic(harness: Harness) -> None:
     assert type(event.record).__avro_name__ == SWAP
     assert event.record.to_avro() | {} == model_for(SWAP)(**sent).to_avro()
     assert event.record.occurred_at == sent["occurred_at"]
-    assert event.key == sent["job_id"]  # keyed as DESIGN.md says
+    assert event.key == sent["job_id"]  # keyed as the catalogue says
     assert (event.partition, event.offset) == (published.partition, published.offset)
     assert event.attempt == 1
 

@@ -1,5 +1,5 @@
-"""The registry's event handlers write on the connection their unit of work hands them (DESIGN.md
-delivery rules): a handler that fails after its write leaves nothing behind, so the redelivery that
+"""The registry's event handlers write on the connection their unit of work hands them (the delivery
+rules of docs/architecture.md): a handler that fails after its write leaves nothing behind, so the redelivery that
 follows adds exactly one audit entry or post, never two."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The AsyncAPI document is generated from the services' wiring and covers DESIGN.md's topics."""
+"""The AsyncAPI document is generated from the services' wiring and covers the catalogue's topics."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Identifiers are opaque tokens: checked where a record is decoded, and wherever they would become part
-of a path or an object-store key (DESIGN.md "Delivery rules")."""
+of a path or an object-store key (docs/architecture.md "Delivery rules")."""
 
 from __future__ import annotations
 

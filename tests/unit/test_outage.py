@@ -1,5 +1,5 @@
 """A dependency's outage is nobody's message's fault: it is waited out, never dead-lettered
-(DESIGN.md "Delivery rules"), while readiness is false and a gauge says what is awaited."""
+(docs/architecture.md "Delivery rules"), while readiness is false and a gauge says what is awaited."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Identifiers are opaque tokens (DESIGN.md "Delivery rules").
+"""Identifiers are opaque tokens (docs/architecture.md "Delivery rules").
 
 Every field of an Avro record whose name ends in ``_id`` (job, subject/face, template, music, trend,
 plan, arm, post, event, trace ids) must match ``IDENTIFIER_PATTERN``: 1 to 128 characters from

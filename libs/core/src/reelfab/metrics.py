@@ -1,4 +1,4 @@
-"""Prometheus metrics with the common names of DESIGN.md ("Observability"). Every service
+"""Prometheus metrics with the common names of docs/architecture.md ("Observability"). Every service
 exports these from the default registry; labels say which service and topic."""
 
 from __future__ import annotations

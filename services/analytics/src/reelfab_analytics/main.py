@@ -1,4 +1,4 @@
-"""analytics service: wiring only (DESIGN.md layout). Decisions live in its domain modules."""
+"""analytics service: wiring only (the service shape: docs/architecture.md). Decisions live in its domain modules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""consent-registry service: wiring only (DESIGN.md layout). Decisions live in domain.py, use cases
+"""consent-registry service: wiring only (the service shape: docs/architecture.md). Decisions live in domain.py, use cases
 in use_cases.py and audit_trail.py, storage in repository.py, adapters are chosen in bootstrap.py;
 the HTTP API in api/; the CLI in cli.py."""
 

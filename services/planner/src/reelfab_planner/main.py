@@ -1,4 +1,4 @@
-"""planner service: wiring only (DESIGN.md layout). Decisions live in its domain modules."""
+"""planner service: wiring only (the service shape: docs/architecture.md). Decisions live in its domain modules."""
 
 from __future__ import annotations
 

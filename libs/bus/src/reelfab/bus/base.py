@@ -1,4 +1,4 @@
-"""The bus contract every adapter honours (DESIGN.md "Delivery rules"):
+"""The bus contract every adapter honours (docs/architecture.md "Delivery rules"):
 
 - publish: a typed record to its topic, keyed by the field the topic catalogue names;
 - subscribe: a handler per topic in a consumer group; an offset is committed only after the
@@ -129,7 +129,7 @@ class Bus(ABC):
         await self._announce_job_failure(sub, letter)
 
     async def _announce_job_failure(self, sub: Subscription, letter: DeadLetter) -> None:
-        """A dead-lettered job message also emits job.failed (DESIGN.md), so the planner and
+        """A dead-lettered job message also emits job.failed (docs/architecture.md), so the planner and
         analytics learn the job is gone; undecodable messages with a job key included."""
         if sub.topic.key_field != "job_id" or sub.topic.name == "reelfab.job.failed.v1" or not letter.raw.key:
             return

@@ -1,4 +1,4 @@
-"""Telling a dependency's outage from a message's fault (DESIGN.md "Delivery rules").
+"""Telling a dependency's outage from a message's fault (docs/architecture.md "Delivery rules").
 
 PostgreSQL restarting, Kafka away, the consent registry not answering, the object store's volume gone:
 none of that is the message's fault, so none of it may count towards the dead-letter topic. The

@@ -24,7 +24,7 @@ from .outage import Outages, outage_of, outages_for
 
 log = get_logger("reelfab.bus")
 
-# DLQ headers (DESIGN.md: error class, message, service, attempt count, first-seen time) plus the
+# DLQ headers (docs/architecture.md: error class, message, service, attempt count, first-seen time) plus the
 # original position, so an operator can find the message and replay it.
 H_ERROR_CLASS = "reelfab.error.class"
 H_ERROR_MESSAGE = "reelfab.error.message"

@@ -1,4 +1,4 @@
-"""Backward-compatibility check of the Avro contracts (DESIGN.md: "schemas evolve
+"""Backward-compatibility check of the Avro contracts (docs/architecture.md: "schemas evolve
 backward-compatibly; CI checks every schema against its previous version").
 
 Backward compatible: a consumer holding the *new* schema can read every message written with an

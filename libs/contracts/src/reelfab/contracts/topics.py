@@ -1,8 +1,7 @@
-"""The topic catalogue of DESIGN.md: every topic, the Avro record it carries, how it is keyed, how many
-partitions it gets, whether it is compacted, and who produces and consumes it. One source of truth for
-the bus, the topic creator, the AsyncAPI document and the tests.
-
-The catalogue is ``schemas/topics.toml``; ``reelfab codegen`` turns it into
+"""The topic catalogue (schemas/topics.toml, generated into reelfab.contracts.generated.topics): every
+topic, the Avro record it carries, how it is keyed, how many partitions it gets, whether it is compacted,
+and who produces and consumes it. One source of truth for the bus, the topic creator, the AsyncAPI
+document and the tests. The catalogue is ``schemas/topics.toml``; ``reelfab codegen`` turns it into
 reelfab.contracts.generated.topics, whose constants (``CONSENT_CHANGED``, ...) and entries this module
 re-exports with the look-ups the rest of the code uses."""
 
