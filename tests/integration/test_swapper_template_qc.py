@@ -4,7 +4,6 @@ consuming consent check names the job, so a redelivery does not spend the daily 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from reelfab.faces.qc import TemplateRules
 from reelfab.storage import open_store
 from reelfab_swapper_gpu import handlers
 from reelfab_swapper_gpu import main as swapper_main
+from reelfab_swapper_gpu.adapters import backend_engines
+from reelfab_swapper_gpu.bootstrap import Swapper, bootstrap
 from tests.conftest import make_settings, unique
 from tests.integration.media_handlers_support import (
     Registry,
@@ -40,22 +41,22 @@ def build(pg_pool: Any, delivery_schema: str, tmp_path: Path) -> Any:
     settings = make_settings(state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri(),
                              face_backend="classical")
 
-    def make(registry: Registry, rules: TemplateRules | None = None) -> handlers.Swapper:
+    def make(registry: Registry, rules: TemplateRules | None = None) -> Swapper:
         ctx = context(swapper_main, pg_pool, delivery_schema, settings)
         v = view("swapper-gpu")
-        return handlers.Swapper(ctx=ctx, view=v, gate=ConsentGate(v, registry),  # type: ignore[arg-type]
-                                store=open_store(settings.storage_root), manifest={}, installed=set(),
-                                slots=asyncio.Semaphore(1), workdir=tmp_path / "swapper-work",
-                                template_rules=rules or TemplateRules())
+        return bootstrap(ctx, store=open_store(settings.storage_root), view=v,
+                         gate=ConsentGate(v, registry),  # type: ignore[arg-type]
+                         engine_factory=backend_engines(settings), template_rules=rules,
+                         workdir=tmp_path / "swapper-work")
 
     return make
 
 
-def swap_requested(swapper: handlers.Swapper, subject: str, template: Path) -> Any:
+def swap_requested(swapper: Swapper, subject: str, template: Path) -> Any:
     job = job_id()
     src = swapper.store.put_bytes(f"inputs/{job}/face.png", FACE_PNG)
     tpl = swapper.store.put_file(f"inputs/{job}/template{template.suffix}", template)
-    swapper.view.apply(lease(subject, image_sha256=src.sha256))
+    swapper.view.apply(lease(subject, image_sha256=src.sha256))  # type: ignore[attr-defined]
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "planner", "job_id": job,
         "face_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,

@@ -9,12 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reelfab.consent.decision import Decision
 from reelfab.devtools.synthetic import virtual_person
 from reelfab.faces.classical import ClassicalEngine
+from reelfab.faces.qc import QCResult, Reason
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.tools import tool
-from reelfab_swapper_gpu.domain import ModelRefused, choose_model, jobs_that_fit, per_job_bytes
+from reelfab_swapper_gpu.domain import (
+    Failure,
+    ModelRefused,
+    choose_model,
+    consent_failure,
+    jobs_that_fit,
+    main_template_reason,
+    per_job_bytes,
+    stopped_mid_clip,
+    template_failure,
+)
 from reelfab_swapper_gpu.swap import Stopped, run_swap
 
 MANIFEST = {"ghost_2_256": ("Apache-2.0", True), "inswapper_128": ("non-commercial", False)}
@@ -38,6 +50,19 @@ def test_model_choice_follows_the_job_and_the_licence() -> None:
         choose(model="inswapper_128", commercial_job=True)
     with pytest.raises(ModelRefused, match="commercial mode"):
         choose(commercial_mode=True)  # the classical models' licence is non-commercial too
+
+
+def test_decisions_become_the_jobs_failure_codes() -> None:
+    assert consent_failure(Decision(True, "ok", "fine", 2)) is None
+    denied = consent_failure(Decision(False, "daily_cap_reached", "3 of 3 today", 2))
+    assert denied == Failure("consent.daily_cap_reached", "3 of 3 today") and denied.purges_media
+    assert denied.outcome == "consent" and not Failure("template.no_face", "").purges_media
+    assert template_failure(QCResult(True)) is None
+    verdict = template_failure(QCResult(False, [Reason("duration", "too short"), Reason("face_hidden", "30%")]))
+    assert verdict == Failure("template.face_hidden", "template QC: duration: too short; face_hidden: 30%")
+    assert main_template_reason(["blurry"]) == "blurry" and main_template_reason([]) == "rejected"
+    assert stopped_mid_clip(None) is None
+    assert stopped_mid_clip(("revoked", "consent of s is revoked")) == ("revoked", "consent of s is revoked: the swap stopped mid-clip")
 
 
 def test_memory_budget_bounds_concurrency() -> None:

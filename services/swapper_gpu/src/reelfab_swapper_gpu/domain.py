@@ -1,16 +1,109 @@
 """Pure decisions of the swapper: which backend and model a job runs with (and whether its licence
-allows the job), and how many jobs fit the memory budget."""
+allows the job), how many jobs fit the memory budget, what a consent decision, a template's quality
+verdict or a stop mid-clip makes of the job, and the swap.completed record a finished job announces.
+
+Nothing here reads a file, the clock or the network: the workflow (workflow.py) feeds these functions
+what it found out through its ports, and the handler announces what they return."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
+from reelfab.contracts.records import SwapCompleted, SwapRequested
 from reelfab.errors import PermanentError
+
+if TYPE_CHECKING:
+    from reelfab.consent.decision import Decision
+    from reelfab.faces.qc import QCResult
 
 # What the classical backend is, licence-wise: dlib's code is Boost-licensed, but its 68-point
 # predictor was trained on iBUG 300-W, whose terms exclude commercial use.
 CLASSICAL_MODEL = "classical"
 CLASSICAL_LICENCE = "dlib models (68-point predictor trained on iBUG 300-W: non-commercial)"
+
+
+# ------------------------------------------------------------------------------------ outcomes
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The job fails (job.failed, not retryable) with ``code`` (``consent.<reason>``, ``model_refused``,
+    ``template.<reason>``, ``source_unavailable``) and a detail for people."""
+
+    code: str
+    detail: str
+
+    @property
+    def purges_media(self) -> bool:
+        """A consent decision: nothing made from or for the face may outlive it (purge_job_media)."""
+        return self.code.startswith("consent.")
+
+    @property
+    def outcome(self) -> str:
+        """The jobs-by-outcome metric's label: the code's family."""
+        return self.code.split(".")[0]
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The job swapped: ``record`` is what it announces on swap.completed."""
+
+    record: SwapCompleted
+
+    @property
+    def outcome(self) -> str:
+        return "completed"
+
+
+Outcome = Completed | Failure
+
+
+def consent_failure(decision: Decision) -> Failure | None:
+    """A consent denial fails the job as ``consent.<reason>``; an allowed decision is no failure."""
+    return None if decision.allowed else Failure(f"consent.{decision.reason}", decision.detail)
+
+
+def stopped_mid_clip(withdrawn: tuple[str, str] | None) -> tuple[str, str] | None:
+    """What the consent view's ``withdrawn(subject)`` means for a swap in progress: None goes on;
+    (reason, detail) stops it between batches."""
+    return None if withdrawn is None else (withdrawn[0], f"{withdrawn[1]}: the swap stopped mid-clip")
+
+
+def stopped(reason: str, detail: str) -> Failure:
+    """The swap was stopped between batches because consent was withdrawn."""
+    return Failure(f"consent.{reason}", detail)
+
+
+def source_unavailable(detail: str) -> Failure:
+    """The source image is gone or is not the bytes its sha256 says: the job fails (a URI outside the
+    store is no decision but a poison message, dead-lettered)."""
+    return Failure("source_unavailable", detail)
+
+
+# the reason a job fails with when the template fails several rules: the one that matters most
+TEMPLATE_REASONS = ("no_face", "face_hidden", "resolution", "duration")
+
+
+def main_template_reason(codes: Sequence[str]) -> str:
+    return next((c for c in TEMPLATE_REASONS if c in codes), codes[0] if codes else "rejected")
+
+
+def template_failure(result: QCResult) -> Failure | None:
+    """The template's quality verdict (reelfab.faces.qc.check_template) as the job's fate."""
+    if result.passed:
+        return None
+    text = "; ".join(f"{r.code}: {r.message}" for r in result.reasons)  # reelfab.faces.qc.reasons_text
+    return Failure(f"template.{main_template_reason(result.codes())}", f"template QC: {text}")
+
+
+def unreadable_template(name: str, error: str) -> Failure:
+    return Failure("template.unreadable", f"template {name}: {error}")
+
+
+# ------------------------------------------------------------------------------------ models
 
 
 class ModelRefused(PermanentError):
@@ -25,6 +118,20 @@ class ModelChoice:
     commercial_use: bool
 
 
+CLASSICAL = ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False)
+
+
+@dataclass(frozen=True)
+class ModelPolicy:
+    """What this worker can run and may run: the default backend, commercial mode, the manifest's
+    licences (model name -> (licence, commercial use allowed)) and the model files installed here."""
+
+    default_backend: str
+    commercial_mode: bool = False
+    manifest: Mapping[str, tuple[str, bool]] = field(default_factory=dict)
+    installed: frozenset[str] = frozenset()
+
+
 def choose_model(
     *,
     backend: str | None,
@@ -32,13 +139,13 @@ def choose_model(
     default_backend: str,
     commercial_job: bool,
     commercial_mode: bool,
-    manifest: dict[str, tuple[str, bool]],
-    installed: set[str],
+    manifest: Mapping[str, tuple[str, bool]],
+    installed: set[str] | frozenset[str],
 ) -> ModelChoice:
     """``manifest``: model name -> (licence, commercial use allowed); ``installed``: model files here."""
     chosen_backend = backend or ("classical" if model == CLASSICAL_MODEL else default_backend)
     if chosen_backend == "classical":
-        choice = ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False)
+        choice = CLASSICAL
     elif chosen_backend == "onnx":
         if model not in manifest:
             raise ModelRefused(f"swapper model {model!r} is not in the model manifest")
@@ -52,6 +159,62 @@ def choose_model(
         why = "the job is commercial" if commercial_job else "this worker runs in commercial mode"
         raise ModelRefused(f"{choice.model} ({choice.licence}) may not be used: {why}")
     return choice
+
+
+def choose_for(job: SwapRequested, policy: ModelPolicy) -> ModelChoice | Failure:
+    """The job's model under this worker's policy, or the job's ``model_refused`` failure."""
+    try:
+        return choose_model(backend=job.backend, model=job.swapper_model, default_backend=policy.default_backend,
+                            commercial_job=job.commercial, commercial_mode=policy.commercial_mode,
+                            manifest=policy.manifest, installed=policy.installed)
+    except ModelRefused as exc:
+        return Failure("model_refused", str(exc))
+
+
+# ------------------------------------------------------------------------------------ the record
+
+
+@dataclass(frozen=True)
+class SwapProducts:
+    """What a finished swap left in the object store, and how it went."""
+
+    mezzanine_uri: str
+    mezzanine_sha256: str
+    track_uri: str
+    track_sha256: str
+    frames: int
+    fps: float
+    duration_s: float
+
+
+def swap_completed(
+    job: SwapRequested,
+    products: SwapProducts,
+    choice: ModelChoice,
+    *,
+    consent_version: int | None,
+    producer: str,
+    event_id: str,
+    occurred_at: datetime,
+) -> SwapCompleted:
+    """The swap.completed record: the job's lineage and delivery fields carried over (the commercial
+    flag included, so the post-producer checks consent for the same use), what the swap made, the model
+    and its licence, and the consent version the consuming check allowed (else the job's)."""
+    return SwapCompleted(
+        event_id=event_id, occurred_at=occurred_at, producer=producer, trace_id=job.trace_id, job_id=job.job_id,
+        face_id=job.face_id, consent_version=consent_version or job.consent_version,
+        mezzanine_uri=products.mezzanine_uri, mezzanine_sha256=products.mezzanine_sha256,
+        face_track_uri=products.track_uri, face_track_sha256=products.track_sha256,
+        backend=choice.backend, swapper_model=choice.model, model_license=choice.licence,
+        commercial_use_allowed=choice.commercial_use, frames=products.frames, fps=products.fps,
+        duration_s=products.duration_s, template_id=job.template_id, template_tags=list(job.template_tags),
+        source_image_sha256=job.source_image_sha256, platform=job.platform, music_uri=job.music_uri,
+        caption_text=job.caption_text, caption_style=job.caption_style, trend_id=job.trend_id, arm_id=job.arm_id,
+        template_uri=job.template_uri, template_sha256=job.template_sha256, commercial=job.commercial,
+    )
+
+
+# ------------------------------------------------------------------------------------ capacity
 
 
 def jobs_that_fit(budget_bytes: int, per_job_bytes: int, hard_max: int = 8) -> int:

@@ -1,36 +1,33 @@
-"""swapper-gpu service: wiring only (DESIGN.md layout). Decisions live in domain.py; the streamed
-swap in swap.py; consent at the point of use through reelfab.consent."""
+"""swapper-gpu service: wiring only (the service shape: docs/architecture.md). The real adapters go through bootstrap.py;
+decisions live in domain.py, the job's steps in workflow.py, the streamed swap in swap.py; consent at
+the point of use through reelfab.consent."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
-from typing import Any
 
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
+from reelfab.contracts.topics import CONSENT_CHANGED, JOB_FAILED, SWAP_COMPLETED, SWAP_REQUESTED
 from reelfab.media.workroot import claim_work_root
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
+from reelfab.settings import Settings
 from reelfab.storage import open_store
 
 from . import handlers, metrics
-from .domain import jobs_that_fit, per_job_bytes
+from .adapters import backend_engines
+from .bootstrap import Swapper, bootstrap
+from .domain import CLASSICAL, jobs_that_fit, per_job_bytes
 
 SPEC = ServiceSpec(
     name="swapper-gpu",
     package=__package__ or "reelfab_swapper_gpu",
     schema="swapper_gpu",
     default_port=8083,
-    consumes=(
-        "reelfab.consent.changed.v1",
-        "reelfab.swap.requested.v1",
-    ),
-    produces=(
-        "reelfab.swap.completed.v1",
-        "reelfab.job.failed.v1",
-    ),
+    consumes=(CONSENT_CHANGED, SWAP_REQUESTED),
+    produces=(SWAP_COMPLETED, JOB_FAILED),
     description="Swap jobs in; swapped mezzanine and face track out.",
 )
 
@@ -41,14 +38,13 @@ def wire(ctx: ServiceContext) -> None:
     view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
     manifest, installed = _models(settings)
     budget = int(os.environ.get("REELFAB_SWAPPER_MEMORY_BYTES", str(4 * 2**30)))
-    swapper = handlers.Swapper(
-        ctx=ctx, view=view, gate=ConsentGate(view, registry), store=open_store(settings.storage_root),
-        manifest=manifest, installed=installed,
-        slots=asyncio.Semaphore(jobs_that_fit(budget, per_job_bytes(1080, 1920, 8))),
-        workdir=Path(settings.state_dir) / "swapper-work",
+    swapper = bootstrap(
+        ctx, store=open_store(settings.storage_root), view=view, gate=ConsentGate(view, registry),
+        engine_factory=backend_engines(settings), manifest=manifest, installed=installed,
+        slots=jobs_that_fit(budget, per_job_bytes(1080, 1920, 8)),
     )
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
-    ctx.bus.subscribe("reelfab.swap.requested.v1", handlers.on_swap_requested(swapper))
+    ctx.bus.subscribe(SWAP_REQUESTED, handlers.on_swap_requested(swapper))
     ctx.extras["swapper"] = swapper
     ctx.on_start.append(lambda: _claim_workdir(swapper))
     ctx.on_start.append(lambda: _catch_up(view, ctx))
@@ -57,7 +53,7 @@ def wire(ctx: ServiceContext) -> None:
         ctx.extras["gpu"] = True
 
 
-def _models(settings: Any) -> tuple[dict[str, tuple[str, bool]], set[str]]:
+def _models(settings: Settings) -> tuple[dict[str, tuple[str, bool]], set[str]]:
     """Licences from the model manifest and what is installed here (empty without the onnx backend)."""
     try:
         from reelfab.faces.backends import models_dir
@@ -70,15 +66,13 @@ def _models(settings: Any) -> tuple[dict[str, tuple[str, bool]], set[str]]:
             {r["name"] for r in rows if r["installed"]})
 
 
-async def _warm_up(swapper: handlers.Swapper) -> None:
+async def _warm_up(swapper: Swapper) -> None:
     """Load the default backend's models before the first job (dlib's take ~1 s), not during it."""
-    from .domain import CLASSICAL_LICENCE, CLASSICAL_MODEL, ModelChoice
-
     if swapper.ctx.settings.face_backend == "classical" and swapper.ctx.pool is not None:
-        await asyncio.to_thread(swapper.engine, ModelChoice("classical", CLASSICAL_MODEL, CLASSICAL_LICENCE, False))
+        await asyncio.to_thread(swapper.engines, CLASSICAL)
 
 
-async def _claim_workdir(swapper: handlers.Swapper) -> None:
+async def _claim_workdir(swapper: Swapper) -> None:
     """Before the first job: remove the work folders a killed swapper left (half-written mezzanines)
     and work in a folder of this process's own, so replicas sharing state_dir never delete each
     other's (reelfab.media.workroot)."""

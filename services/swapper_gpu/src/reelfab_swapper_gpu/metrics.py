@@ -1,4 +1,4 @@
-"""The swapper's own metrics (DESIGN.md): frames/s, batch size, queue lag, jobs by outcome; and GPU
+"""The swapper's own metrics (docs/architecture.md "Observability"): frames/s, batch size, queue lag, jobs by outcome; and GPU
 utilisation, memory and temperature through NVML where an NVIDIA GPU and its library are present
 (absent: those gauges are simply not exported)."""
 

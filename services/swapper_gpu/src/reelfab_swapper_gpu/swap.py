@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.errors import PermanentError
 from reelfab.faces.clip import write_track
@@ -46,7 +47,7 @@ class SwapOutput:
 
 def run_swap(
     engine: FaceEngine,
-    source_image: np.ndarray,
+    source_image: NDArray[Any],
     template: Path,
     workdir: Path,
     *,

@@ -1,0 +1,205 @@
+"""One swap job, start to finish, over ports: the consent gate, the object store, the template's
+quality gate, the engine and the clip swapper. The order is the policy:
+
+1. consent, on the local view, before any byte of the face is read;
+2. the model the job may run with (licence, commercial use);
+3. the template: its bytes, then its quality gate, before the face is fetched and the daily cap spent;
+4. the face, then the consuming consent check that names the job (a redelivery spends the cap once);
+5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip;
+6. the outputs into the store, and the swap.completed record.
+
+A decision (a denial, a refused model or template, a missing source) comes back as a ``Failure``;
+a consent failure first purges everything the store holds for the job. A message that can never
+succeed (a URI outside the store, a template that is not the bytes its sha256 says, a source that is
+no image) raises a ``PermanentError``: the bus dead-letters it. The handler announces the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from reelfab.consent.decision import Decision
+from reelfab.contracts.records import SwapRequested
+from reelfab.errors import ObjectMissing, PermanentError
+from reelfab.faces.types import FaceEngine
+from reelfab.identifiers import key_segment, make_workdir
+from reelfab.logging import get_logger
+from reelfab.storage import StoredObject, sha256_file
+
+from . import metrics
+from .domain import (
+    Completed,
+    Failure,
+    ModelChoice,
+    ModelPolicy,
+    Outcome,
+    SwapProducts,
+    choose_for,
+    consent_failure,
+    source_unavailable,
+    stopped,
+    stopped_mid_clip,
+    swap_completed,
+)
+from .swap import Stopped, SwapOutput
+
+log = get_logger("reelfab.swapper")
+
+
+class Gate(Protocol):
+    """The point-of-use consent check (reelfab.consent.gate.ConsentGate)."""
+
+    async def check(
+        self,
+        *,
+        subject: str,
+        purpose: str,
+        platform: str,
+        tags: tuple[str, ...] = (),
+        commercial: bool = True,
+        image_sha256: str | None = None,
+        image_bytes: bytes | None = None,
+        consume: bool = False,
+        job_id: str | None = None,
+    ) -> Decision: ...
+
+
+class Store(Protocol):
+    """The object store, as far as a swap job uses it (reelfab.storage.FileStore)."""
+
+    def local_path(self, uri: str) -> Path: ...
+
+    def get_bytes(self, uri: str, *, expect_sha256: str | None = None) -> bytes: ...
+
+    def put_file(self, key: str, path: Path, *, move: bool = False) -> StoredObject: ...
+
+
+class SwapClip(Protocol):
+    """Swaps the source face into the template, streamed (reelfab_swapper_gpu.swap.run_swap). Blocking."""
+
+    def __call__(
+        self,
+        engine: FaceEngine,
+        source_image: NDArray[Any],
+        template: Path,
+        workdir: Path,
+        *,
+        detect_every: int = ...,
+        batch_size: int = ...,
+        should_stop: Callable[[], tuple[str, str] | None] = ...,
+    ) -> SwapOutput: ...
+
+
+@dataclass
+class SwapPorts:
+    """What one job runs against. The blocking ones (``engine``, ``judge_template``, ``swap_clip``,
+    ``purge``) are called in worker threads."""
+
+    gate: Gate
+    store: Store
+    engine: Callable[[ModelChoice], FaceEngine]  # loaded once per backend and model, then reused
+    judge_template: Callable[[ModelChoice, Path, str], Failure | None]  # (choice, template, its sha256)
+    swap_clip: SwapClip
+    withdrawn: Callable[[str], tuple[str, str] | None]  # the consent view's verdict on a subject, now
+    purge: Callable[[str], int]  # everything the store holds for a job id (reelfab.storage.purge_job_media)
+    clock: Callable[[], datetime]
+    new_id: Callable[[], str]
+    models: ModelPolicy
+    slots: asyncio.Semaphore  # jobs (and template checks) at once, within the memory budget
+    workdir: Path  # this process's work root (claimed at start: reelfab.media.workroot)
+    producer: str = "swapper-gpu"
+    detect_every: int = 5
+    batch_size: int = 8
+
+
+async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
+    """Run ``job``; a consent failure purges the job's media before it is returned."""
+    outcome = await _run(job, ports)
+    if isinstance(outcome, Failure) and outcome.purges_media:  # nothing made from the face outlives the decision
+        await asyncio.to_thread(ports.purge, job.job_id)
+    return outcome
+
+
+async def _run(job: SwapRequested, p: SwapPorts) -> Outcome:
+    metrics.QUEUE_LAG.observe(max(0.0, (p.clock() - job.occurred_at).total_seconds()))
+    tags = tuple(job.template_tags)
+    decision = await p.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+                                  commercial=job.commercial)
+    if (denied := consent_failure(decision)) is not None:  # before any byte of the face is read
+        return denied
+    choice = choose_for(job, p.models)
+    if isinstance(choice, Failure):
+        return choice
+    template = await _template(job, p)
+    async with p.slots:
+        # the template's own quality gate, before the face is fetched and the daily cap spent: a clip
+        # without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled AI-generated
+        refused = await asyncio.to_thread(p.judge_template, choice, template, job.template_sha256)
+    if refused is not None:
+        return refused
+    try:
+        source_bytes = p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
+    except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
+        return source_unavailable(str(exc))
+    decision = await p.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+                                  commercial=job.commercial, image_sha256=job.source_image_sha256,
+                                  image_bytes=source_bytes, consume=True, job_id=job.job_id)
+    if (denied := consent_failure(decision)) is not None:
+        return denied
+    try:
+        products = await _swap(job, p, choice, template, _decode(job, source_bytes))
+    except Stopped as stop:
+        return stopped(stop.reason, str(stop))
+    record = swap_completed(job, products, choice, consent_version=decision.consent_version, producer=p.producer,
+                            event_id=p.new_id(), occurred_at=p.clock())
+    return Completed(record)
+
+
+async def _template(job: SwapRequested, p: SwapPorts) -> Path:
+    template = p.store.local_path(job.template_uri)
+    if job.music_uri:  # the post-producer reads it: a URI outside the store is refused now, not after the swap
+        p.store.local_path(job.music_uri)
+    if not template.is_file() or await asyncio.to_thread(sha256_file, template) != job.template_sha256:
+        raise PermanentError(f"template {job.template_uri} is missing or its sha256 is not {job.template_sha256}")
+    return template
+
+
+def _decode(job: SwapRequested, source_bytes: bytes) -> NDArray[Any]:
+    image: NDArray[Any] | None = cv2.imdecode(np.frombuffer(source_bytes, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise PermanentError(f"source image {job.source_image_uri} is not a readable image")
+    return image
+
+
+async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template: Path, image: NDArray[Any]) -> SwapProducts:
+    workdir = make_workdir(p.workdir, job.job_id)
+    key = key_segment(job.job_id, "job_id")
+
+    def should_stop() -> tuple[str, str] | None:
+        return stopped_mid_clip(p.withdrawn(job.face_id))
+
+    def run() -> SwapOutput:
+        return p.swap_clip(p.engine(choice), image, template, workdir, detect_every=p.detect_every,
+                           batch_size=p.batch_size, should_stop=should_stop)
+
+    try:
+        async with p.slots:
+            metrics.BATCH_SIZE.set(p.batch_size)
+            out = await asyncio.to_thread(run)
+        mezzanine = p.store.put_file(f"jobs/{key}/mezzanine.mkv", out.mezzanine, move=True)
+        track = p.store.put_file(f"jobs/{key}/track.json", out.track, move=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    metrics.FRAMES_PER_SECOND.labels(choice.backend, choice.model).observe(out.fps)
+    log.info("swapped", job_id=job.job_id, frames=out.frames, with_face=out.frames_with_face, fps=round(out.fps, 1))
+    return SwapProducts(mezzanine.uri, mezzanine.sha256, track.uri, track.sha256, out.frames, out.fps,
+                        out.info.duration_s)
