@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reelfab.bus.memory import InMemoryBus
 from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox
+from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
 from reelfab.consent.decision import ConsentRequest, Decision
 from reelfab.consent.lease import EnrolledImageRef, LeaseTerms, Scope, key_id_of, sign
 from reelfab.consent.view import ConsentView
@@ -62,9 +63,14 @@ class Registry:
 
 
 def context(module: ModuleType, pool: Any, schema: str, settings: Settings) -> ServiceContext:
+    """The service's context on ``schema``: its outbox and, on a pool, its PostgreSQL unit of work."""
     spec = dataclasses.replace(module.SPEC, schema=schema)
     bus = InMemoryBus(settings, spec.name, default_codec())
-    return ServiceContext(spec, settings, bus, pool, Outbox(schema, bus))
+    outbox = Outbox(schema, bus)
+    produces = frozenset(spec.produces)
+    uow: UnitOfWork = PostgresUnitOfWork(pool, schema, outbox, produces) if pool is not None \
+        else InMemoryUnitOfWork(bus, produces)
+    return ServiceContext(spec, settings, bus, pool, outbox, uow)
 
 
 def event(record: str, topic: str, values: dict[str, Any]) -> Event[Any]:
@@ -76,7 +82,12 @@ def event(record: str, topic: str, values: dict[str, Any]) -> Event[Any]:
 async def announced(ctx: ServiceContext) -> list[tuple[str, dict[str, Any]]]:
     """(topic, value) of every outbox row the handler wrote, in order."""
     assert ctx.pool is not None
-    rows = await ctx.pool.fetch(f'SELECT topic, value FROM "{ctx.spec.schema}".outbox ORDER BY id')
+    return await outbox_rows(ctx.pool, ctx.spec.schema)
+
+
+async def outbox_rows(pool: Any, schema: str) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, value) of every row in ``schema``'s outbox, in order."""
+    rows = await pool.fetch(f'SELECT topic, value FROM "{schema}".outbox ORDER BY id')
     codec = default_codec()
     return [(row["topic"], codec.decode(bytes(row["value"])).value) for row in rows]
 

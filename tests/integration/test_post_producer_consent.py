@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from reelfab.bus.memory import InMemoryBus
+from reelfab.bus.unit_of_work import PostgresUnitOfWork
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.decision import Decision
 from reelfab.consent.gate import ConsentGate
@@ -24,18 +25,19 @@ from reelfab.contracts.codec import default_codec
 from reelfab.media.c2pa_sign import make_test_ca
 from reelfab.media.render import RenderSpec
 from reelfab.service import build_context
-from reelfab.storage import open_store
+from reelfab.storage import FileStore
 from reelfab_post_producer import handlers
 from reelfab_post_producer import main as post_main
+from reelfab_post_producer.bootstrap import PostProducer, bootstrap
 from tests.conftest import make_settings, unique
 from tests.integration.media_handlers_support import (
     Registry,
-    announced,
     clip,
     context,
     event,
     job_id,
     lease,
+    outbox_rows,
     view,
 )
 
@@ -62,25 +64,25 @@ def build(pg_pool: Any, post_schema: str, tmp_path: Path, signing: Any) -> Any:
     delivery_schema = post_schema
     settings = make_settings(state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri())
 
-    def make(registry: Registry, spec: RenderSpec = SMALL) -> handlers.PostProducer:
+    def make(registry: Registry, spec: RenderSpec = SMALL) -> PostProducer:
         ctx = context(post_main, pg_pool, delivery_schema, settings)
         v = view("post-producer")
-        return handlers.PostProducer(ctx=ctx, view=v, gate=ConsentGate(v, registry),  # type: ignore[arg-type]
-                                     store=open_store(settings.storage_root), spec=spec, signing=signing,
-                                     workdir=tmp_path / "post-work", stop_poll_s=0.05)
+        return bootstrap(ctx, view=v, gate=ConsentGate(v, registry),  # type: ignore[arg-type]
+                         spec=spec, signing=signing, workdir=tmp_path / "post-work", stop_poll_s=0.05)
 
     return make
 
 
-def swap_completed(post: handlers.PostProducer, tmp: Path, subject: str, *, seconds: float = 1.0,
+def swap_completed(post: PostProducer, tmp: Path, subject: str, *, seconds: float = 1.0,
                    commercial: bool | None = False) -> Any:
     mezzanine = clip(tmp / f"{subject}.mkv", seconds=seconds)
     track = tmp / f"{subject}.json"
     track.write_text(json.dumps({"version": 1, "width": 180, "height": 320, "fps": 25.0, "frames": []}))
     job = job_id()
-    m = post.store.put_file(f"jobs/{job}/mezzanine.mkv", mezzanine)
-    t = post.store.put_file(f"jobs/{job}/track.json", track)
-    post.store.put_bytes(f"inputs/{job}/source.png", b"a copy of the subject's face")
+    files: FileStore = post.store.files  # type: ignore[attr-defined]
+    m = files.put_file(f"jobs/{job}/mezzanine.mkv", mezzanine)
+    t = files.put_file(f"jobs/{job}/track.json", track)
+    files.put_bytes(f"inputs/{job}/source.png", b"a copy of the subject's face")
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "swapper-gpu", "job_id": job,
         "face_id": subject, "consent_version": 1, "mezzanine_uri": m.uri, "mezzanine_sha256": m.sha256,
@@ -90,6 +92,12 @@ def swap_completed(post: handlers.PostProducer, tmp: Path, subject: str, *, seco
         "platform": "tiktok", "caption_text": "consented", "commercial": commercial,
     }
     return event("SwapCompleted", "reelfab.swap.completed.v1", values)
+
+
+async def outbox(post: PostProducer) -> list[tuple[str, dict[str, Any]]]:
+    """What the handler announced: the outbox rows its unit of work wrote."""
+    assert isinstance(post.uow, PostgresUnitOfWork)
+    return await outbox_rows(post.uow.pool, post.uow.schema)
 
 
 def _ffmpeg_children() -> list[int]:
@@ -129,7 +137,7 @@ async def test_a_revocation_mid_render_kills_ffmpeg_and_fails_the_job(build: Any
     revoked_at = time.monotonic()
     await asyncio.wait_for(task, 30)
     assert time.monotonic() - revoked_at < 2.0, "the render ran on after the revocation"
-    failed = _failed(await announced(post.ctx))
+    failed = _failed(await outbox(post))
     assert failed["reason_code"] == "consent.revoked" and failed["job_id"] == ev.record.job_id
     assert not _ffmpeg_children()
     assert not list(post.workdir.glob("*/*")), "the partial render was left behind"
@@ -145,7 +153,7 @@ async def test_a_revocation_the_view_has_not_seen_is_caught_by_the_registry_afte
     post.view.apply(lease(subject))  # the local view lags: it never hears of the revocation
     ev = swap_completed(post, tmp_path, subject)
     await handlers.on_swap_completed(post)(ev)
-    failed = _failed(await announced(post.ctx))
+    failed = _failed(await outbox(post))
     assert failed["reason_code"] == "consent.revoked" and "after rendering" in failed["reason"]
     assert [(c["request"].purpose, c["image"], c["consume"]) for c in registry.calls] == [("render", False, False)] * 2
     assert not list((tmp_path / "objects").glob(f"jobs/{ev.record.job_id}/*")), "an output for a revoked subject was stored"
@@ -158,17 +166,18 @@ async def test_a_revocation_while_signing_is_caught_by_the_view_before_announcin
     post = build(Registry())  # the registry (stand-in) keeps saying yes: only the view knows
     subject = unique("vera")
     post.view.apply(lease(subject))
-    real_sign = handlers.sign_video
+    real_signer = post.signer
 
-    def sign_then_revoke(*args: Any, **kwargs: Any) -> str:
-        label = real_sign(*args, **kwargs)
-        post.view.apply(lease(subject, 2, "REVOKED"))  # arrives after ffmpeg finished, before the announcement
-        return label
+    class SignThenRevoke:
+        def sign(self, *args: Any, **kwargs: Any) -> str:
+            label = real_signer.sign(*args, **kwargs)
+            post.view.apply(lease(subject, 2, "REVOKED"))  # arrives after ffmpeg finished, before the announcement
+            return label
 
-    monkeypatch.setattr(handlers, "sign_video", sign_then_revoke)
+    monkeypatch.setattr(post, "signer", SignThenRevoke())
     ev = swap_completed(post, tmp_path, subject)
     await handlers.on_swap_completed(post)(ev)
-    assert _failed(await announced(post.ctx))["reason_code"] == "consent.revoked"
+    assert _failed(await outbox(post))["reason_code"] == "consent.revoked"
     assert not list((tmp_path / "objects").glob(f"jobs/{ev.record.job_id}/*"))
 
 
@@ -179,7 +188,7 @@ async def test_the_jobs_commercial_flag_is_checked(build: Any, tmp_path: Path, c
     post.view.apply(lease(subject, commercial=False))
     ev = swap_completed(post, tmp_path, subject, commercial=commercial)
     await handlers.on_swap_completed(post)(ev)
-    assert _failed(await announced(post.ctx))["reason_code"] == "consent.commercial_not_allowed"
+    assert _failed(await outbox(post))["reason_code"] == "consent.commercial_not_allowed"
 
 
 async def test_a_non_commercial_job_with_consent_renders_and_is_announced(build: Any, tmp_path: Path) -> None:
@@ -189,9 +198,10 @@ async def test_a_non_commercial_job_with_consent_renders_and_is_announced(build:
     post.view.apply(lease(subject, commercial=False))
     ev = swap_completed(post, tmp_path, subject, commercial=False)
     await handlers.on_swap_completed(post)(ev)
-    rows = await announced(post.ctx)
+    rows = await outbox(post)
     assert [t for t, _ in rows] == ["reelfab.render.completed.v1"], rows
     assert rows[0][1]["is_aigc"] and rows[0][1]["spec_check"]["passed"]
+    assert rows[0][1]["commercial"] is False  # the job's flag, carried for the publisher's check
     assert (tmp_path / "objects" / "jobs" / ev.record.job_id / "mezzanine.mkv").exists()  # kept for retention
     assert len(registry.calls) == 2 and not registry.calls[0]["request"].commercial
     # both checks name the job, so the registry does not hold the job's own counted use against it
@@ -235,7 +245,7 @@ async def test_a_revocation_after_rendering_removes_what_was_made_from_the_face(
     """Jobs already finished when the subject withdraws: their swapped video, track, final file and the
     job's copies of the face leave the store when the revocation reaches the post-producer's view."""
     post = build(Registry())
-    post.view.listeners.append(lambda terms: handlers.on_consent_withdrawn(post, terms))
+    post.view.listeners.append(handlers.on_consent_withdrawn(post))
     subject, other = unique("vera"), unique("ada")
     post.view.apply(lease(subject))
     post.view.apply(lease(other))
