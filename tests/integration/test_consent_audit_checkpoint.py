@@ -1,4 +1,4 @@
-"""Signed audit checkpoints (DESIGN.md "Consent"): the registry signs (entry count, head hash, time),
+"""Signed audit checkpoints (docs/architecture.md "Consent"): the registry signs (entry count, head hash, time),
 publishes it on the compacted checkpoint topic, and verification checks the chain against the newest
 checkpoint read from Kafka. A cut tail, a rewritten and re-hashed chain and a forged checkpoint are
 each named; the registry refuses to sign over a chain that no longer extends its last checkpoint."""

@@ -1,5 +1,5 @@
 """The registry's own outage reads as an outage to its callers (a 503, then DependencyUnavailable), so a
-swap job waits for the registry instead of being dead-lettered or refused (DESIGN.md delivery rules)."""
+swap job waits for the registry instead of being dead-lettered or refused (docs/architecture.md "Delivery rules")."""
 
 from __future__ import annotations
 
