@@ -189,7 +189,7 @@ class World:
         face = self.faces.get(subject) or self.faces[self.subject]
         record: dict[str, Any] = {
             "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "chaos",
-            "job_id": f"chaos-{label}-{uuid.uuid4().hex[:10]}", "face_id": subject, "consent_version": 1,
+            "job_id": f"chaos-{label}-{uuid.uuid4().hex[:10]}", "subject_id": subject, "consent_version": 1,
             "source_image_uri": face.uri, "source_image_sha256": face.sha256,
             "template_id": "dance-1", "template_uri": self.template.uri, "template_sha256": self.template.sha256,
             "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
@@ -201,7 +201,7 @@ class World:
     async def submit(self, ledger: Ledger, *, good: bool = True, label: str = "job", **overrides: Any) -> Submitted:
         record = self.job_record(label=label, **overrides)
         await self.bus.publish(REQUESTED, record)
-        return ledger.add(Submitted(record["job_id"], record["event_id"], record["face_id"], good, label))
+        return ledger.add(Submitted(record["job_id"], record["event_id"], record["subject_id"], good, label))
 
     async def ensure_running(self) -> None:
         """Between scenarios: the stack and every service up again, whatever the last one left."""

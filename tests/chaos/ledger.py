@@ -31,7 +31,7 @@ DLQS = (REQUESTED + ".dlq", SWAPPED + ".dlq")
 class Submitted:
     job_id: str  # the message key as sent (a hostile id in scenario 8)
     event_id: str
-    face_id: str
+    subject_id: str
     good: bool = True  # a valid job that must not be dead-lettered
     label: str = ""  # what it is, for the poison and hostile sets
     topic: str = REQUESTED
@@ -155,7 +155,7 @@ class Ledger:
             value = self.codec.decode(m.value).value
             if str(value["change"]).upper() == "REVOKED":
                 at = value["occurred_at"]
-                found[value["face_id"]] = min(at, found.get(value["face_id"], at))
+                found[value["subject_id"]] = min(at, found.get(value["subject_id"], at))
         return found
 
     async def settle(self, timeout: float, interval: float = 1.0) -> dict[str, JobOutcome]:
@@ -177,7 +177,7 @@ class Ledger:
         for o in seen.values():
             for code in o.failure_reasons:
                 reasons[code] += 1
-            at = revoked.get(o.job.face_id)
+            at = revoked.get(o.job.subject_id)
             if at is not None:
                 after += sum(1 for r in o.rendered if r["occurred_at"] > at)
                 published_after += sum(1 for r in o.rendered if (r["_published_ms"] or 0) > at.timestamp() * 1000)

@@ -236,9 +236,9 @@ async def test_6_revocation_at_random_moments(scene: World, variant: Variant) ->
     left_over = []
     stopped_after_swap = 0
     for o in seen.values():
-        at = revoked.get(o.job.face_id)
+        at = revoked.get(o.job.subject_id)
         if at is None:
-            problems.append(f"no REVOKED event for {o.job.face_id} on the consent topic")
+            problems.append(f"no REVOKED event for {o.job.subject_id} on the consent topic")
             continue
         before = [r for r in o.rendered if r["occurred_at"] <= at]
         stopped_after_swap += bool(not before and any(s["occurred_at"] <= at for s in o.swapped))
@@ -283,7 +283,7 @@ async def test_7_poison_then_a_good_job(scene: World, variant: Variant) -> None:
     await w.submit(ledger, good=False, label="outside-store", template_uri=outside.as_uri(),
                    template_sha256=w.template.sha256)
     await w.submit(ledger, label="faceless", template_uri=w.faceless.uri, template_sha256=w.faceless.sha256)
-    await w.submit(ledger, label="unknown-subject", face_id=f"nobody-{uuid.uuid4().hex[:6]}",
+    await w.submit(ledger, label="unknown-subject", subject_id=f"nobody-{uuid.uuid4().hex[:6]}",
                    source_image_uri=w.faces[w.subject].uri, source_image_sha256=w.faces[w.subject].sha256)
     await w.submit(ledger, label="good")
     seen = await ledger.settle(variant.settle_s)
@@ -327,14 +327,14 @@ async def test_7_poison_then_a_good_job(scene: World, variant: Variant) -> None:
 
 
 HOSTILE = ("../../x", "/tmp/abs", "a/b", "job\nx")
-FIELDS = ("job_id", "template_id", "face_id")
+FIELDS = ("job_id", "template_id", "subject_id")
 
 
 def _swap_completed(w: World, **overrides: Any) -> dict[str, Any]:
     base = w.job_record(label="hostile")
     record = {
         "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "chaos",
-        "job_id": base["job_id"], "face_id": w.subject, "consent_version": 1,
+        "job_id": base["job_id"], "subject_id": w.subject, "consent_version": 1,
         "mezzanine_uri": w.template.uri, "mezzanine_sha256": w.template.sha256,
         "face_track_uri": w.template.uri, "face_track_sha256": w.template.sha256, "backend": "classical",
         "swapper_model": "classical", "model_license": "test", "commercial_use_allowed": False, "frames": 25,
@@ -368,7 +368,7 @@ async def test_8_hostile_identifiers(scene: World, variant: Variant) -> None:
                 else:
                     msg = _swap_completed(w, **{f: bad})
                 await w.bus.publish(topic, msg)
-                ledger.add(Submitted(msg["job_id"], msg["event_id"], msg["face_id"], good=False,
+                ledger.add(Submitted(msg["job_id"], msg["event_id"], msg["subject_id"], good=False,
                                      label=f"{'.'.join(topic.split('.')[1:3])}:{f}={bad!r}", topic=topic))
     seen = await ledger.settle(variant.settle_s)
     row = await record(w, ledger, "8. hostile identifiers", variant, seen, started)

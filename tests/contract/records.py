@@ -14,7 +14,7 @@ def swap_requested(job_id: str | None = None, **overrides: Any) -> dict[str, Any
         "producer": "planner",
         "trace_id": None,
         "job_id": job_id or f"job-{uuid.uuid4().hex[:8]}",
-        "face_id": "face-1",
+        "subject_id": "face-1",
         "consent_version": 3,
         "source_image_uri": "file:///store/faces/face-1.png",
         "source_image_sha256": "ab" * 32,

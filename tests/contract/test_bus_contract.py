@@ -1,4 +1,4 @@
-"""The bus contract (the delivery rules (docs/architecture.md)), run against the in-process bus and real Kafka."""
+"""The bus contract (docs/architecture.md "Delivery rules"), run against the in-process bus and real Kafka."""
 
 from __future__ import annotations
 

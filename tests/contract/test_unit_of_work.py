@@ -55,7 +55,7 @@ async def side(request: pytest.FixtureRequest, pg_pool: Any, delivery_schema: st
         s.uow = mem
 
         async def published_memory() -> list[str]:
-            return [v["job_id"] for _, v in mem.published]  # type: ignore[index]
+            return [v.job_id for _, v in mem.published]  # type: ignore[union-attr]
 
         s.published = published_memory  # type: ignore[method-assign]
         yield s

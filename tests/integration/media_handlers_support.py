@@ -46,7 +46,7 @@ def lease(subject: str, version: int = 1, status: str = "GRANTED", *, commercial
                        images=(EnrolledImageRef(image_sha256, "f0f0f0f0f0f0f0f0", "dlib_resnet_v1"),),
                        embedding_digest="d" * 64, document_sha256="e" * 64, issued_at=now)
     signed = sign(terms, KEY)
-    return {"face_id": subject, "lease": {"payload": signed.payload, "signature": signed.signature, "key_id": signed.key_id}}
+    return {"subject_id": subject, "lease": {"payload": signed.payload, "signature": signed.signature, "key_id": signed.key_id}}
 
 
 class Registry:
@@ -64,7 +64,7 @@ class Registry:
 
 def context(module: ModuleType, pool: Any, schema: str, settings: Settings) -> ServiceContext:
     """The service's context on ``schema``: its outbox and, on a pool, its PostgreSQL unit of work."""
-    spec = dataclasses.replace(module.SPEC, schema=schema)
+    spec = dataclasses.replace(module.SPEC, db_schema=schema)
     bus = InMemoryBus(settings, spec.name, default_codec())
     outbox = Outbox(schema, bus)
     produces = frozenset(spec.produces)
@@ -82,7 +82,7 @@ def event(record: str, topic: str, values: dict[str, Any]) -> Event[Any]:
 async def announced(ctx: ServiceContext) -> list[tuple[str, dict[str, Any]]]:
     """(topic, value) of every outbox row the handler wrote, in order."""
     assert ctx.pool is not None
-    return await outbox_rows(ctx.pool, ctx.spec.schema)
+    return await outbox_rows(ctx.pool, ctx.spec.db_schema)
 
 
 async def outbox_rows(pool: Any, schema: str) -> list[tuple[str, dict[str, Any]]]:

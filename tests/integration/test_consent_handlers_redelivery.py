@@ -36,7 +36,7 @@ async def wired(stack: Settings, tmp_path: Path) -> AsyncIterator[Wired]:
 
 def _base() -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "post-producer",
-            "job_id": f"job-{uuid.uuid4().hex[:8]}", "face_id": "ada-01"}
+            "job_id": f"job-{uuid.uuid4().hex[:8]}", "subject_id": "ada-01"}
 
 
 async def _deliver_twice_failing_first(registry: Registry, monkeypatch: pytest.MonkeyPatch, method: str,

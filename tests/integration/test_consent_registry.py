@@ -198,7 +198,7 @@ async def test_a_lease_verifies_in_another_process_and_a_revocation_reaches_it_w
                 "event_id": unique("forged"),
                 "occurred_at": datetime.now(UTC),
                 "producer": "mallory",
-                "face_id": subject,
+                "subject_id": subject,
                 "change": "GRANTED",
                 "consent_version": 3,
                 "display_name": "x",

@@ -39,7 +39,7 @@ PERSON, PERFORMER = 31, 32
 
 class Running(RunningService):
     def __init__(self, module: Any, settings: Any) -> None:
-        super().__init__(module, settings, schema=unique(module.SPEC.schema))
+        super().__init__(module, settings, schema=unique(module.SPEC.db_schema))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -73,8 +73,8 @@ async def factory(stack: Any, tmp_path: Path) -> Any:
     import asyncpg
 
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
-    admin = await tokens.create_token(pool, registry.spec.schema, "test-admin", "admin")
-    reader = await tokens.create_token(pool, registry.spec.schema, "swapper", "reader")
+    admin = await tokens.create_token(pool, registry.spec.db_schema, "test-admin", "admin")
+    reader = await tokens.create_token(pool, registry.spec.db_schema, "swapper", "reader")
     await pool.close()
     workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": f"http://127.0.0.1:{registry.port}"})
     bus = KafkaBus(settings, "test-driver", default_codec())
@@ -102,7 +102,7 @@ def _job(f: dict[str, Any], subject: str, face: Path, template: Path, music: Pat
     mus = store.put_file(f"in/{job_id}/m.m4a", music) if music else None
     return {
         "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "test", "job_id": job_id,
-        "face_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+        "subject_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
         "template_id": "dance-1", "template_uri": tpl.uri, "template_sha256": tpl.sha256, "template_tags": ["dance"],
         "swapper_model": "classical", "platform": "tiktok", "commercial": False,
         "music_uri": mus.uri if mus else None, "caption_text": "Virtual dance, consented",

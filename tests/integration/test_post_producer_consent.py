@@ -85,7 +85,7 @@ def swap_completed(post: PostProducer, tmp: Path, subject: str, *, seconds: floa
     files.put_bytes(f"inputs/{job}/source.png", b"a copy of the subject's face")
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "swapper-gpu", "job_id": job,
-        "face_id": subject, "consent_version": 1, "mezzanine_uri": m.uri, "mezzanine_sha256": m.sha256,
+        "subject_id": subject, "consent_version": 1, "mezzanine_uri": m.uri, "mezzanine_sha256": m.sha256,
         "face_track_uri": t.uri, "face_track_sha256": t.sha256, "backend": "classical", "swapper_model": "classical",
         "model_license": "non-commercial", "commercial_use_allowed": False, "frames": round(seconds * 25), "fps": 50.0,
         "duration_s": seconds, "template_id": "dance-1", "template_tags": ["dance"], "source_image_sha256": "ab" * 32,

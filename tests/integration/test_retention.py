@@ -43,15 +43,15 @@ def rendered(job_id: str, at: datetime) -> tuple[str, dict[str, Any]]:
     spec = {"passed": True, "width": 1080, "height": 1920, "fps": 25.0, "video_codec": "h264", "video_profile": "High",
             "pix_fmt": "yuv420p", "audio_codec": "aac", "sample_rate": 48000, "duration_s": 3.0, "problems": []}
     return "reelfab.render.completed.v1", {
-        **_base(job_id, at), "face_id": "subj", "consent_version": 1, "final_uri": f"file:///x/{job_id}/final.mp4",
-        "final_sha256": "0" * 64, "spec_check": spec, "c2pa_manifest_id": None, "title": "t", "hashtags": [],
+        **_base(job_id, at), "subject_id": "subj", "consent_version": 1, "final_uri": f"file:///x/{job_id}/final.mp4",
+        "final_sha256": "0" * 64, "spec_check": spec, "c2pa_manifest_label": None, "title": "t", "hashtags": [],
         "platform": "tiktok", "is_aigc": True, "template_id": "tpl", "arm_id": None,
     }
 
 
 def published(job_id: str, at: datetime) -> tuple[str, dict[str, Any]]:
     return "reelfab.publish.completed.v1", {
-        **_base(job_id, at), "face_id": "subj", "consent_version": 1, "platform": "tiktok", "post_id": f"p-{job_id}",
+        **_base(job_id, at), "subject_id": "subj", "consent_version": 1, "platform": "tiktok", "post_id": f"p-{job_id}",
         "account": "acct", "published_at": at, "privacy_level": "SELF_ONLY", "dry_run": True, "share_url": None,
         "template_id": None, "arm_id": None,
     }

@@ -59,7 +59,7 @@ def swap_requested(swapper: Swapper, subject: str, template: Path) -> Any:
     swapper.view.apply(lease(subject, image_sha256=src.sha256))  # type: ignore[attr-defined]
     values = {
         "event_id": unique("ev"), "occurred_at": datetime.now(UTC), "producer": "planner", "job_id": job,
-        "face_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+        "subject_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
         "template_id": "dance-1", "template_uri": tpl.uri, "template_sha256": tpl.sha256, "template_tags": ["dance"],
         "swapper_model": "classical", "priority": 0, "platform": "tiktok", "commercial": False,
     }

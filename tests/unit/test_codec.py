@@ -61,7 +61,7 @@ def _header(**extra: Any) -> dict[str, Any]:
 # one minimal, valid value per record: required fields only (plus a few optional ones)
 SAMPLES: dict[str, dict[str, Any]] = {
     "ConsentChanged": _header(
-        face_id="face-1",
+        subject_id="face-1",
         change="GRANTED",
         consent_version=2,
         display_name="Ada",
@@ -75,7 +75,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         valid_from=T0,
         enrolled_images=[{"sha256": SHA, "phash": "f0e1d2c3b4a59687", "embedder": "dlib-20"}],
         embedding_digest=SHA,
-        lease={"payload": b'{"face_id":"face-1"}', "signature": bytes(range(64)), "key_id": "k1"},
+        lease={"payload": b'{"subject_id":"face-1"}', "signature": bytes(range(64)), "key_id": "k1"},
     ),
     "AuditCheckpoint": _header(
         log_id="consent_registry", entry_count=5, head_seq=5, head_hash=SHA, issued_at=T0, reason="demand",
@@ -86,7 +86,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "SwapRequested": _header(
         job_id="job-1",
-        face_id="face-1",
+        subject_id="face-1",
         consent_version=2,
         source_image_uri="file:///objects/faces/face-1.jpg",
         source_image_sha256=SHA,
@@ -99,7 +99,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "SwapCompleted": _header(
         job_id="job-1",
-        face_id="face-1",
+        subject_id="face-1",
         consent_version=2,
         mezzanine_uri="file:///objects/jobs/job-1/mezz.mp4",
         mezzanine_sha256=SHA,
@@ -118,7 +118,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "RenderCompleted": _header(
         job_id="job-1",
-        face_id="face-1",
+        subject_id="face-1",
         consent_version=2,
         final_uri="file:///objects/jobs/job-1/final.mp4",
         final_sha256=SHA,
@@ -137,7 +137,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     ),
     "PublishCompleted": _header(
         job_id="job-1",
-        face_id="face-1",
+        subject_id="face-1",
         consent_version=2,
         platform="tiktok",
         post_id="p-1",
@@ -273,7 +273,7 @@ def test_schema_json_is_the_file_and_a_copy(catalog: SchemaCatalog) -> None:
 def test_catalog_loads_history_from_a_directory(tmp_path: Any, catalog: SchemaCatalog) -> None:
     current = catalog.schema_json("JobFailed")
     old = copy.deepcopy(current)
-    old["fields"] = [f for f in old["fields"] if f["name"] not in ("consent_version", "face_id")]
+    old["fields"] = [f for f in old["fields"] if f["name"] not in ("consent_version", "subject_id")]
     (tmp_path / "JobFailed.avsc").write_text(json.dumps(current))
     (tmp_path / "history").mkdir()
     (tmp_path / "history" / "JobFailed.1.avsc").write_text(json.dumps(old))
@@ -316,7 +316,7 @@ def test_round_trip_of_generated_values(codec: AvroCodec, catalog: SchemaCatalog
 def test_defaults_fill_in_on_decode(codec: AvroCodec) -> None:
     value = codec.decode(codec.encode("JobFailed", SAMPLES["JobFailed"])).value
     assert value["attempts"] == 1
-    assert value["trace_id"] is None and value["face_id"] is None and value["consent_version"] is None
+    assert value["trace_id"] is None and value["subject_id"] is None and value["consent_version"] is None
     swap = codec.decode(codec.encode("SwapRequested", SAMPLES["SwapRequested"])).value
     assert (swap["priority"], swap["platform"], swap["arm_id"]) == (0, "tiktok", None)
     arm = {"arm_id": "tpl-2", "alpha": 1.0, "beta": 1.0, "pulls": 0, "mean": 0.5}  # no "disabled"

@@ -173,7 +173,7 @@ def test_generated_records_reject_an_unknown_field() -> None:
 @pytest.mark.parametrize("bad", ["a/b", "../etc", "", " x", "x" * 129])
 def test_generated_records_reject_a_bad_identifier(bad: str) -> None:
     cls = RECORDS["reelfab.events.SwapRequested"]
-    for field in ("job_id", "face_id", "template_id", "trend_id"):
+    for field in ("job_id", "subject_id", "template_id", "trend_id"):
         with pytest.raises(pydantic.ValidationError, match=field):
             cls.model_validate({**swap_requested(), field: bad})
     with pytest.raises(pydantic.ValidationError, match="arm_id"):  # nested records too

@@ -109,7 +109,7 @@ def test_a_re_encoded_copy_within_the_perceptual_threshold_is_the_same_image() -
 
 def _event(t: LeaseTerms, key: Ed25519PrivateKey = KEY) -> dict[str, object]:
     lease = sign(t, key)
-    return {"face_id": t.subject, "lease": {"payload": lease.payload, "signature": lease.signature, "key_id": lease.key_id}}
+    return {"subject_id": t.subject, "lease": {"payload": lease.payload, "signature": lease.signature, "key_id": lease.key_id}}
 
 
 def test_the_view_applies_revocations_and_ignores_stale_or_forged_events() -> None:
@@ -124,7 +124,7 @@ def test_the_view_applies_revocations_and_ignores_stale_or_forged_events() -> No
     assert forged.outcome == "invalid" and view.check(req()).reason == "invalid_lease"  # fails closed
     assert view.apply(_event(terms(consent_version=3))).outcome == "applied"  # a verifiable lease clears it
     assert view.check(req()).allowed
-    assert view.apply({"face_id": "face-1", "lease": None}).outcome == "invalid"
+    assert view.apply({"subject_id": "face-1", "lease": None}).outcome == "invalid"
     assert not view.check(req()).allowed
 
 

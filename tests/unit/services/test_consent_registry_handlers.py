@@ -43,7 +43,7 @@ def event(topic: str, **values: Any) -> Event[Any]:
 
 def base(producer: str = "post-producer") -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "occurred_at": NOW, "producer": producer,
-            "job_id": f"job-{uuid.uuid4().hex[:8]}", "face_id": "ada-01"}
+            "job_id": f"job-{uuid.uuid4().hex[:8]}", "subject_id": "ada-01"}
 
 
 def published(**values: Any) -> Event[Any]:

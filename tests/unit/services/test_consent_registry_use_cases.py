@@ -188,7 +188,7 @@ async def test_a_grant_is_signed_recorded_audited_and_announced(reg: InMemoryReg
                              daily_cap=None, actor="ops")
     await granted(registry, daily_cap=3)
     [event] = announced(reg)
-    assert (event.face_id, event.change, event.consent_version, event.daily_cap) == ("ada", "GRANTED", 1, 3)
+    assert (event.subject_id, event.change, event.consent_version, event.daily_cap) == ("ada", "GRANTED", 1, 3)
     assert event.lease is not None and [i.sha256 for i in event.enrolled_images] == [
         i.sha256 for i in await reg.repository.bound(None).enrolled_images("ada")]
     async with reg.repository.connection() as store:

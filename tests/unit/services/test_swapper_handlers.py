@@ -171,7 +171,7 @@ def job(w: World, **overrides: Any) -> Event[Any]:
     template = w.store.put_bytes(f"inputs/{job_id}/template.mp4", b"a template clip")
     values: dict[str, Any] = {
         "event_id": str(uuid.uuid4()), "occurred_at": NOW - timedelta(seconds=4), "producer": "planner",
-        "trace_id": "trace-1", "job_id": job_id, "face_id": "vera", "consent_version": 1,
+        "trace_id": "trace-1", "job_id": job_id, "subject_id": "vera", "consent_version": 1,
         "source_image_uri": face.uri, "source_image_sha256": face.sha256, "template_id": "dance-1",
         "template_uri": template.uri, "template_sha256": template.sha256, "template_tags": ["dance"],
         "swapper_model": "classical", "platform": "tiktok", "commercial": False, "caption_text": "Dance, consented",
@@ -203,10 +203,10 @@ async def test_an_allowed_job_announces_one_swap_completed(
     assert isinstance(record, SwapCompleted)  # a typed record, not a dict
     done = record.model_dump()
     j = ev.record
-    assert {k: done[k] for k in ("job_id", "face_id", "trace_id", "producer", "template_id", "template_uri",
+    assert {k: done[k] for k in ("job_id", "subject_id", "trace_id", "producer", "template_id", "template_uri",
                                   "template_sha256", "source_image_sha256", "platform", "caption_text",
                                   "caption_style", "trend_id", "arm_id", "music_uri")} == {
-        "job_id": j.job_id, "face_id": "vera", "trace_id": "trace-1", "producer": "swapper-gpu",
+        "job_id": j.job_id, "subject_id": "vera", "trace_id": "trace-1", "producer": "swapper-gpu",
         "template_id": "dance-1", "template_uri": j.template_uri, "template_sha256": j.template_sha256,
         "source_image_sha256": j.source_image_sha256, "platform": "tiktok", "caption_text": "Dance, consented",
         "caption_style": "bold", "trend_id": "trend-7", "arm_id": "arm-2", "music_uri": None}
@@ -264,7 +264,7 @@ async def test_a_consent_denial_fails_the_job_before_any_byte_of_the_face_is_rea
     await run(w, ev)
     assert w.failed() == [(f"consent.{reason}", f"denied: {reason}")]
     [failed] = w.on(JOB_FAILED)
-    assert (failed["stage"], failed["retryable"], failed["face_id"], failed["job_id"]) == (
+    assert (failed["stage"], failed["retryable"], failed["subject_id"], failed["job_id"]) == (
         "swapper-gpu", False, "vera", ev.record.job_id)
     assert w.store.reads == [] and w.qc.calls == 0 and w.engines == [] and w.swap.calls == []
     assert len(w.gate.calls) == 1 and not w.gate.calls[0]["consume"]

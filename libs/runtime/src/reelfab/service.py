@@ -26,6 +26,8 @@ from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox, OutboxRelay
 from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
 from reelfab.contracts.codec import default_codec
+from reelfab.contracts.generated.records import JobFailed
+from reelfab.contracts.topics import JOB_FAILED
 from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
 from reelfab.errors import StackError
 from reelfab.logging import configure_logging, get_logger
@@ -36,7 +38,7 @@ from reelfab.settings import Settings
 class ServiceSpec:
     name: str  # as on the command line: consent-registry, planner, ...
     package: str  # the service's import package (reelfab_<folder>), where its migrations live
-    schema: str  # its own PostgreSQL schema
+    db_schema: str  # its own PostgreSQL schema (a namespace in the database; `schema` alone means Avro)
     default_port: int
     consumes: tuple[str, ...] = ()
     produces: tuple[str, ...] = ()
@@ -62,9 +64,9 @@ Wire = Callable[[ServiceContext], None]
 
 
 def build_context(spec: ServiceSpec, settings: Settings, bus: Bus, pool: asyncpg.Pool | None, wire: Wire) -> ServiceContext:
-    outbox = Outbox(spec.schema, bus)
+    outbox = Outbox(spec.db_schema, bus)
     produces = frozenset(spec.produces)
-    uow: UnitOfWork = PostgresUnitOfWork(pool, spec.schema, outbox, produces) if pool is not None \
+    uow: UnitOfWork = PostgresUnitOfWork(pool, spec.db_schema, outbox, produces) if pool is not None \
         else InMemoryUnitOfWork(bus, produces)
     ctx = ServiceContext(spec, settings, bus, pool, outbox, uow)
     for topic in spec.produces:
@@ -111,7 +113,7 @@ def received_events(ctx: ServiceContext) -> ReceivedEvents:
     """The context's received-events table: PostgreSQL when it has a pool, else one in memory (kept in
     ``ctx.extras["received_events"]`` so tests can read it)."""
     if ctx.pool is not None:
-        return PostgresReceivedEvents(ctx.spec.schema)
+        return PostgresReceivedEvents(ctx.spec.db_schema)
     found = ctx.extras.setdefault("received_events", InMemoryReceivedEvents())
     assert isinstance(found, InMemoryReceivedEvents)
     return found
@@ -178,9 +180,9 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
 
     pool = await create_pool(settings)  # a StackError naming the address and `make up` when it does not answer
     try:
-        applied = await migrate(pool, spec.schema, delivery_migrations() + package_migrations(spec.package))
+        applied = await migrate(pool, spec.db_schema, delivery_migrations() + package_migrations(spec.package))
         if applied:
-            log.info("migrated", schema=spec.schema, applied=[f"{m.source}:{m.version:04d}_{m.name}" for m in applied])
+            log.info("migrated", schema=spec.db_schema, applied=[f"{m.source}:{m.version:04d}_{m.name}" for m in applied])
         bus = KafkaBus(settings, spec.name, default_codec(settings))
         ctx = build_context(spec, settings, bus, pool, wire)
 
@@ -210,7 +212,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
                 "start it with `make up` or set REELFAB_KAFKA_BOOTSTRAP"
             ) from None
         relay = OutboxRelay(
-            pool, spec.schema, bus,
+            pool, spec.db_schema, bus,
             batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
         )
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -305,14 +307,14 @@ def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
     return main
 
 
-def job_failed(spec: ServiceSpec, event: Event[Any], reason_code: str, detail: str) -> dict[str, Any]:
+def job_failed(spec: ServiceSpec, event: Event[Any], reason_code: str, detail: str) -> JobFailed:
     """The job.failed record (not retryable) for the job ``event`` carries: a decision, not a fault."""
     job = event.record
-    return {
-        "event_id": new_event_id(), "occurred_at": now_utc(), "producer": spec.name, "trace_id": job.trace_id,
-        "job_id": job.job_id, "stage": spec.name, "reason_code": reason_code, "reason": detail[:2000],
-        "retryable": False, "attempts": event.attempt, "face_id": job.face_id, "consent_version": job.consent_version,
-    }
+    return JobFailed(
+        event_id=new_event_id(), occurred_at=now_utc(), producer=spec.name, trace_id=job.trace_id,
+        job_id=job.job_id, stage=spec.name, reason_code=reason_code, reason=detail[:2000],
+        retryable=False, attempts=event.attempt, subject_id=job.subject_id, consent_version=job.consent_version,
+    )
 
 
 async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_code: str, detail: str) -> None:
@@ -321,5 +323,5 @@ async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_
     assert ctx.uow is not None, "build_context gives every context its unit of work"
     async with ctx.uow.begin(event, handler) as tx:
         if tx.fresh:
-            await tx.publish("reelfab.job.failed.v1", job_failed(ctx.spec, event, reason_code, detail))
+            await tx.publish(JOB_FAILED, job_failed(ctx.spec, event, reason_code, detail))
     get_logger("reelfab.service").warning("job failed", job_id=event.record.job_id, reason=reason_code, detail=detail)

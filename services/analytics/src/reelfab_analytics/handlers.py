@@ -3,10 +3,11 @@ the service's received_events and acknowledges it; the service's own issue gives
 
 from __future__ import annotations
 
+from reelfab.contracts.topics import ENGAGEMENT_OBSERVED, JOB_FAILED, PUBLISH_COMPLETED
 from reelfab.service import HandlerFactory, record_received
 
 HANDLERS: dict[str, HandlerFactory] = {
-    "reelfab.publish.completed.v1": lambda ctx: record_received(ctx, "publish.completed"),
-    "reelfab.engagement.observed.v1": lambda ctx: record_received(ctx, "engagement.observed"),
-    "reelfab.job.failed.v1": lambda ctx: record_received(ctx, "job.failed"),
+    PUBLISH_COMPLETED: lambda ctx: record_received(ctx, "publish.completed"),
+    ENGAGEMENT_OBSERVED: lambda ctx: record_received(ctx, "engagement.observed"),
+    JOB_FAILED: lambda ctx: record_received(ctx, "job.failed"),
 }

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from reelfab.contracts.topics import (
+    ENGAGEMENT_OBSERVED,
+    JOB_FAILED,
+    POLICY_UPDATED,
+    PUBLISH_COMPLETED,
+    SUBJECT_FLAGGED,
+)
 from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
 
 from . import handlers
@@ -9,17 +16,17 @@ from . import handlers
 SPEC = ServiceSpec(
     name="analytics",
     package=__package__ or "reelfab_analytics",
-    schema="analytics",
+    db_schema="analytics",
     default_port=8086,
     consumes=(
-        "reelfab.publish.completed.v1",
-        "reelfab.engagement.observed.v1",
-        "reelfab.job.failed.v1",
+        PUBLISH_COMPLETED,
+        ENGAGEMENT_OBSERVED,
+        JOB_FAILED,
     ),
     produces=(
-        "reelfab.policy.updated.v1",
-        "reelfab.subject.flagged.v1",
-        "reelfab.job.failed.v1",  # the bus announces a dead-lettered job-keyed message there
+        POLICY_UPDATED,
+        SUBJECT_FLAGGED,
+        JOB_FAILED,  # the bus announces a dead-lettered job-keyed message there
     ),
     description="Engagement in; per-arm posteriors (policy) and flags out.",
 )

@@ -178,7 +178,7 @@ def consent_event(terms: LeaseTerms, lease: SignedLease, display_name: str, *, e
         event_id=event_id,
         occurred_at=terms.issued_at,
         producer=SERVICE,
-        face_id=terms.subject,
+        subject_id=terms.subject,
         change=cast(ConsentChange, terms.status),
         consent_version=terms.consent_version,
         display_name=display_name,

@@ -34,7 +34,7 @@ log = get_logger("reelfab.consent_registry")
 def on_publish_completed(registry: Registry, uow: UnitOfWork) -> Handler:
     async def handle(event: Event[Any]) -> None:
         r: PublishCompleted = event.record
-        post = domain.Post(post_id=r.post_id, platform=r.platform, subject_id=r.face_id, job_id=r.job_id,
+        post = domain.Post(post_id=r.post_id, platform=r.platform, subject_id=r.subject_id, job_id=r.job_id,
                            consent_version=r.consent_version, published_at=r.published_at)
         async with uow.begin(event, "publish.completed") as tx:
             if tx.fresh:
@@ -46,7 +46,7 @@ def on_publish_completed(registry: Registry, uow: UnitOfWork) -> Handler:
 def on_job_failed(registry: Registry, uow: UnitOfWork) -> Handler:
     async def handle(event: Event[Any]) -> None:
         r: JobFailed = event.record
-        denial = domain.reported_denial(reason_code=r.reason_code, subject_id=r.face_id, stage=r.stage, job_id=r.job_id)
+        denial = domain.reported_denial(reason_code=r.reason_code, subject_id=r.subject_id, stage=r.stage, job_id=r.job_id)
         if denial is None:
             return  # not a consent decision: the planner and analytics deal with it
         async with uow.begin(event, "job.failed") as tx:

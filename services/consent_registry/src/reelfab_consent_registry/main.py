@@ -15,7 +15,7 @@ from .bootstrap import PRODUCES, SCHEMA, bootstrap_postgres, setting
 SPEC = ServiceSpec(
     name="consent-registry",
     package=__package__ or "reelfab_consent_registry",
-    schema=SCHEMA,
+    db_schema=SCHEMA,
     default_port=8081,
     consumes=tuple(handlers.HANDLERS),
     produces=PRODUCES,
@@ -32,7 +32,7 @@ def wire(ctx: ServiceContext) -> None:
     from .keys import ensure_signing_key
 
     pool = ctx.pool
-    wired = bootstrap_postgres(ctx.settings, pool, ctx.bus, schema=ctx.spec.schema, uow=ctx.uow)
+    wired = bootstrap_postgres(ctx.settings, pool, ctx.bus, schema=ctx.spec.db_schema, uow=ctx.uow)
     registry = wired.registry
     # REELFAB_CONSENT_CONSUMER_GROUP: a registry on a database of its own (a benchmark) must not
     # join the real registry's consumer group and take its events
@@ -40,10 +40,10 @@ def wire(ctx: ServiceContext) -> None:
     for topic, handle in wired.handlers.items():
         ctx.bus.subscribe(topic, handle, group=group)
     ctx.extras["registry"] = registry
-    ctx.extras["api"] = build_api(registry, pool, ctx.spec.schema)
+    ctx.extras["api"] = build_api(registry, pool, ctx.spec.db_schema)
 
     async def first_key() -> None:
-        await ensure_signing_key(pool, ctx.spec.schema, registry.wrapper)
+        await ensure_signing_key(pool, ctx.spec.db_schema, registry.wrapper)
 
     async def checkpoints() -> None:
         # signed audit checkpoints while the service runs; stopped with it

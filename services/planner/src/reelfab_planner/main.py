@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from reelfab.contracts.topics import (
+    CONSENT_CHANGED,
+    JOB_FAILED,
+    POLICY_UPDATED,
+    PUBLISH_COMPLETED,
+    RENDER_COMPLETED,
+    SUBJECT_FLAGGED,
+    SWAP_COMPLETED,
+    SWAP_REQUESTED,
+    TREND_DETECTED,
+)
 from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
 
 from . import handlers
@@ -9,21 +20,21 @@ from . import handlers
 SPEC = ServiceSpec(
     name="planner",
     package=__package__ or "reelfab_planner",
-    schema="planner",
+    db_schema="planner",
     default_port=8082,
     consumes=(
-        "reelfab.consent.changed.v1",
-        "reelfab.trend.detected.v1",
-        "reelfab.swap.completed.v1",
-        "reelfab.render.completed.v1",
-        "reelfab.publish.completed.v1",
-        "reelfab.policy.updated.v1",
-        "reelfab.subject.flagged.v1",
-        "reelfab.job.failed.v1",
+        CONSENT_CHANGED,
+        TREND_DETECTED,
+        SWAP_COMPLETED,
+        RENDER_COMPLETED,
+        PUBLISH_COMPLETED,
+        POLICY_UPDATED,
+        SUBJECT_FLAGGED,
+        JOB_FAILED,
     ),
     produces=(
-        "reelfab.swap.requested.v1",
-        "reelfab.job.failed.v1",
+        SWAP_REQUESTED,
+        JOB_FAILED,
     ),
     description="Templates, music, trends and policy in; swap jobs out.",
 )

@@ -93,7 +93,7 @@ def bootstrap(
         renderer=renderer or FfmpegRenderer(spec, stop_poll_s),
         spec_check=spec_check or FfprobeSpecCheck(spec),
         signer=signer,
-        jobs=jobs or (PostgresRenderedJobs(ctx.pool, ctx.spec.schema) if ctx.pool is not None else InMemoryRenderedJobs()),
+        jobs=jobs or (PostgresRenderedJobs(ctx.pool, ctx.spec.db_schema) if ctx.pool is not None else InMemoryRenderedJobs()),
         clock=clock or now_utc,
         workdir=workdir or Path(settings.state_dir) / "post-work",
     )

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from reelfab.consent.decision import Decision
+from reelfab.contracts.generated.records import RenderCompleted
 from reelfab.errors import PermanentError
 from reelfab.identifiers import key_segment
 from reelfab.media.spec_check import SpecCheck
@@ -29,7 +30,7 @@ class SwapJob(Protocol):
     @property
     def job_id(self) -> str: ...
     @property
-    def face_id(self) -> str: ...
+    def subject_id(self) -> str: ...
     @property
     def consent_version(self) -> int: ...
     @property
@@ -149,7 +150,7 @@ def render_metadata(job: SwapJob) -> dict[str, str]:
 
 def ingredients(job: SwapJob) -> list[dict[str, str]]:
     """The C2PA ingredients: the template (when its sha256 is known) and the subject's source face."""
-    face = {"title": f"source face of {job.face_id}", "sha256": job.source_image_sha256, "format": "image/png",
+    face = {"title": f"source face of {job.subject_id}", "sha256": job.source_image_sha256, "format": "image/png",
             "relationship": "componentOf"}
     if not job.template_sha256:
         return [face]
@@ -192,15 +193,15 @@ class Outputs:
 
 
 def render_completed(job: SwapJob, outputs: Outputs, decision: Decision, *, event_id: str,
-                     producer: str) -> dict[str, Any]:
-    """The RenderCompleted value for ``job``: the consent version the last check allowed under (or the
+                     producer: str) -> RenderCompleted:
+    """The RenderCompleted record for ``job``: the consent version the last check allowed under (or the
     job's), the job's commercial flag carried as it came."""
-    return {
+    return RenderCompleted.model_validate({
         "event_id": event_id, "occurred_at": outputs.finished_at, "producer": producer, "trace_id": job.trace_id,
-        "job_id": job.job_id, "face_id": job.face_id,
+        "job_id": job.job_id, "subject_id": job.subject_id,
         "consent_version": decision.consent_version or job.consent_version,
         "final_uri": outputs.final_uri, "final_sha256": outputs.final_sha256, "spec_check": spec_record(outputs.check),
-        "c2pa_manifest_id": outputs.manifest_label, "title": outputs.text.title,
+        "c2pa_manifest_label": outputs.manifest_label, "title": outputs.text.title,
         "hashtags": list(outputs.text.hashtags), "platform": job.platform, "is_aigc": True,
         "template_id": job.template_id, "arm_id": job.arm_id, "commercial": announced_commercial(job.commercial),
-    }
+    })

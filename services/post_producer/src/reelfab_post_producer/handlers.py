@@ -37,7 +37,7 @@ def on_swap_completed(post: PostProducer) -> Handler:
                 await tx.publish(JOB_FAILED, job_failed(post.spec, event, f.reason_code, f.detail))
             else:
                 await tx.publish(RENDER_COMPLETED, outcome.record)
-                await post.jobs.add(tx.conn, job.job_id, job.face_id)
+                await post.jobs.add(tx.conn, job.job_id, job.subject_id)
         _log(job.job_id, outcome)
 
     return handle
@@ -47,7 +47,7 @@ def _log(job_id: str, outcome: Outcome) -> None:
     if isinstance(outcome, Stopped):
         log.warning("job failed", job_id=job_id, reason=outcome.failure.reason_code, detail=outcome.failure.detail)
     else:
-        log.info("rendered", job_id=job_id, final=outcome.record["final_uri"])
+        log.info("rendered", job_id=job_id, final=outcome.record.final_uri)
 
 
 def on_consent_withdrawn(post: PostProducer) -> Callable[[LeaseTerms], Awaitable[None]]:

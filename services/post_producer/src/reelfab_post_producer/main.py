@@ -18,7 +18,7 @@ from .bootstrap import PostProducer, bootstrap
 SPEC = ServiceSpec(
     name="post-producer",
     package=__package__ or "reelfab_post_producer",
-    schema="post_producer",
+    db_schema="post_producer",
     default_port=8084,
     consumes=(CONSENT_CHANGED, SWAP_COMPLETED),
     produces=(RENDER_COMPLETED, JOB_FAILED),

@@ -54,7 +54,7 @@ class MediaStore(Protocol):
 class RenderedJobs(Protocol):
     """The jobs this service rendered, by subject (the rendered_jobs table)."""
 
-    async def add(self, conn: Any, job_id: str, face_id: str) -> None:
+    async def add(self, conn: Any, job_id: str, subject_id: str) -> None:
         """Record a rendered job on ``conn``, the unit of work's connection (None in memory)."""
 
     async def of_subject(self, subject: str) -> list[str]: ...

@@ -21,6 +21,7 @@ from reelfab import metrics
 from reelfab.bus import new_event_id
 from reelfab.consent.decision import Decision
 from reelfab.consent.lease import LeaseTerms
+from reelfab.contracts.generated.records import RenderCompleted
 from reelfab.errors import PermanentError
 from reelfab.identifiers import make_workdir
 from reelfab.logging import get_logger
@@ -39,7 +40,7 @@ log = get_logger("reelfab.post")
 class Rendered:
     """Rendered, signed, stored, consent confirmed: announce ``record`` (RenderCompleted)."""
 
-    record: dict[str, Any]
+    record: RenderCompleted
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ async def post_produce(post: PostProducer, job: SwapJob) -> Outcome:
         final = await asyncio.to_thread(post.store.put_file, domain.final_key(job.job_id), made.path, move=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    late = post.view.withdrawn(job.face_id)  # a withdrawal the view took in while the file was stored
+    late = post.view.withdrawn(job.subject_id)  # a withdrawal the view took in while the file was stored
     if late is not None:
         post.store.delete(final.uri)
         return await _stop(post, job, domain.withdrawn_before_announcing(*late))
@@ -104,7 +105,7 @@ async def _consent(post: PostProducer, job: SwapJob) -> Decision:
     # the local view, then the registry's authoritative answer (no image needed): a revocation the view
     # has not consumed yet still stops the job. The job's id goes along: its own use is inside the
     # daily cap already
-    return await post.gate.check(subject=job.face_id, purpose=domain.PURPOSE, platform=job.platform,
+    return await post.gate.check(subject=job.subject_id, purpose=domain.PURPOSE, platform=job.platform,
                                  tags=tuple(job.template_tags), commercial=domain.checked_as_commercial(job.commercial),
                                  ask_registry=True, job_id=job.job_id)
 
@@ -146,7 +147,7 @@ def _make(post: PostProducer, job: SwapJob, inputs: _Inputs, work: Path) -> _Mad
                        music=inputs.music, caption_text=job.caption_text, face_track=inputs.track,
                        metadata=domain.render_metadata(job))
     with _timed(post, "render"):
-        post.renderer.render(render, should_stop=lambda: post.view.withdrawn(job.face_id))
+        post.renderer.render(render, should_stop=lambda: post.view.withdrawn(job.subject_id))
     with _timed(post, "spec_check"):
         check = domain.require_spec(post.spec_check.verify(render.output, job.duration_s))
     text = domain.post_text(job)

@@ -3,9 +3,10 @@ the service's received_events and acknowledges it; the service's own issue gives
 
 from __future__ import annotations
 
+from reelfab.contracts.topics import CONSENT_CHANGED, RENDER_COMPLETED
 from reelfab.service import HandlerFactory, record_received
 
 HANDLERS: dict[str, HandlerFactory] = {
-    "reelfab.consent.changed.v1": lambda ctx: record_received(ctx, "consent.changed"),
-    "reelfab.render.completed.v1": lambda ctx: record_received(ctx, "render.completed"),
+    CONSENT_CHANGED: lambda ctx: record_received(ctx, "consent.changed"),
+    RENDER_COMPLETED: lambda ctx: record_received(ctx, "render.completed"),
 }

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from reelfab.contracts.topics import (
+    CONSENT_CHANGED,
+    ENGAGEMENT_OBSERVED,
+    JOB_FAILED,
+    PUBLISH_COMPLETED,
+    RENDER_COMPLETED,
+)
 from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
 
 from . import handlers
@@ -9,16 +16,16 @@ from . import handlers
 SPEC = ServiceSpec(
     name="publisher",
     package=__package__ or "reelfab_publisher",
-    schema="publisher",
+    db_schema="publisher",
     default_port=8085,
     consumes=(
-        "reelfab.consent.changed.v1",
-        "reelfab.render.completed.v1",
+        CONSENT_CHANGED,
+        RENDER_COMPLETED,
     ),
     produces=(
-        "reelfab.publish.completed.v1",
-        "reelfab.engagement.observed.v1",
-        "reelfab.job.failed.v1",
+        PUBLISH_COMPLETED,
+        ENGAGEMENT_OBSERVED,
+        JOB_FAILED,
     ),
     description="Rendered video in; platform post and engagement read-back out.",
 )

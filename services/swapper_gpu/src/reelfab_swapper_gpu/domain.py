@@ -202,7 +202,7 @@ def swap_completed(
     and its licence, and the consent version the consuming check allowed (else the job's)."""
     return SwapCompleted(
         event_id=event_id, occurred_at=occurred_at, producer=producer, trace_id=job.trace_id, job_id=job.job_id,
-        face_id=job.face_id, consent_version=consent_version or job.consent_version,
+        subject_id=job.subject_id, consent_version=consent_version or job.consent_version,
         mezzanine_uri=products.mezzanine_uri, mezzanine_sha256=products.mezzanine_sha256,
         face_track_uri=products.track_uri, face_track_sha256=products.track_sha256,
         backend=choice.backend, swapper_model=choice.model, model_license=choice.licence,

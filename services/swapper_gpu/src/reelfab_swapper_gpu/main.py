@@ -24,7 +24,7 @@ from .domain import CLASSICAL, jobs_that_fit, per_job_bytes
 SPEC = ServiceSpec(
     name="swapper-gpu",
     package=__package__ or "reelfab_swapper_gpu",
-    schema="swapper_gpu",
+    db_schema="swapper_gpu",
     default_port=8083,
     consumes=(CONSENT_CHANGED, SWAP_REQUESTED),
     produces=(SWAP_COMPLETED, JOB_FAILED),

@@ -132,7 +132,7 @@ async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
 async def _run(job: SwapRequested, p: SwapPorts) -> Outcome:
     metrics.QUEUE_LAG.observe(max(0.0, (p.clock() - job.occurred_at).total_seconds()))
     tags = tuple(job.template_tags)
-    decision = await p.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+    decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
                                   commercial=job.commercial)
     if (denied := consent_failure(decision)) is not None:  # before any byte of the face is read
         return denied
@@ -150,7 +150,7 @@ async def _run(job: SwapRequested, p: SwapPorts) -> Outcome:
         source_bytes = p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
     except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
         return source_unavailable(str(exc))
-    decision = await p.gate.check(subject=job.face_id, purpose="swap", platform=job.platform, tags=tags,
+    decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
                                   commercial=job.commercial, image_sha256=job.source_image_sha256,
                                   image_bytes=source_bytes, consume=True, job_id=job.job_id)
     if (denied := consent_failure(decision)) is not None:
@@ -185,7 +185,7 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
     key = key_segment(job.job_id, "job_id")
 
     def should_stop() -> tuple[str, str] | None:
-        return stopped_mid_clip(p.withdrawn(job.face_id))
+        return stopped_mid_clip(p.withdrawn(job.subject_id))
 
     def run() -> SwapOutput:
         return p.swap_clip(p.engine(choice), image, template, workdir, detect_every=p.detect_every,

@@ -21,7 +21,7 @@ from typing import Any
 from reelfab import metrics
 from reelfab.contracts.codec import AvroCodec
 from reelfab.contracts.records import Record, model_for
-from reelfab.contracts.topics import BY_NAME, DLQ_SUFFIX, Topic
+from reelfab.contracts.topics import BY_NAME, DLQ_SUFFIX, JOB_FAILED, Topic
 from reelfab.errors import MessageTooLargeError, PermanentError
 from reelfab.identifiers import InvalidIdentifier, check_identifier
 from reelfab.settings import Settings
@@ -131,7 +131,7 @@ class Bus(ABC):
     async def _announce_job_failure(self, sub: Subscription, letter: DeadLetter) -> None:
         """A dead-lettered job message also emits job.failed (docs/architecture.md), so the planner and
         analytics learn the job is gone; undecodable messages with a job key included."""
-        if sub.topic.key_field != "job_id" or sub.topic.name == "reelfab.job.failed.v1" or not letter.raw.key:
+        if sub.topic.key_field != "job_id" or sub.topic.name == JOB_FAILED or not letter.raw.key:
             return
         job_id = letter.raw.key.decode(errors="replace")
         try:
@@ -139,7 +139,7 @@ class Bus(ABC):
         except InvalidIdentifier:  # a hostile key stays in the DLQ; it is never re-announced as an id
             return
         await self.publish(
-            "reelfab.job.failed.v1",
+            JOB_FAILED,
             {
                 "event_id": new_event_id(),
                 "occurred_at": now_utc(),

@@ -1,5 +1,5 @@
 """Idempotent handling: a handler's table changes and the record that it processed an event
-commit in one transaction, so a redelivered event changes nothing (the delivery rules (docs/architecture.md))."""
+commit in one transaction, so a redelivered event changes nothing (docs/architecture.md "Delivery rules")."""
 
 from __future__ import annotations
 

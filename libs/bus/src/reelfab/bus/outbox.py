@@ -1,4 +1,4 @@
-"""Transactional outbox (the delivery rules (docs/architecture.md)): a service writes its table change and the
+"""Transactional outbox (docs/architecture.md "Delivery rules"): a service writes its table change and the
 event announcing it in one PostgreSQL transaction; the relay publishes pending rows in order and
 marks them with where they landed.
 

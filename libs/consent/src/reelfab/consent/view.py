@@ -17,9 +17,10 @@ from reelfab import metrics
 from reelfab.bus import Bus, Event
 from reelfab.consent.decision import ConsentRequest, Decision, decide
 from reelfab.consent.lease import LeaseInvalid, LeaseTerms, SignedLease, verify
+from reelfab.contracts.topics import CONSENT_CHANGED
 from reelfab.logging import get_logger
 
-CONSENT_TOPIC = "reelfab.consent.changed.v1"
+CONSENT_TOPIC = CONSENT_CHANGED
 RELOAD_EVERY_S = 5.0
 log = get_logger("reelfab.consent.view")
 
@@ -55,7 +56,7 @@ class ConsentView:
 
     def apply(self, record: Any) -> Applied:
         value = record.to_avro() if hasattr(record, "to_avro") else dict(record)
-        subject = value["face_id"]
+        subject = value["subject_id"]
         lease = value.get("lease")
         if not lease:
             return self._invalid(subject, "consent event carries no signed lease")
@@ -94,7 +95,7 @@ class ConsentView:
             try:
                 self.public_keys = dict(await asyncio.to_thread(self._load_keys))
             except Exception as exc:
-                self.suspect[value["face_id"]] = f"a consent update could not be verified yet: {exc}"
+                self.suspect[value["subject_id"]] = f"a consent update could not be verified yet: {exc}"
                 raise
         applied = self.apply(value)
         if applied.outcome == "applied":

@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import httpx
 
+from reelfab.contracts.topics import JOB_FAILED, RENDER_COMPLETED, SWAP_COMPLETED, SWAP_REQUESTED
 from reelfab.settings import Settings
 
 SUBJECT = "demo-vera"
@@ -58,8 +59,8 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
     await registry.ready()
     say(f"consent registry up on {registry.url}")
     pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
-    admin = await tokens.create_token(pool, registry.spec.schema, f"demo-admin-{uuid.uuid4().hex[:6]}", "admin")
-    reader = await tokens.create_token(pool, registry.spec.schema, f"demo-worker-{uuid.uuid4().hex[:6]}", "reader")
+    admin = await tokens.create_token(pool, registry.spec.db_schema, f"demo-admin-{uuid.uuid4().hex[:6]}", "admin")
+    reader = await tokens.create_token(pool, registry.spec.db_schema, f"demo-worker-{uuid.uuid4().hex[:6]}", "reader")
     await pool.close()
     await _give_consent(registry.url, admin, face, say)
 
@@ -76,16 +77,16 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
         src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", clip.path)
         mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
         submitted = time.perf_counter()
-        await bus.publish("reelfab.swap.requested.v1", {
+        await bus.publish(SWAP_REQUESTED, {
             "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "demo", "job_id": job_id,
-            "face_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+            "subject_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
             "template_id": "demo-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
             "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
             "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
         })
         topic, value = await _follow(bus, job_id, say)
         job_seconds = time.perf_counter() - submitted
-        if topic == "reelfab.job.failed.v1":
+        if topic == JOB_FAILED:
             raise RuntimeError(f"the job failed at {value['stage']}: {value['reason_code']}: {value['reason']}")
         final = folder / "final.mp4"
         shutil.copyfile(store.local_path(value["final_uri"]), final)
@@ -121,7 +122,7 @@ async def _give_consent(url: str, token: str, face: Path, say: Callable[[str], N
 
 async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: float = 600) -> tuple[str, dict[str, Any]]:
     codec = bus.codec
-    topics = ("reelfab.swap.completed.v1", "reelfab.render.completed.v1", "reelfab.job.failed.v1")
+    topics = (SWAP_COMPLETED, RENDER_COMPLETED, JOB_FAILED)
     since = datetime.now(UTC).replace(microsecond=0)
     seen: set[str] = set()
     loop = asyncio.get_running_loop()
@@ -133,7 +134,7 @@ async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: fl
                     continue
                 seen.add(topic)
                 value = codec.decode(msg.value).value
-                if topic == "reelfab.swap.completed.v1":
+                if topic == SWAP_COMPLETED:
                     say(f"swapped {value['frames']} frames at {value['fps']:.1f} frames/s; post-producing")
                 else:
                     return topic, value

@@ -24,7 +24,7 @@ class RunningService:
     """A service started with run_service in this event loop; ``stop`` ends it as SIGTERM would."""
 
     def __init__(self, module: ModuleType, settings: Settings, *, schema: str | None = None) -> None:
-        self.spec = dataclasses.replace(module.SPEC, schema=schema or module.SPEC.schema)
+        self.spec = dataclasses.replace(module.SPEC, db_schema=schema or module.SPEC.db_schema)
         self.port = free_port()
         self.settings = settings.model_copy(update={"http_port": self.port})
         self.stop_event = asyncio.Event()

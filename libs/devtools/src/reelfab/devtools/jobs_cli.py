@@ -13,11 +13,19 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from reelfab.contracts.topics import (
+    JOB_FAILED,
+    PUBLISH_COMPLETED,
+    RENDER_COMPLETED,
+    SWAP_COMPLETED,
+    SWAP_REQUESTED,
+)
+
 app = typer.Typer(help="Submit a swap job by hand and watch it through the factory.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-STAGES = ("reelfab.swap.completed.v1", "reelfab.render.completed.v1", "reelfab.publish.completed.v1", "reelfab.job.failed.v1")
+STAGES = (SWAP_COMPLETED, RENDER_COMPLETED, PUBLISH_COMPLETED, JOB_FAILED)
 
 
 @app.command()
@@ -55,7 +63,7 @@ def submit(
     mus = store.put_file(f"inputs/{job_id}/music{music.suffix}", music) if music else None
     record = {
         "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "reelfab-cli",
-        "job_id": job_id, "face_id": subject, "consent_version": decision.consent_version or 0,
+        "job_id": job_id, "subject_id": subject, "consent_version": decision.consent_version or 0,
         "source_image_uri": src.uri, "source_image_sha256": src.sha256,
         "template_id": template.stem, "template_uri": tpl.uri, "template_sha256": tpl.sha256,
         "template_tags": list(tag), "swapper_model": model, "platform": platform, "commercial": commercial,
@@ -72,7 +80,7 @@ async def _publish(settings: Any, record: dict[str, Any]) -> None:
     bus = KafkaBus(settings, "reelfab-cli", default_codec(settings))
     await bus.start()
     try:
-        await bus.publish("reelfab.swap.requested.v1", record)
+        await bus.publish(SWAP_REQUESTED, record)
     finally:
         await bus.stop()
 
@@ -102,12 +110,12 @@ async def _watch(settings: Any, job_id: str, timeout: float) -> int:
                     continue
                 seen.add((msg.topic, msg.partition, msg.offset))
                 value = codec.decode(msg.value).value
-                if topic == "reelfab.job.failed.v1":
+                if topic == JOB_FAILED:
                     err.print(f"[red]failed[/red] at {value['stage']}: {value['reason_code']}: {value['reason']}")
                     return 1
-                if topic == "reelfab.swap.completed.v1":
+                if topic == SWAP_COMPLETED:
                     console.print(f"swapped: {value['frames']} frames at {value['fps']:.1f} frames/s ({value['backend']}/{value['swapper_model']})")
-                if topic == "reelfab.render.completed.v1":
+                if topic == RENDER_COMPLETED:
                     console.print(f"rendered: {value['final_uri']} (spec check {'passed' if value['spec_check']['passed'] else 'FAILED'})")
                     console.print(f"title: {value['title']}  {' '.join('#' + h for h in value['hashtags'])}")
                     return 0

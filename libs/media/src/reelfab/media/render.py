@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from reelfab.errors import PermanentError, TransientError
 from reelfab.media import children
 from reelfab.media.errors import MediaError

@@ -14,6 +14,7 @@ from reelfab import metrics
 from reelfab.bus.base import Bus
 from reelfab.bus.idempotency import prune_processed
 from reelfab.bus.outbox import prune_outbox
+from reelfab.contracts.topics import JOB_FAILED, PUBLISH_COMPLETED, RENDER_COMPLETED
 from reelfab.db import MigrationError, check_schema_name
 from reelfab.errors import ObjectRefused, ReelfabError, StackError
 from reelfab.identifiers import InvalidIdentifier, check_identifier
@@ -35,9 +36,9 @@ from .policy import (
 )
 
 TERMINAL_TOPICS: dict[str, Terminal] = {
-    "reelfab.render.completed.v1": "rendered",
-    "reelfab.publish.completed.v1": "published",
-    "reelfab.job.failed.v1": "failed",
+    RENDER_COMPLETED: "rendered",
+    PUBLISH_COMPLETED: "published",
+    JOB_FAILED: "failed",
 }
 
 

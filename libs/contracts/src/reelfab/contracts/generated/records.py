@@ -41,14 +41,14 @@ class ConsentScope(Record):
 
     __avro_name__: ClassVar[str] = "reelfab.events.ConsentScope"
 
-    platforms: list[str] = Field(default_factory=list, description="Platforms the face may be published on (e.g. tiktok); empty means none.")
+    platforms: list[str] = Field(default_factory=list, description="Platforms the subject's face may be published on (e.g. tiktok); empty means none.")
     allowed_tags: list[str] = Field(default_factory=list, description="Content tags the subject accepts; a template must carry only these.")
     territories: list[str] = Field(default_factory=list, description="ISO 3166-1 alpha-2 territories where publication is allowed; empty means none.")
-    commercial_use: bool = Field(description="Whether the face may appear in commercial (sponsored or monetised) content.")
+    commercial_use: bool = Field(description="Whether the subject's face may appear in commercial (sponsored or monetised) content.")
 
 
 class EnrolledImage(Record):
-    """One reference image enrolled for the face."""
+    """One reference image enrolled for the subject."""
 
     __avro_name__: ClassVar[str] = "reelfab.events.EnrolledImage"
 
@@ -58,7 +58,7 @@ class EnrolledImage(Record):
 
 
 class ConsentLease(Record):
-    """The consent registry's signed statement of this consent, checked by every stage before it uses the face."""
+    """The consent registry's signed statement of this consent, checked by every stage before it uses the subject's face."""
 
     __avro_name__: ClassVar[str] = "reelfab.events.ConsentLease"
 
@@ -68,7 +68,7 @@ class ConsentLease(Record):
 
 
 class ConsentChanged(Record):
-    """The consent of one face (subject) was granted, amended, revoked, expired or erased. Keyed by face_id on a compacted topic: the latest event per face is the current consent state."""
+    """The consent of one subject was granted, amended, revoked, expired or erased. Keyed by subject_id on a compacted topic: the latest event per subject is the current consent state."""
 
     __avro_name__: ClassVar[str] = "reelfab.events.ConsentChanged"
 
@@ -76,17 +76,17 @@ class ConsentChanged(Record):
     occurred_at: datetime = Field(description="When the event happened, in milliseconds since the Unix epoch (UTC).")
     producer: str = Field(description="Name of the service that produced the event (normally consent-registry).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
-    face_id: Identifier = Field(description="Id of the enrolled face (the subject); the Kafka key.")
+    subject_id: Identifier = Field(description="Id of the subject (the person whose face and consent the registry holds); the Kafka key.")
     change: ConsentChange = Field(description="What happened to the consent.")
-    consent_version: int = Field(description="Version of the consent record this event establishes; increases with every change of the face's consent.")
+    consent_version: int = Field(description="Version of the consent record this event establishes; increases with every change of the subject's consent.")
     display_name: str = Field(description="Name the subject is shown under in operator tools (empty once erased).")
     document_sha256: str = Field(description="SHA-256 (hex) of the signed consent document.")
     document_uri: str | None = Field(default=None, description="Where the signed consent document is stored, if it may be shared.")
     scope: ConsentScope = Field(description="Scope of the consent.")
     valid_from: datetime = Field(description="Start of the consent's validity (UTC, milliseconds since the epoch).")
     valid_until: datetime | None = Field(default=None, description="End of the consent's validity (UTC, milliseconds since the epoch); null when open-ended.")
-    daily_cap: int | None = Field(default=None, description="Most videos with this face that may be published per day; null when uncapped.")
-    enrolled_images: list[EnrolledImage] = Field(default_factory=list, description="Reference images enrolled for the face.")
+    daily_cap: int | None = Field(default=None, description="Most videos with this subject that may be published per day; null when uncapped.")
+    enrolled_images: list[EnrolledImage] = Field(default_factory=list, description="Reference images enrolled for the subject.")
     embedding_digest: str = Field(description="SHA-256 (hex) of the enrolled face embeddings, so services can tell they hold the same ones.")
     lease: ConsentLease | None = Field(default=None, description="Signed lease for this consent version; null when the consent is not usable (revoked, expired, erased).")
     reason: str | None = Field(default=None, description="Why the consent changed, in words (e.g. the subject's revocation request).")
@@ -105,7 +105,7 @@ class EngagementObserved(Record):
     post_id: Identifier = Field(description="The platform's id of the post; the Kafka key.")
     platform: str = Field(description="Platform the post is on.")
     job_id: Identifier | None = Field(default=None, description="Job that produced the post, if known.")
-    face_id: Identifier | None = Field(default=None, description="Face in the post, if known.")
+    subject_id: Identifier | None = Field(default=None, description="Subject whose face is in the post, if known.")
     template_id: Identifier | None = Field(default=None, description="Video template of the post, if known.")
     arm_id: Identifier | None = Field(default=None, description="Bandit arm the post's job was chosen from, if known.")
     observed_at: datetime = Field(description="When the counters were read (UTC, milliseconds since the epoch).")
@@ -132,7 +132,7 @@ class JobFailed(Record):
     reason: str = Field(description="Human-readable explanation.")
     retryable: bool = Field(description="Whether re-running the job later could succeed.")
     attempts: int = Field(default=1, description="How many attempts were made before giving up.")
-    face_id: Identifier | None = Field(default=None, description="Face of the job, if known.")
+    subject_id: Identifier | None = Field(default=None, description="Subject of the job, if known.")
     consent_version: int | None = Field(default=None, description="Consent version the job ran under, if known.")
 
 
@@ -174,7 +174,7 @@ class PublishCompleted(Record):
     producer: str = Field(description="Name of the service that produced the event (normally publisher).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
     job_id: Identifier = Field(description="Id of the job; the Kafka key.")
-    face_id: Identifier = Field(description="Id of the face in the video (the subject), for takedown lists.")
+    subject_id: Identifier = Field(description="Subject whose face is in the video, for takedown lists.")
     consent_version: int = Field(description="Consent version the post was published under.")
     platform: str = Field(description="Platform the post is on.")
     post_id: Identifier = Field(description="The platform's id of the post.")
@@ -215,12 +215,12 @@ class RenderCompleted(Record):
     producer: str = Field(description="Name of the service that produced the event (normally post-producer).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
     job_id: Identifier = Field(description="Id of the job; the Kafka key.")
-    face_id: Identifier = Field(description="Id of the face in the video.")
+    subject_id: Identifier = Field(description="Subject whose face is in the video.")
     consent_version: int = Field(description="Consent version the video was made under.")
     final_uri: str = Field(description="Object-store URI of the final video.")
     final_sha256: str = Field(description="SHA-256 (hex) of the final video.")
     spec_check: SpecCheck = Field(description="Platform specification check of the final video.")
-    c2pa_manifest_id: Identifier | None = Field(default=None, description="Id of the C2PA manifest embedded in the video; null when it is not signed.")
+    c2pa_manifest_label: str | None = Field(default=None, description="Label of the C2PA manifest embedded in the video (a URN, not an identifier of ours); null when it is not signed.")
     title: str = Field(description="Title (caption) to publish with.")
     hashtags: list[str] = Field(default_factory=list, description="Hashtags to publish with, without the leading #.")
     platform: str = Field(description="Platform the video is meant for.")
@@ -247,7 +247,7 @@ class SubjectFlagged(Record):
     occurred_at: datetime = Field(description="When the event happened, in milliseconds since the Unix epoch (UTC).")
     producer: str = Field(description="Name of the service that produced the event (normally analytics).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
-    subject_id: Identifier = Field(description="Id of the flagged subject (a face id, template id, ...); the Kafka key.")
+    subject_id: Identifier = Field(description="Id of the flagged item: a subject_id when subject_kind is FACE, else a template, music or caption-style id; the Kafka key.")
     subject_kind: SubjectKind = Field(description="What kind of thing the subject is.")
     action: FlagAction = Field(description="What is to happen to the subject.")
     reason: str = Field(description="Why, in words.")
@@ -264,7 +264,7 @@ class SwapCompleted(Record):
     producer: str = Field(description="Name of the service that produced the event (normally swapper-gpu).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
     job_id: Identifier = Field(description="Id of the job; the Kafka key.")
-    face_id: Identifier = Field(description="Id of the face that was swapped in.")
+    subject_id: Identifier = Field(description="Subject whose face was swapped in.")
     consent_version: int = Field(description="Consent version the swap was done under.")
     mezzanine_uri: str = Field(description="Object-store URI of the swapped intermediate video.")
     mezzanine_sha256: str = Field(description="SHA-256 (hex) of the mezzanine.")
@@ -302,7 +302,7 @@ class SwapRequested(Record):
     producer: str = Field(description="Name of the service that produced the event (normally planner).")
     trace_id: Identifier | None = Field(default=None, description="Distributed-tracing id carried from the request that caused the event, if any.")
     job_id: Identifier = Field(description="Id of the job; the Kafka key, shared by every later event of the job.")
-    face_id: Identifier = Field(description="Id of the consented face to swap in.")
+    subject_id: Identifier = Field(description="Subject whose consented face is swapped in.")
     consent_version: int = Field(description="Consent version the plan was made under; stages refuse the job if it is no longer current.")
     source_image_uri: str = Field(description="Object-store URI of the enrolled source image of the face.")
     source_image_sha256: str = Field(description="SHA-256 (hex) of the source image.")

@@ -23,7 +23,7 @@ TOPICS: Final[tuple[Topic, ...]] = (
     Topic(
         name=CONSENT_CHANGED,
         record="reelfab.events.ConsentChanged",
-        key_field="face_id",
+        key_field="subject_id",
         partitions=3,
         compacted=True,
         description="Consent granted, amended, revoked or expired; carries the registry's signed lease.",
