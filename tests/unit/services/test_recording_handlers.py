@@ -29,7 +29,7 @@ def _context(package: str) -> tuple[Any, ServiceContext]:
 @pytest.mark.parametrize("package", SERVICES)
 def test_every_consumed_topic_has_a_handler(package: str) -> None:
     main, ctx = _context(package)
-    handlers = importlib.import_module(f"{package}.handlers").HANDLERS
+    handlers = importlib.import_module(f"{package}.handlers").HANDLED
     assert set(handlers) == set(main.SPEC.consumes)
     assert sorted(s.topic.name for s in ctx.bus.subscriptions) == sorted(main.SPEC.consumes)  # wired, once each
 
@@ -37,9 +37,8 @@ def test_every_consumed_topic_has_a_handler(package: str) -> None:
 @pytest.mark.parametrize("package", SERVICES)
 async def test_each_event_is_recorded_once_even_when_redelivered(package: str) -> None:
     main, ctx = _context(package)
-    handlers = importlib.import_module(f"{package}.handlers").HANDLERS
-    for topic, make in handlers.items():
-        handle = make(ctx)
+    handlers = importlib.import_module(f"{package}.bootstrap").bootstrap(ctx)
+    for topic, handle in handlers.items():
         ev = event(topic)
         await handle(ev)
         await handle(ev)  # redelivery
@@ -57,8 +56,8 @@ async def test_a_failing_write_leaves_the_event_unprocessed() -> None:
         async def add(self, conn: Any, ev: Any) -> None:
             raise RuntimeError("disk full")
 
-    ctx.extras["received_events"] = Broken()
-    handle = importlib.import_module("reelfab_planner.handlers").HANDLERS["reelfab.trend.detected.v1"](ctx)
+    handle = importlib.import_module("reelfab_planner.bootstrap").bootstrap(ctx, received=Broken())[
+        "reelfab.trend.detected.v1"]
     ev = event("reelfab.trend.detected.v1")
     with pytest.raises(RuntimeError):
         await handle(ev)

@@ -119,10 +119,11 @@ def received_events(ctx: ServiceContext) -> ReceivedEvents:
     return found
 
 
-def record_received(ctx: ServiceContext, handler_name: str) -> Callable[[Event[Any]], Awaitable[None]]:
-    """A handler that records the event in the service's ``received_events`` and acknowledges it,
-    idempotently: what every service does with a topic until its issue gives it a decision."""
-    received = received_events(ctx)
+def record_received(ctx: ServiceContext, handler_name: str,
+                    received: ReceivedEvents | None = None) -> Callable[[Event[Any]], Awaitable[None]]:
+    """A handler that records the event in the service's ``received_events`` (or ``received``) and
+    acknowledges it, idempotently: what a service does with a topic until its issue gives it a decision."""
+    received = received or received_events(ctx)
 
     async def handle(event: Event[Any]) -> None:
         assert ctx.uow is not None
@@ -286,16 +287,6 @@ def load_service(name: str) -> tuple[ServiceSpec, Wire]:
 
 
 HandlerFactory = Callable[[ServiceContext], Callable[[Event[Any]], Awaitable[None]]]
-
-
-def subscribe_handlers(handlers: dict[str, HandlerFactory]) -> Wire:
-    """The usual wiring: one subscription per consumed topic, its handler bound to the context."""
-
-    def wire(ctx: ServiceContext) -> None:
-        for topic, make in handlers.items():
-            ctx.bus.subscribe(topic, make(ctx))
-
-    return wire
 
 
 def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:

@@ -9,9 +9,9 @@ from reelfab.contracts.topics import (
     PUBLISH_COMPLETED,
     SUBJECT_FLAGGED,
 )
-from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
 
-from . import handlers
+from .bootstrap import bootstrap
 
 SPEC = ServiceSpec(
     name="analytics",
@@ -32,5 +32,9 @@ SPEC = ServiceSpec(
 )
 
 
-wire = subscribe_handlers(handlers.HANDLERS)
+def wire(ctx: ServiceContext) -> None:
+    for topic, handle in bootstrap(ctx).items():
+        ctx.bus.subscribe(topic, handle)
+
+
 main = entry_point(SPEC, wire)

@@ -1,5 +1,6 @@
-"""planner handlers, one per consumed topic. For now each records the event (idempotently) in
-the service's received_events and acknowledges it; the service's own issue gives each its decision."""
+"""planner handlers, one per consumed topic. For now each records the event (idempotently, in one unit
+of work) in the service's received_events and acknowledges it; the service's own issue gives each its
+decision."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from reelfab.contracts.topics import (
     SWAP_COMPLETED,
     TREND_DETECTED,
 )
-from reelfab.service import HandlerFactory, record_received
 
-HANDLERS: dict[str, HandlerFactory] = {
-    CONSENT_CHANGED: lambda ctx: record_received(ctx, "consent.changed"),
-    TREND_DETECTED: lambda ctx: record_received(ctx, "trend.detected"),
-    SWAP_COMPLETED: lambda ctx: record_received(ctx, "swap.completed"),
-    RENDER_COMPLETED: lambda ctx: record_received(ctx, "render.completed"),
-    PUBLISH_COMPLETED: lambda ctx: record_received(ctx, "publish.completed"),
-    POLICY_UPDATED: lambda ctx: record_received(ctx, "policy.updated"),
-    SUBJECT_FLAGGED: lambda ctx: record_received(ctx, "subject.flagged"),
-    JOB_FAILED: lambda ctx: record_received(ctx, "job.failed"),
+# consumed topic -> the handler's name (its processed-event marks and log lines carry it)
+HANDLED: dict[str, str] = {
+    CONSENT_CHANGED: "consent.changed",
+    TREND_DETECTED: "trend.detected",
+    SWAP_COMPLETED: "swap.completed",
+    RENDER_COMPLETED: "render.completed",
+    PUBLISH_COMPLETED: "publish.completed",
+    POLICY_UPDATED: "policy.updated",
+    SUBJECT_FLAGGED: "subject.flagged",
+    JOB_FAILED: "job.failed",
 }

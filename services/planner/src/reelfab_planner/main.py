@@ -13,9 +13,9 @@ from reelfab.contracts.topics import (
     SWAP_REQUESTED,
     TREND_DETECTED,
 )
-from reelfab.service import ServiceSpec, entry_point, subscribe_handlers
+from reelfab.service import ServiceContext, ServiceSpec, entry_point
 
-from . import handlers
+from .bootstrap import bootstrap
 
 SPEC = ServiceSpec(
     name="planner",
@@ -40,5 +40,9 @@ SPEC = ServiceSpec(
 )
 
 
-wire = subscribe_handlers(handlers.HANDLERS)
+def wire(ctx: ServiceContext) -> None:
+    for topic, handle in bootstrap(ctx).items():
+        ctx.bus.subscribe(topic, handle)
+
+
 main = entry_point(SPEC, wire)

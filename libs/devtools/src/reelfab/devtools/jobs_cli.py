@@ -62,7 +62,7 @@ def submit(
     tpl = store.put_file(f"inputs/{job_id}/template{template.suffix}", template)
     mus = store.put_file(f"inputs/{job_id}/music{music.suffix}", music) if music else None
     record = {
-        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "reelfab-cli",
+        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "jobs-cli",
         "job_id": job_id, "subject_id": subject, "consent_version": decision.consent_version or 0,
         "source_image_uri": src.uri, "source_image_sha256": src.sha256,
         "template_id": template.stem, "template_uri": tpl.uri, "template_sha256": tpl.sha256,
@@ -77,7 +77,7 @@ async def _publish(settings: Any, record: dict[str, Any]) -> None:
     from reelfab.bus.kafka import KafkaBus
     from reelfab.contracts.codec import default_codec
 
-    bus = KafkaBus(settings, "reelfab-cli", default_codec(settings))
+    bus = KafkaBus(settings, "jobs-cli", default_codec(settings))
     await bus.start()
     try:
         await bus.publish(SWAP_REQUESTED, record)
@@ -99,7 +99,7 @@ async def _watch(settings: Any, job_id: str, timeout: float) -> int:
     from reelfab.contracts.codec import default_codec
 
     codec = default_codec(settings)
-    bus = KafkaBus(settings, "reelfab-cli", codec)
+    bus = KafkaBus(settings, "jobs-cli", codec)
     since = datetime.now(UTC) - timedelta(hours=6)
     seen: set[tuple[str, int, int]] = set()
     deadline = time.monotonic() + timeout
