@@ -171,7 +171,7 @@ async def test_a_forged_checkpoint_is_refused(registry: Registry) -> None:
     doc = json.loads(forged.payload)
     doc["key_id"] = real.key_id
     payload = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    record = {**forged.record(new_event_id(), "intruder"), "key_id": real.key_id, "payload": payload,
+    record = {**forged.record(new_event_id(), "intruder").model_dump(), "key_id": real.key_id, "payload": payload,
               "signature": forger.sign(payload)}
     async with pg(registry).pool.acquire() as conn, conn.transaction():
         await pg(registry).outbox.add(conn, audit.CHECKPOINT_TOPIC, record)
@@ -397,7 +397,7 @@ async def test_the_registry_raises_the_alarm_when_an_older_checkpoint_is_publish
     cp24, cp28 = await checkpoints_at_24_and_28(registry)
     registry.trail.last = cp28  # what the running registry signed last
     before = REGISTRY.get_sample_value("reelfab_audit_checkpoint_replays_total", {"log_id": registry.log_id}) or 0
-    replayed = event("AuditCheckpoint", audit.CHECKPOINT_TOPIC, cp24.record(new_event_id(), "intruder"))
+    replayed = event("AuditCheckpoint", audit.CHECKPOINT_TOPIC, cp24.record(new_event_id(), "intruder").model_dump())
     await handlers.on_audit_checkpoint(registry, InMemoryUnitOfWork(registry.trail.bus, PRODUCES))(replayed)
     assert REGISTRY.get_sample_value("reelfab_audit_checkpoint_replays_total", {"log_id": registry.log_id}) == before + 1
     assert registry.trail.last is cp28  # the replay is not taken for the newest

@@ -149,7 +149,7 @@ async def checkpoint_event(reg: InMemoryRegistry, count: int, *, log_id: str | N
         private = key or await store.signing_key(reg.wired.registry.wrapper)
     cp = audit.sign_checkpoint(private, log_id=log_id or reg.repository.log_id, entry_count=count, head_seq=count,
                                head_hash=f"{count:064x}", issued_at=at)
-    return event(AUDIT_CHECKPOINT, **cp.record(str(uuid.uuid4()), SERVICE))
+    return event(AUDIT_CHECKPOINT, **cp.record(str(uuid.uuid4()), SERVICE).model_dump())
 
 
 def replays(reg: InMemoryRegistry) -> float:

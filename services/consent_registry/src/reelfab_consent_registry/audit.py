@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from reelfab.consent.lease import key_id_of
+from reelfab.contracts.generated.records import AuditCheckpoint
 from reelfab.contracts.topics import AUDIT_CHECKPOINT
 from reelfab.identifiers import check_identifier
 
@@ -103,14 +104,14 @@ class Checkpoint:
     signature: bytes = field(repr=False)
     reason: str = "demand"
 
-    def record(self, event_id: str, producer: str) -> dict[str, Any]:
+    def record(self, event_id: str, producer: str) -> AuditCheckpoint:
         """The AuditCheckpoint record published on CHECKPOINT_TOPIC."""
-        return {
+        return AuditCheckpoint.model_validate({
             "event_id": event_id, "occurred_at": self.issued_at, "producer": producer, "log_id": self.log_id,
             "entry_count": self.entry_count, "head_seq": self.head_seq, "head_hash": self.head_hash,
             "issued_at": self.issued_at, "reason": self.reason, "key_id": self.key_id,
             "payload": self.payload, "signature": self.signature,
-        }
+        })
 
     def summary(self) -> dict[str, Any]:
         return {"log_id": self.log_id, "entry_count": self.entry_count, "head_seq": self.head_seq,
