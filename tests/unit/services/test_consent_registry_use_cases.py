@@ -296,7 +296,7 @@ async def test_a_checkpoint_is_signed_published_on_commit_and_guards_the_chain(r
         await registry.create_subject(f"s{n}", f"Person {n}", actor="ops")
     cp = await trail.issue_checkpoint()
     assert cp is not None and (cp.entry_count, cp.head_seq, cp.log_id) == (3, 3, reg.repository.log_id)
-    assert [v["entry_count"] for v in reg.repository.on(AUDIT_CHECKPOINT)] == [3]  # type: ignore[index]
+    assert [v.entry_count for v in reg.repository.on(AUDIT_CHECKPOINT)] == [3]  # type: ignore[union-attr]
     assert await trail.latest_checkpoint() == cp  # read back from the (in-memory) topic
     assert await trail.issue_checkpoint(only_if_grown=True) is None
     assert (await trail.verify_audit()).ok
