@@ -74,3 +74,21 @@ def test_a_database_that_does_not_answer_is_named_with_what_to_do(command: list[
     assert proc.returncode == 1, proc.stderr
     assert "PostgreSQL is not answering on 127.0.0.1:1" in proc.stderr
     assert "make up" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_taken_http_port_is_named_with_what_to_do() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "reelfab.cli", "serve", "planner"],
+                              env={**os.environ, "REELFAB_HTTP_PORT": str(port), "COLUMNS": "300"},
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "REELFAB_HTTP_PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr

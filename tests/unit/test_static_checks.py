@@ -295,3 +295,15 @@ def test_import_contracts_cover_every_service() -> None:
     assert roots == ["reelfab", *[r for r in roots if r != "reelfab"]] and sorted(roots[1:]) == services
     assert sorted(_lines(ini["importlinter:contract:services-independent"]["modules"])) == services
     assert sorted(_lines(ini["importlinter:contract:libraries-never-import-services"]["protected_modules"])) == services
+
+
+def test_no_service_function_takes_an_untyped_event() -> None:
+    """A handler declared on ``Event[Any]`` lets ``event.record.misspelt`` through the type check: every
+    function in a service that takes an event names the record it carries (``Event[SwapCompleted]``)."""
+    import re
+
+    untyped = re.compile(r"def \w+\([^)]*\bEvent\[Any\]")
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in sorted(REPO.glob("services/*/src/*/**/*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if untyped.search(line)]
+    assert len(list(REPO.glob("services/*/src/*/handlers.py"))) == 6
+    assert not offenders, f"type the event's record: {offenders}"

@@ -56,7 +56,7 @@ def test_decisions_become_the_jobs_failure_codes() -> None:
     assert consent_failure(Decision(True, "ok", "fine", 2)) is None
     denied = consent_failure(Decision(False, "daily_cap_reached", "3 of 3 today", 2))
     assert denied == Failure("consent.daily_cap_reached", "3 of 3 today") and denied.purges_media
-    assert denied.outcome == "consent" and not Failure("template.no_face", "").purges_media
+    assert denied.outcome == "consent" and Failure("template.no_face", "").purges_media
     assert template_failure(QCResult(True)) is None
     verdict = template_failure(QCResult(False, [Reason("duration", "too short"), Reason("face_hidden", "30%")]))
     assert verdict == Failure("template.face_hidden", "template QC: duration: too short; face_hidden: 30%")

@@ -296,7 +296,7 @@ async def test_a_refused_model_fails_the_job(world: World, model: str, backend: 
     [(code, detail)] = w.failed()
     assert code == "model_refused" and why in detail
     assert w.store.reads == [] and w.qc.calls == 0 and w.engines == []
-    assert len(w.job_objects(ev.record.job_id)) == 2  # no consent decision: the inputs wait for retention
+    assert w.job_objects(ev.record.job_id) == []  # a failed job is over: its copy of the face goes at once
 
 
 async def test_a_model_not_installed_here_is_refused(tmp_path: Path) -> None:
@@ -323,7 +323,7 @@ async def test_a_refused_template_fails_the_job_before_the_face_is_fetched(
     assert failed_code == code and failed_detail.startswith(detail)
     assert w.store.reads == [], "the face was fetched for a template that cannot be used"
     assert not any(c["consume"] for c in w.gate.calls), "the daily cap was spent on a template that cannot be used"
-    assert w.swap.calls == [] and len(w.job_objects(ev.record.job_id)) == 2
+    assert w.swap.calls == [] and w.job_objects(ev.record.job_id) == []
 
 
 async def test_a_template_is_judged_once_per_content_and_engine(world: World) -> None:

@@ -26,7 +26,7 @@ from reelfab.bus.message import Event
 from reelfab.bus.outbox import Outbox, OutboxRelay
 from reelfab.bus.unit_of_work import InMemoryUnitOfWork, PostgresUnitOfWork, UnitOfWork
 from reelfab.contracts.codec import default_codec
-from reelfab.contracts.generated.records import JobFailed
+from reelfab.contracts.generated.records import JobFailed, RenderCompleted, SwapCompleted, SwapRequested
 from reelfab.contracts.topics import JOB_FAILED
 from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
 from reelfab.errors import StackError
@@ -169,6 +169,22 @@ def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> ASGIA
     return dispatch
 
 
+def check_http_port(spec: ServiceSpec, settings: Settings) -> None:
+    """A StackError naming the address and what to do when the service's HTTP port cannot be bound."""
+    import socket
+
+    port = settings.http_port or spec.default_port
+    with socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no clash
+        try:
+            probe.bind((settings.http_host, port))
+        except OSError as exc:
+            raise StackError(
+                f"{spec.name}: cannot listen on {settings.http_host}:{port} ({exc.strerror or exc}) — another "
+                f"process holds the port (another {spec.name}?); stop it or set REELFAB_HTTP_PORT"
+            ) from None
+
+
 async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
     from reelfab.bus.kafka import KafkaBus
 
@@ -179,6 +195,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    check_http_port(spec, settings)  # before anything starts: a taken port is named, not a uvicorn traceback
     pool = await create_pool(settings)  # a StackError naming the address and `make up` when it does not answer
     try:
         applied = await migrate(pool, spec.db_schema, delivery_migrations() + package_migrations(spec.package))
@@ -300,7 +317,7 @@ def entry_point(spec: ServiceSpec, wire: Wire) -> Callable[[], None]:
 
 def job_failed(spec: ServiceSpec, event: Event[Any], reason_code: str, detail: str) -> JobFailed:
     """The job.failed record (not retryable) for the job ``event`` carries: a decision, not a fault."""
-    job = event.record
+    job: SwapRequested | SwapCompleted | RenderCompleted = event.record  # the records a stage fails a job on
     return JobFailed(
         event_id=new_event_id(), occurred_at=now_utc(), producer=spec.name, trace_id=job.trace_id,
         job_id=job.job_id, stage=spec.name, reason_code=reason_code, reason=detail[:2000],
@@ -315,4 +332,5 @@ async def fail_job(ctx: ServiceContext, event: Event[Any], handler: str, reason_
     async with ctx.uow.begin(event, handler) as tx:
         if tx.fresh:
             await tx.publish(JOB_FAILED, job_failed(ctx.spec, event, reason_code, detail))
-    get_logger("reelfab.service").warning("job failed", job_id=event.record.job_id, reason=reason_code, detail=detail)
+    job: SwapRequested | SwapCompleted | RenderCompleted = event.record
+    get_logger("reelfab.service").warning("job failed", job_id=job.job_id, reason=reason_code, detail=detail)

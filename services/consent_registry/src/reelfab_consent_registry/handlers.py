@@ -32,8 +32,8 @@ log = get_logger("reelfab.consent_registry")
 
 
 def on_publish_completed(registry: Registry, uow: UnitOfWork) -> Handler:
-    async def handle(event: Event[Any]) -> None:
-        r: PublishCompleted = event.record
+    async def handle(event: Event[PublishCompleted]) -> None:
+        r = event.record
         post = domain.Post(post_id=r.post_id, platform=r.platform, subject_id=r.subject_id, job_id=r.job_id,
                            consent_version=r.consent_version, published_at=r.published_at)
         async with uow.begin(event, "publish.completed") as tx:
@@ -44,8 +44,8 @@ def on_publish_completed(registry: Registry, uow: UnitOfWork) -> Handler:
 
 
 def on_job_failed(registry: Registry, uow: UnitOfWork) -> Handler:
-    async def handle(event: Event[Any]) -> None:
-        r: JobFailed = event.record
+    async def handle(event: Event[JobFailed]) -> None:
+        r = event.record
         denial = domain.reported_denial(reason_code=r.reason_code, subject_id=r.subject_id, stage=r.stage, job_id=r.job_id)
         if denial is None:
             return  # not a consent decision: the planner and analytics deal with it
@@ -57,8 +57,8 @@ def on_job_failed(registry: Registry, uow: UnitOfWork) -> Handler:
 
 
 def on_subject_flagged(registry: Registry, uow: UnitOfWork) -> Handler:
-    async def handle(event: Event[Any]) -> None:
-        r: SubjectFlagged = event.record
+    async def handle(event: Event[SubjectFlagged]) -> None:
+        r = event.record
         entry = domain.flag_entry(producer=r.producer, subject_id=r.subject_id, subject_kind=r.subject_kind,
                                   action=r.action, reason=r.reason)
         async with uow.begin(event, "subject.flagged") as tx:
@@ -73,8 +73,8 @@ def on_audit_checkpoint(registry: Registry, uow: UnitOfWork) -> Handler:
     next checkpoint must extend (after a restart, too, without scanning the topic)."""
     trail = registry.trail
 
-    async def handle(event: Event[Any]) -> None:
-        r: AuditCheckpoint = event.record
+    async def handle(event: Event[AuditCheckpoint]) -> None:
+        r = event.record
         if r.log_id != trail.log_id:
             return  # another registry's log (another schema)
         try:

@@ -7,7 +7,6 @@ the subject's rendered jobs."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from reelfab.bus import Event, Handler
 from reelfab.consent.lease import LeaseTerms
@@ -24,8 +23,8 @@ log = get_logger("reelfab.post")
 
 
 def on_swap_completed(post: PostProducer) -> Handler:
-    async def handle(event: Event[Any]) -> None:
-        job: SwapCompleted = event.record
+    async def handle(event: Event[SwapCompleted]) -> None:
+        job = event.record
         if await post.uow.processed(event.event_id):  # a redelivery: rendered (or stopped) before
             return
         outcome = await post_produce(post, job)  # the long part: outside any transaction

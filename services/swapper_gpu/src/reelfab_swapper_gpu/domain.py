@@ -38,8 +38,10 @@ class Failure:
 
     @property
     def purges_media(self) -> bool:
-        """A consent decision: nothing made from or for the face may outlive it (purge_job_media)."""
-        return self.code.startswith("consent.")
+        """Every decided failure ends the job (job.failed, not retryable), so nothing made from or for the
+        face outlives it (purge_job_media: the job's outputs and its copy of the face); a consent decision
+        above all, but a refused model or template too — a later revocation has nothing left to find."""
+        return True
 
     @property
     def outcome(self) -> str:

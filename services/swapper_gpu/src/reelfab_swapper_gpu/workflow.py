@@ -122,9 +122,9 @@ class SwapPorts:
 
 
 async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
-    """Run ``job``; a consent failure purges the job's media before it is returned."""
+    """Run ``job``; a failure purges the job's media (its copy of the face included) before it is returned."""
     outcome = await _run(job, ports)
-    if isinstance(outcome, Failure) and outcome.purges_media:  # nothing made from the face outlives the decision
+    if isinstance(outcome, Failure) and outcome.purges_media:  # nothing made for the job outlives its end
         await asyncio.to_thread(ports.purge, job.job_id)
     return outcome
 
