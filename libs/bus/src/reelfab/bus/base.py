@@ -24,10 +24,27 @@ from reelfab.contracts.records import Record, model_for
 from reelfab.contracts.topics import BY_NAME, DLQ_SUFFIX, JOB_FAILED, Topic
 from reelfab.errors import MessageTooLargeError, PermanentError
 from reelfab.identifiers import InvalidIdentifier, check_identifier
+from reelfab.logging import get_logger
 from reelfab.settings import Settings
 
 from .message import Event, Handler, Headers, Published, RawMessage
-from .policy import H_EVENT_ID, H_PRODUCER, DeadLetter, DeliveryPolicy, RetryPolicy
+from .policy import (
+    H_EVENT_ID,
+    H_PRODUCER,
+    DeadLetter,
+    DeadLetterSink,
+    DeliveryPolicy,
+    LetterRecord,
+    RetryPolicy,
+    fit_dead_letter,
+)
+
+# per-record overhead of Kafka's record format (batch header 61 bytes; a record's attributes, deltas and
+# varints ~21; ~10 more per header): what ``record_size`` adds to the bytes themselves
+_BATCH_OVERHEAD = 61
+_RECORD_OVERHEAD = 21
+_HEADER_OVERHEAD = 10
+log = get_logger("reelfab.bus")
 
 
 @dataclass
@@ -121,19 +138,80 @@ class Bus(ABC):
             headers=raw.headers,
         )
 
+    def dead_letter_sink(self, sub: Subscription, decoded: list[Any]) -> DeadLetterSink:
+        """The policy's sink for ``sub``; ``decoded`` holds the record once the message decoded (the adapter
+        appends it), so the letter's job.failed names the record's job, not whatever the key says."""
+
+        async def sink(letter: DeadLetter) -> None:
+            if letter.record is None and decoded:
+                letter.record = decoded[-1]
+            await self.dead_letter(sub, letter)
+
+        return sink
+
     async def dead_letter(self, sub: Subscription, letter: DeadLetter) -> None:
-        await self.publish_raw(
-            letter.raw.topic + DLQ_SUFFIX, letter.raw.value, key=letter.raw.key,
-            headers=letter.headers(self.service, sub.group),
-        )
+        """Write ``letter`` to ``<topic>.dlq`` (cut to fit the producer's limit: ``fit_dead_letter``), then
+        announce a job's failure. A size error from the transport despite the estimate cuts harder; any
+        other failure raises, and the policy retries with backoff."""
+        if not letter.written:
+            # the producer's limit first; should the transport still refuse the size (a .dlq topic configured
+            # lower than the broker), halve it down to 4 KiB, then send our headers alone
+            limits = [self.max_record_bytes]
+            while limits[-1] > 4096:
+                limits.append(limits[-1] // 2)
+            for attempt_limit in [*limits, 0]:
+                record = fit_dead_letter(letter, self.service, sub.group, attempt_limit, self.record_size)
+                try:
+                    await self.publish_raw(letter.raw.topic + DLQ_SUFFIX, record.value, key=record.key,
+                                           headers=record.headers)
+                except Exception as exc:
+                    if not self.is_too_large(exc) or attempt_limit == 0:
+                        raise
+                    continue
+                self._log_cut(letter, record, attempt_limit)
+                break
+            letter.written = True
         await self._announce_job_failure(sub, letter)
+
+    def _log_cut(self, letter: DeadLetter, record: LetterRecord, limit: int) -> None:
+        if record.truncated:
+            log.warning(
+                "dead letter cut to fit; the whole message stays at its original position",
+                topic=letter.raw.topic, partition=letter.raw.partition, offset=letter.raw.offset,
+                truncated=",".join(record.truncated), limit=limit, value_bytes=len(letter.raw.value),
+            )
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record this bus's producer sends (Kafka: ``max_request_size``, the broker's limit)."""
+        return self.settings.broker_max_message_bytes
+
+    def record_size(self, key: bytes | None, value: bytes, headers: Headers) -> int:
+        """The size of one record as the transport counts it against ``max_record_bytes``."""
+        return (_BATCH_OVERHEAD + _RECORD_OVERHEAD + len(key or b"") + len(value)
+                + sum(_HEADER_OVERHEAD + len(k.encode()) + len(v) for k, v in headers))
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        """Whether a send failed because the record is over the transport's size limit."""
+        return isinstance(exc, MessageTooLargeError)
 
     async def _announce_job_failure(self, sub: Subscription, letter: DeadLetter) -> None:
         """A dead-lettered job message also emits job.failed (docs/architecture.md), so the planner and
-        analytics learn the job is gone; undecodable messages with a job key included."""
-        if sub.topic.key_field != "job_id" or sub.topic.name == JOB_FAILED or not letter.raw.key:
+        analytics learn the job is gone; undecodable messages with a job key included.
+
+        The job is the decoded record's ``job_id`` (checked by the identifier rule at decode) when the record
+        decoded; only a message that did not decode falls back to its key, and a key that is not a valid
+        identifier is never announced."""
+        if sub.topic.key_field != "job_id" or sub.topic.name == JOB_FAILED:
             return
-        job_id = letter.raw.key.decode(errors="replace")
+        if letter.record is not None:
+            job_id = getattr(letter.record, "job_id", None)
+            if not isinstance(job_id, str) or not job_id:
+                return
+        elif letter.raw.key:
+            job_id = letter.raw.key.decode(errors="replace")
+        else:
+            return
         try:
             check_identifier(job_id, "job_id")
         except InvalidIdentifier:  # a hostile key stays in the DLQ; it is never re-announced as an id

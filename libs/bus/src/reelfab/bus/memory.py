@@ -13,6 +13,7 @@ from typing import Any
 
 from reelfab.contracts.codec import AvroCodec
 from reelfab.contracts.topics import BY_NAME
+from reelfab.errors import MessageTooLargeError
 from reelfab.settings import Settings
 
 from .base import Bus, Subscription
@@ -100,13 +101,22 @@ class InMemoryBus(Bus):
         self.consumers: list[_Consumer] = []
 
     async def _send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> Published:
+        size = self.record_size(key, value, headers)
+        if size > self.max_record_bytes:  # the limit Kafka's producer (max_request_size) and broker enforce
+            raise MessageTooLargeError(
+                f"a record of {size} bytes for {topic} is over the producer's limit of {self.max_record_bytes}"
+            )
         return await self.log.append(topic, value, key, headers)
 
     async def process(self, sub: Subscription, raw: RawMessage) -> str:
-        async def attempt(n: int) -> Any:
-            return await sub.handler(self.decode(sub, raw, n))
+        decoded: list[Any] = []
 
-        return await self.policy.deliver(raw, attempt, lambda letter: self.dead_letter(sub, letter))
+        async def attempt(n: int) -> Any:
+            event = self.decode(sub, raw, n)
+            decoded.append(event.record)
+            return await sub.handler(event)
+
+        return await self.policy.deliver(raw, attempt, self.dead_letter_sink(sub, decoded))
 
     async def _start(self) -> None:
         for sub in self.subscriptions:

@@ -6,17 +6,20 @@ adapter cannot drift apart."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_exponential
 
 from reelfab import metrics
-from reelfab.errors import MessageTooLargeError, PermanentError
+from reelfab.errors import DecodeError, MessageTooLargeError, PermanentError
 from reelfab.logging import get_logger
 
 from .message import Headers, RawMessage
@@ -37,7 +40,28 @@ H_ORIGINAL_OFFSET = "reelfab.original.offset"
 H_GROUP = "reelfab.group"
 H_EVENT_ID = "reelfab.event-id"
 H_PRODUCER = "reelfab.producer"
+# A dead letter that had to be cut to fit the producer's limit says what was cut and how to find the whole
+# message: it stays on its topic at the original topic/partition/offset (until the topic's retention).
+H_DLQ_TRUNCATED = "reelfab.dlq.truncated"  # what was cut, comma-separated: headers, value, key
+H_DLQ_HEADERS_DROPPED = "reelfab.dlq.headers-dropped"  # "<dropped> of <count> original headers, <bytes> bytes"
+H_DLQ_VALUE_LENGTH = "reelfab.dlq.original-value-length"
+H_DLQ_VALUE_SHA256 = "reelfab.dlq.original-value-sha256"
+H_DLQ_KEY_LENGTH = "reelfab.dlq.original-key-length"
+H_DLQ_KEY_SHA256 = "reelfab.dlq.original-key-sha256"
+# original headers whose values are not UTF-8 travel backslash-escaped (b"\xff" -> "\\xff"), named here
+H_DLQ_ESCAPED_HEADERS = "reelfab.dlq.escaped-headers"
 _MAX_HEADER_MESSAGE = 2000
+# a cut dead letter keeps the original headers that are small (name and value) up to this many bytes in all
+_KEPT_HEADER_BYTES = 1024
+_KEPT_HEADERS_TOTAL = 16 * 1024
+# consecutive failures to dead-letter before readiness reports the stalled partition
+DLQ_FAILURES_BEFORE_UNREADY = 3
+
+DLQ_FAILURES = Counter(
+    "reelfab_dlq_failures_total",
+    "Failed attempts to write a dead letter (the message is kept and retried with backoff; its partition waits).",
+    ["service", "topic"],
+)
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -59,11 +83,33 @@ class DeadLetter:
     error: BaseException
     attempts: int
     first_seen: datetime
+    record: Any = None  # the decoded record when the message decoded (set by the adapter), else None
+    written: bool = field(default=False, compare=False)  # on <topic>.dlq already: a retry only re-announces
 
     def headers(self, service: str, group: str) -> Headers:
+        """The full dead letter's headers: the original ones, then the reason."""
+        return [*self.original_headers(), *self.reason_headers(service, group)]
+
+    def original_headers(self) -> Headers:
+        """The original headers (values that are not UTF-8 backslash-escaped, and named), less any
+        ``reelfab.error.*`` of an earlier dead letter: ours follow."""
+        kept: Headers = []
+        escaped: list[str] = []
+        for k, v in self.raw.headers:
+            if k.startswith("reelfab.error."):
+                continue
+            if not is_utf8(v):
+                escaped.append(k)
+                v = v.decode("utf-8", "backslashreplace").encode()
+            kept.append((k, v))
+        if escaped:
+            kept.append((H_DLQ_ESCAPED_HEADERS, ",".join(escaped)[:_MAX_HEADER_MESSAGE].encode()))
+        return kept
+
+    def reason_headers(self, service: str, group: str) -> Headers:
+        """Ours: why, who, how often, since when, and where the original sits. Always kept."""
         message = f"{type(self.error).__name__}: {self.error}"[:_MAX_HEADER_MESSAGE]
         return [
-            *[(k, v) for k, v in self.raw.headers if not k.startswith("reelfab.error.")],
             (H_ERROR_CLASS, _qualname(self.error).encode()),
             (H_ERROR_MESSAGE, message.encode()),
             (H_SERVICE, service.encode()),
@@ -79,6 +125,90 @@ class DeadLetter:
 def _qualname(exc: BaseException) -> str:
     cls = type(exc)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def is_utf8(value: bytes) -> bool:
+    """Whether a header value reads as UTF-8 text (what FastStream and our headers assume)."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+SizeOf = Callable[[bytes | None, bytes, Headers], int]
+
+
+@dataclass(frozen=True)
+class LetterRecord:
+    """What goes on ``<topic>.dlq``: the dead letter as one record, and what had to be cut from it."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    truncated: tuple[str, ...] = ()
+
+
+def fit_dead_letter(letter: DeadLetter, service: str, group: str, limit: int, size_of: SizeOf) -> LetterRecord:
+    """The dead letter as one record of at most ``limit`` bytes (as ``size_of`` counts them).
+
+    In full it is the original key, value and headers plus ours. A message may fit its topic and still
+    not fit once our headers are added (or the producer's limit may be lower than the broker's): then
+    our headers stay whole and, in this order until it fits, the original headers are cut to the small
+    ones, the value is cut, the key is cut. Each cut is said in headers (``reelfab.dlq.truncated``,
+    the value's and key's original length and sha256); the whole message stays addressable by the
+    original topic/partition/offset. Only our own headers are never cut, so a dead letter always
+    fits any limit a broker can reasonably have."""
+    ours = letter.reason_headers(service, group)
+    originals = letter.original_headers()
+    key, value = letter.raw.key, letter.raw.value
+    full = LetterRecord(key, value, [*originals, *ours])
+    if size_of(full.key, full.value, full.headers) <= limit:
+        return full
+
+    truncated: list[str] = []
+    notes: Headers = []
+    kept: Headers = []
+    total = 0
+    for k, v in originals:
+        n = len(k.encode()) + len(v)
+        if n <= _KEPT_HEADER_BYTES and total + n <= _KEPT_HEADERS_TOTAL:
+            kept.append((k, v))
+            total += n
+    if len(kept) < len(originals):
+        truncated.append("headers")
+        dropped = sum(len(k.encode()) + len(v) for k, v in originals) - total
+        notes.append((H_DLQ_HEADERS_DROPPED,
+                      f"{len(originals) - len(kept)} of {len(originals)} original headers, {dropped} bytes".encode()))
+
+    def record() -> LetterRecord:
+        return LetterRecord(key, value, [*kept, *ours, (H_DLQ_TRUNCATED, ",".join(truncated).encode()), *notes],
+                            tuple(truncated))
+
+    def size(r: LetterRecord) -> int:
+        return size_of(r.key, r.value, r.headers)
+
+    if truncated and size(record()) <= limit:
+        return record()
+
+    original_value = value
+    truncated.append("value")
+    notes += [(H_DLQ_VALUE_LENGTH, str(len(original_value)).encode()),
+              (H_DLQ_VALUE_SHA256, hashlib.sha256(original_value).hexdigest().encode())]
+    value = original_value[:max(0, len(original_value) - (size(record()) - limit))]
+    while value and size(record()) > limit:  # a length's varint may have grown by a byte or two
+        value = value[:max(0, len(value) - max(1, size(record()) - limit))]
+    if size(record()) <= limit or not key:
+        return record()
+
+    original_key = key
+    truncated.append("key")
+    notes += [(H_DLQ_KEY_LENGTH, str(len(original_key)).encode()),
+              (H_DLQ_KEY_SHA256, hashlib.sha256(original_key).hexdigest().encode())]
+    key = original_key[:max(0, len(original_key) - (size(record()) - limit))]
+    while key and size(record()) > limit:
+        key = key[:max(0, len(key) - max(1, size(record()) - limit))]
+    return record()
 
 
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
@@ -98,7 +228,8 @@ class DeliveryPolicy:
         dead_letter: DeadLetterSink,
     ) -> str:
         """Run ``attempt(n)`` until it succeeds, a permanent error or the retry budget; returns the
-        outcome. Only a failure to dead-letter escapes: then the message must not be committed.
+        outcome. A failure to dead-letter is retried here with the outage backoff until it succeeds (the
+        message is never committed before); only cancellation escapes, and the message is then not settled.
 
         A dependency's outage (``outage_of``) is not the message's fault: it is waited out with capped
         backoff for as long as it lasts, and neither counts as an attempt nor leads to the DLQ."""
@@ -136,6 +267,14 @@ class DeliveryPolicy:
                 raise MessageTooLargeError(
                     f"message of {len(raw.value)} bytes exceeds the limit of {self.max_message_bytes} bytes"
                 )
+            undecodable = [k for k, v in raw.headers if not is_utf8(v)]
+            if undecodable:
+                # Headers are text on this bus (every producer writes them through FastStream, which reads and
+                # writes them as UTF-8): a binary one means a broken producer. Dead-lettered at once, like an
+                # undecodable value, rather than processed with a header no one can read or forward faithfully.
+                tries = 1
+                raise DecodeError(f"header {undecodable[0][:200]!r} is not UTF-8 text"
+                                  + (f" (nor are {len(undecodable) - 1} more)" if len(undecodable) > 1 else ""))
             retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception(lambda e: not is_permanent(e)),
                                      reraise=False)
             async for state in retrying:
@@ -168,6 +307,26 @@ class DeliveryPolicy:
             error=f"{type(error).__name__}: {error}",
             attempts=tries,
         )
-        await sink(DeadLetter(raw, error, tries, first_seen))
+        letter = DeadLetter(raw, error, tries, first_seen)
+        failures = 0
+        while True:
+            try:
+                await sink(letter)
+                break
+            except Exception as failure:
+                # Never a tight loop and never a silent stall: capped exponential backoff (the outage settings),
+                # a metric per failure, and once it persists readiness names what the partition waits for.
+                failures += 1
+                DLQ_FAILURES.labels(self.service, raw.topic).inc()
+                delay = min(self.retry.outage_backoff_max_s,
+                            self.retry.outage_backoff_initial_s * 2 ** min(failures - 1, 16))
+                log.error("dead letter not written; the message is kept and retried, its partition waits",
+                          topic=raw.topic, partition=raw.partition, offset=raw.offset, failures=failures,
+                          retry_in_s=round(delay, 3), error=f"{type(failure).__name__}: {failure}"[:500])
+                if failures >= DLQ_FAILURES_BEFORE_UNREADY:
+                    self.outages.waiting(outage_of(failure) or f"dead-letter topic of {raw.topic}", failure)
+                await asyncio.sleep(delay)
+        if failures:
+            self.outages.answered()
         metrics.DLQ.labels(self.service, raw.topic, type(error).__name__).inc()
         return "dead_lettered"
