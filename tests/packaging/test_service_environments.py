@@ -22,6 +22,7 @@ import pytest
 
 from bench.sizes import build_env, site_packages
 
+REPO = Path(__file__).resolve().parents[2]
 NOT_INSTALLED_MODULES = ("onnxruntime", "dlib", "cv2", "c2pa")
 NOT_INSTALLED_PACKAGES = ("reelfab_swapper_gpu", "reelfab.faces", "reelfab.devtools", "reelfab.media")
 NOT_INSTALLED_DISTRIBUTIONS = (
@@ -95,6 +96,19 @@ print(json.dumps({{"imports": imports, "packages": packages,
     where = site_packages(planner_env).resolve()
     for file in found["files"]:
         assert Path(file).resolve().is_relative_to(where), file
+
+
+def test_planner_env_holds_the_sources_of_this_checkout(planner_env: Path) -> None:
+    """The environment must carry this checkout's code, not a wheel uv cached for the same version
+    (each member's [tool.uv] cache-keys names its src/ files, so a source change rebuilds it)."""
+    site = site_packages(planner_env)
+    pairs = [(src, site / src.relative_to(folder / "src"))
+             for folder in (REPO / "services" / "planner", REPO / "libs" / "runtime", REPO / "libs" / "contracts")
+             for src in sorted((folder / "src").rglob("*.py"))]
+    assert len(pairs) > 10
+    stale = [str(src.relative_to(REPO)) for src, installed in pairs
+             if not installed.is_file() or installed.read_bytes() != src.read_bytes()]
+    assert not stale, f"the planner's environment does not hold this checkout's code: {stale}"
 
 
 def _commands(help_text: str) -> set[str]:
