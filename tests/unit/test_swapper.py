@@ -12,7 +12,9 @@ import pytest
 from reelfab.consent.decision import Decision
 from reelfab.devtools.synthetic import virtual_person
 from reelfab.faces.classical import ClassicalEngine
+from reelfab.faces.errors import SwapQualityError
 from reelfab.faces.qc import QCResult, Reason
+from reelfab.faces.report import QualityGate
 from reelfab.media.frames import read_frames
 from reelfab.media.probe import probe
 from reelfab.media.tools import tool
@@ -79,13 +81,17 @@ def _silent_odd_clip(path: Path) -> Path:
 
 def test_a_template_without_audio_or_faces_at_an_odd_size_passes_through_losslessly(tmp_path: Path) -> None:
     clip = _silent_odd_clip(tmp_path / "odd.mkv")
-    out = run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path)
+    with pytest.raises(SwapQualityError, match=r"swapped in 0% of the frames.*25 lost") as refused:
+        run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path)  # the default gate: 80 %
+    assert refused.value.report.lost == 25  # type: ignore[attr-defined]
+    out = run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path, gate=QualityGate(0.0))
     info = probe(out.mezzanine)
     assert (info.width, info.height, info.codec, info.has_audio) == (321, 241, "ffv1", False)
     assert out.frames == 25 and out.frames_with_face == 0
     assert all(np.array_equal(a, b) for a, b in zip(read_frames(clip), read_frames(out.mezzanine), strict=True))
     track = json.loads(out.track.read_text())
     assert track["frames"] == [None] * 25 and (track["width"], track["height"]) == (321, 241)
+    assert track["statuses"] == ["lost"] * 25 and track["report"]["lost"] == 25
 
 
 def test_a_revocation_mid_job_stops_it_and_leaves_no_mezzanine(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ from reelfab.contracts.codec import default_codec
 from reelfab.contracts.records import Record, SwapCompleted, SwapRequested
 from reelfab.contracts.topics import JOB_FAILED, SWAP_COMPLETED, SWAP_REQUESTED
 from reelfab.errors import ObjectRefused, PermanentError
+from reelfab.faces.errors import SwapQualityError
 from reelfab.faces.qc import QCResult, Reason, TemplateRules
+from reelfab.faces.report import QualityGate, SwapReport
 from reelfab.faces.types import FaceEngine
 from reelfab.media.errors import MediaError
 from reelfab.media.probe import VideoInfo
@@ -32,7 +34,7 @@ from reelfab.storage import FileStore
 from reelfab_swapper_gpu import handlers, main
 from reelfab_swapper_gpu.bootstrap import Swapper, bootstrap
 from reelfab_swapper_gpu.domain import CLASSICAL_LICENCE, ModelChoice
-from reelfab_swapper_gpu.swap import Stopped, SwapOutput
+from reelfab_swapper_gpu.swap import DEFAULT_GATE, Stopped, SwapOutput
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -89,10 +91,13 @@ class FakeSwap:
 
     between: Any = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    report: SwapReport = field(default_factory=lambda: SwapReport(swapped=44, held=2, lost=3, rejected=1))
 
     def __call__(self, engine: FaceEngine, source_image: Any, template: Path, workdir: Path, *,
-                 detect_every: int = 5, batch_size: int = 8, should_stop: Any = lambda: None) -> SwapOutput:
-        self.calls.append({"engine": engine, "shape": source_image.shape, "template": template, "workdir": workdir})
+                 detect_every: int = 5, batch_size: int = 8, should_stop: Any = lambda: None,
+                 gate: QualityGate = DEFAULT_GATE) -> SwapOutput:
+        self.calls.append({"engine": engine, "shape": source_image.shape, "template": template, "workdir": workdir,
+                           "gate": gate})
         for batch in range(2):
             if batch == 1 and self.between is not None:
                 self.between()
@@ -100,8 +105,10 @@ class FakeSwap:
                 raise Stopped(*stop)
         (workdir / "mezzanine.mkv").write_bytes(b"swapped frames")
         (workdir / "track.json").write_text(json.dumps({"frames": [None] * 50}))
+        if (reason := gate.judge(self.report)) is not None:  # as run_swap: after the swap, before anything ships
+            raise SwapQualityError(reason, self.report)
         info = VideoInfo(template, 1080, 1920, 25.0, 2.0, 50, "h264", "yuv420p", 0, True, "aac", 48000, False, {})
-        return SwapOutput(workdir / "mezzanine.mkv", workdir / "track.json", info, 50, 48, 0.5)
+        return SwapOutput(workdir / "mezzanine.mkv", workdir / "track.json", info, 50, 48, 0.5, self.report)
 
 
 @dataclass
@@ -145,9 +152,10 @@ def world(tmp_path: Path) -> World:
     return make_world(tmp_path)
 
 
-def make_world(tmp_path: Path, *answers: Decision, **options: Any) -> World:
+def make_world(tmp_path: Path, *answers: Decision, settings_overrides: dict[str, Any] | None = None,
+               **options: Any) -> World:
     settings = make_settings(state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri(),
-                             face_backend="classical")
+                             face_backend="classical", **(settings_overrides or {}))
     bus = InMemoryBus(settings, main.SPEC.name, default_codec())
     ctx = build_context(main.SPEC, settings, bus, None, lambda ctx: None)
     assert isinstance(ctx.uow, InMemoryUnitOfWork)
@@ -215,6 +223,8 @@ async def test_an_allowed_job_announces_one_swap_completed(
     assert done["commercial_use_allowed"] is commercial
     assert done["consent_version"] == 3  # what the consuming check allowed, not what the job assumed
     assert (done["frames"], done["fps"], done["duration_s"], done["template_tags"]) == (50, 100.0, 2.0, ["dance"])
+    counts = ("frames_swapped", "frames_held", "frames_lost", "frames_rejected")
+    assert tuple(done[k] for k in counts) == (44, 2, 3, 1)  # what happened to every frame, on the record
     assert done["occurred_at"] == NOW
     assert done["mezzanine_uri"].endswith(f"jobs/{j.job_id}/mezzanine.mkv")
     assert w.store.get_bytes(done["mezzanine_uri"], expect_sha256=done["mezzanine_sha256"]) == b"swapped frames"
@@ -251,6 +261,18 @@ async def test_a_crash_mid_job_announces_nothing_and_leaves_the_event_for_redeli
     w.swap.between = None
     await run(w, ev)  # the redelivery does the job
     assert len(w.uow.on(SWAP_COMPLETED)) == 1
+
+
+async def test_a_swap_that_put_the_face_in_too_few_frames_fails_the_job_and_keeps_nothing(tmp_path: Path) -> None:
+    w = make_world(tmp_path, settings_overrides={"swap_min_swapped_share": 0.95})
+    ev = job(w)
+    await run(w, ev)  # 46 of 50 frames carry the face: 92 %, under the 95 % this deployment asks for
+    [(code, detail)] = w.failed()
+    assert code == "swap_quality"
+    assert "swapped in 92% of the frames, under the 95% required" in detail and "3 lost, 1 rejected" in detail
+    assert w.swap.calls[0]["gate"].min_swapped_share == 0.95
+    assert w.uow.on(SWAP_COMPLETED) == [] and w.job_objects(ev.record.job_id) == []  # no half-swapped clip kept
+    assert list((w.root / "work").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------ decisions

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     execution_providers: str = ""  # comma-separated onnxruntime providers; empty: best available
     facefusion_home: Path | None = None  # an installed FaceFusion (folder holding facefusion.py)
     facefusion_python: str = "python3"
+    # a swap whose face went into fewer of the clip's frames fails (swap_quality) instead of shipping
+    swap_min_swapped_share: float = Field(default=0.8, ge=0.0, le=1.0)
 
     # consent
     consent_master_key: str | None = None  # base64 of 32 bytes; unset: a key file under state_dir (dev)

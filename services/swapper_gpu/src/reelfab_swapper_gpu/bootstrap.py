@@ -14,6 +14,7 @@ from typing import Protocol
 from reelfab.bus import new_event_id
 from reelfab.bus.unit_of_work import UnitOfWork
 from reelfab.faces.qc import TemplateRules, check_template
+from reelfab.faces.report import QualityGate
 from reelfab.service import ServiceContext
 from reelfab.storage import FileStore, purge_job_media
 
@@ -94,5 +95,6 @@ def bootstrap(
         producer=ctx.spec.name,
         detect_every=detect_every,
         batch_size=batch_size,
+        quality=QualityGate(ctx.settings.swap_min_swapped_share),
     )
     return Swapper(ctx=ctx, uow=ctx.uow, ports=ports, store=store, view=view, engines=engines)

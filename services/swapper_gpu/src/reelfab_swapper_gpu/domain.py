@@ -31,7 +31,7 @@ CLASSICAL_LICENCE = "dlib models (68-point predictor trained on iBUG 300-W: non-
 @dataclass(frozen=True)
 class Failure:
     """The job fails (job.failed, not retryable) with ``code`` (``consent.<reason>``, ``model_refused``,
-    ``template.<reason>``, ``source_unavailable``) and a detail for people."""
+    ``template.<reason>``, ``source_unavailable``, ``swap_quality``) and a detail for people."""
 
     code: str
     detail: str
@@ -83,6 +83,12 @@ def source_unavailable(detail: str) -> Failure:
     """The source image is gone or is not the bytes its sha256 says: the job fails (a URI outside the
     store is no decision but a poison message, dead-lettered)."""
     return Failure("source_unavailable", detail)
+
+
+def swap_quality(detail: str) -> Failure:
+    """The swap put the face into too few frames (the performer would show, or a half-swapped clip
+    would ship): the job fails, its outputs are not kept."""
+    return Failure("swap_quality", f"swap quality gate: {detail}")
 
 
 # the reason a job fails with when the template fails several rules: the one that matters most
@@ -187,6 +193,10 @@ class SwapProducts:
     frames: int
     fps: float
     duration_s: float
+    frames_swapped: int | None = None  # by status (reelfab.faces.report.SwapReport); None: not counted
+    frames_held: int | None = None
+    frames_lost: int | None = None
+    frames_rejected: int | None = None
 
 
 def swap_completed(
@@ -213,6 +223,8 @@ def swap_completed(
         source_image_sha256=job.source_image_sha256, platform=job.platform, music_uri=job.music_uri,
         caption_text=job.caption_text, caption_style=job.caption_style, trend_id=job.trend_id, arm_id=job.arm_id,
         template_uri=job.template_uri, template_sha256=job.template_sha256, commercial=job.commercial,
+        frames_swapped=products.frames_swapped, frames_held=products.frames_held, frames_lost=products.frames_lost,
+        frames_rejected=products.frames_rejected,
     )
 
 

@@ -20,6 +20,11 @@ QUEUE_LAG = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
 )
 JOBS = Counter("reelfab_swap_jobs_total", "Swap jobs by outcome.", ["outcome"])
+FRAMES = Counter(
+    "reelfab_swap_frames_total",
+    "Frames of finished swaps by status: swapped, held (a lost face held, then faded), lost, rejected "
+    "(faces seen, none the performer).", ["status"],
+)
 
 
 class NvmlCollector:

@@ -1,5 +1,8 @@
 """One swap job, streamed: decode the template through an ffmpeg pipe, track and swap in batches,
 encode the mezzanine through another pipe. No frame touches the disk; memory holds one batch.
+Before the swap, frames sampled over the template tell who the performer is (only that face is
+swapped: reelfab.faces.identity); every frame's status is counted, and a swap that put the face into
+too few frames fails the job (``SwapQualityError``) instead of shipping a half-swapped clip.
 
 The mezzanine is FFV1 (lossless, bit-exact to the swapped frames) in Matroska with the template's
 audio copied in, so the post-producer's encode is the clip's only lossy, delivery-quality encode.
@@ -16,11 +19,15 @@ from typing import Any
 from numpy.typing import NDArray
 
 from reelfab.errors import PermanentError
-from reelfab.faces.clip import write_track
+from reelfab.faces.clip import profile_template, write_track
+from reelfab.faces.errors import SwapQualityError
+from reelfab.faces.report import QualityGate, SwapReport
 from reelfab.faces.tracking import swap_stream
 from reelfab.faces.types import Face, FaceEngine
 from reelfab.media.frames import FrameWriter, read_frames
 from reelfab.media.probe import VideoInfo, probe
+
+DEFAULT_GATE = QualityGate()
 
 
 class Stopped(PermanentError):
@@ -39,6 +46,7 @@ class SwapOutput:
     frames: int
     frames_with_face: int
     seconds: float
+    report: SwapReport
 
     @property
     def fps(self) -> float:
@@ -55,9 +63,12 @@ def run_swap(
     batch_size: int = 8,
     should_stop: Callable[[], tuple[str, str] | None] = lambda: None,
     on_frames: Callable[[int], None] = lambda n: None,
+    gate: QualityGate = DEFAULT_GATE,
 ) -> SwapOutput:
     info = probe(template)
     source = engine.prepare_source(source_image)
+    performer = profile_template(engine, template, info)
+    report = SwapReport()
     mezzanine = workdir / "mezzanine.mkv"
     track_path = workdir / "track.json"
     track: list[Face | None] = []
@@ -67,12 +78,15 @@ def run_swap(
     with FrameWriter(mezzanine, info.width, info.height, info.fps, codec="ffv1",
                      audio_from=template if info.has_audio else None) as writer:
         for i, (frame, face) in enumerate(swap_stream(engine, source, frames, detect_every=detect_every,
-                                                      batch_size=batch_size, fps=info.fps)):
+                                                      batch_size=batch_size, fps=info.fps, performer=performer,
+                                                      report=report)):
             if i % batch_size == 0 and (stop := should_stop()):
                 raise Stopped(*stop)
             writer.write(frame)
             track.append(face)
             on_frames(1)
-    write_track(track_path, track, info)
+    if (reason := gate.judge(report)) is not None:
+        raise SwapQualityError(reason, report)
+    write_track(track_path, track, info, report)
     return SwapOutput(mezzanine, track_path, info, len(track), sum(f is not None for f in track),
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, report)

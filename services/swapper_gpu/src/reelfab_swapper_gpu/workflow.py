@@ -5,8 +5,9 @@ quality gate, the engine and the clip swapper. The order is the policy:
 2. the model the job may run with (licence, commercial use);
 3. the template: its bytes, then its quality gate, before the face is fetched and the daily cap spent;
 4. the face, then the consuming consent check that names the job (a redelivery spends the cap once);
-5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip;
-6. the outputs into the store, and the swap.completed record.
+5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip, and
+   failing (``swap_quality``) when the face went into too few frames (the quality gate);
+6. the outputs into the store, and the swap.completed record with the frame counts.
 
 A decision (a denial, a refused model or template, a missing source) comes back as a ``Failure``;
 a consent failure first purges everything the store holds for the job. A message that can never
@@ -30,6 +31,8 @@ from numpy.typing import NDArray
 from reelfab.consent.decision import Decision
 from reelfab.contracts.records import SwapRequested
 from reelfab.errors import ObjectMissing, PermanentError
+from reelfab.faces.errors import SwapQualityError
+from reelfab.faces.report import QualityGate
 from reelfab.faces.types import FaceEngine
 from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
@@ -49,6 +52,7 @@ from .domain import (
     stopped,
     stopped_mid_clip,
     swap_completed,
+    swap_quality,
 )
 from .swap import Stopped, SwapOutput
 
@@ -96,6 +100,7 @@ class SwapClip(Protocol):
         detect_every: int = ...,
         batch_size: int = ...,
         should_stop: Callable[[], tuple[str, str] | None] = ...,
+        gate: QualityGate = ...,
     ) -> SwapOutput: ...
 
 
@@ -119,6 +124,7 @@ class SwapPorts:
     producer: str = "swapper-gpu"
     detect_every: int = 5
     batch_size: int = 8
+    quality: QualityGate = QualityGate()
 
 
 async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
@@ -159,6 +165,8 @@ async def _run(job: SwapRequested, p: SwapPorts) -> Outcome:
         products = await _swap(job, p, choice, template, _decode(job, source_bytes))
     except Stopped as stop:
         return stopped(stop.reason, str(stop))
+    except SwapQualityError as exc:
+        return swap_quality(str(exc))
     record = swap_completed(job, products, choice, consent_version=decision.consent_version, producer=p.producer,
                             event_id=p.new_id(), occurred_at=p.clock())
     return Completed(record)
@@ -189,7 +197,7 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
 
     def run() -> SwapOutput:
         return p.swap_clip(p.engine(choice), image, template, workdir, detect_every=p.detect_every,
-                           batch_size=p.batch_size, should_stop=should_stop)
+                           batch_size=p.batch_size, should_stop=should_stop, gate=p.quality)
 
     try:
         async with p.slots:
@@ -200,6 +208,11 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     metrics.FRAMES_PER_SECOND.labels(choice.backend, choice.model).observe(out.fps)
-    log.info("swapped", job_id=job.job_id, frames=out.frames, with_face=out.frames_with_face, fps=round(out.fps, 1))
+    counts = out.report
+    for status in ("swapped", "held", "lost", "rejected"):
+        metrics.FRAMES.labels(status).inc(getattr(counts, status))
+    log.info("swapped", job_id=job.job_id, frames=out.frames, swapped=counts.swapped, held=counts.held,
+             lost=counts.lost, rejected=counts.rejected, refused_faces=counts.refused_detections,
+             fps=round(out.fps, 1))
     return SwapProducts(mezzanine.uri, mezzanine.sha256, track.uri, track.sha256, out.frames, out.fps,
-                        out.info.duration_s)
+                        out.info.duration_s, counts.swapped, counts.held, counts.lost, counts.rejected)

@@ -95,17 +95,29 @@ def faces_swap(
     backend: str = typer.Option("", help="classical, onnx or facefusion (default: REELFAB_FACE_BACKEND)."),
     detect_every: int = typer.Option(5, help="Run the detector every N frames; track landmarks in between."),
     batch_size: int = typer.Option(8, help="Frames per batch through the swapper."),
+    min_swapped_share: float = typer.Option(
+        -1.0, help="Fail (and keep no output) when the face went into fewer of the frames than this share "
+        "(0..1; default: REELFAB_SWAP_MIN_SWAPPED_SHARE, 0.8).",
+    ),
 ) -> None:
-    """Swap the face of SOURCE onto the performer of TARGET, if SUBJECT's consent covers it."""
+    """Swap the face of SOURCE onto the performer of TARGET, if SUBJECT's consent covers it. Only the
+    performer's face is swapped (a drawing, a poster or another person is not); the command reports
+    how many frames were swapped, held, lost and rejected, and fails when too few were swapped."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from reelfab.consent.client import RegistryClient, now_request
     from reelfab.faces.backends import get_engine
     from reelfab.faces.clip import swap_clip
+    from reelfab.faces.errors import SwapQualityError
+    from reelfab.faces.report import QualityGate
     from reelfab.media.frames import read_image
     from reelfab.media.probe import probe
 
     settings = get_settings()
+    share = settings.swap_min_swapped_share if min_swapped_share < 0 else min_swapped_share
+    if not 0 <= share <= 1:
+        err.print(f"[red]refused[/red]: --min-swapped-share must be within 0..1, not {share}")
+        raise typer.Exit(2)
     source_bytes = source.read_bytes() if source.is_file() else b""
     # one run of this command is one use of the face: it gets its own id, counted once in the daily cap
     run_id = f"cli-swap-{uuid.uuid4().hex[:12]}"
@@ -136,10 +148,15 @@ def faces_swap(
             done = bar.tasks[0].completed + n
             bar.update(task, advance=n, fps=done / max(time.perf_counter() - started, 1e-6))
 
-        result = swap_clip(engine, image, target, out, detect_every=detect_every, batch_size=batch_size, progress=advance)
+        try:
+            result = swap_clip(engine, image, target, out, detect_every=detect_every, batch_size=batch_size,
+                               progress=advance, gate=QualityGate(share))
+        except SwapQualityError as exc:
+            err.print(f"[red]failed[/red]: {exc}; no output kept")
+            raise typer.Exit(4) from exc
+    report = result.report
     _say(
-        f"wrote {out}: {result.frames} frames, face in {result.frames_with_face}, "
-        f"{result.fps:.1f} frames/s with the {engine.name} backend"
+        f"wrote {out}: {report.summary()}; {result.fps:.1f} frames/s with the {engine.name} backend"
     )
 
 

@@ -24,3 +24,12 @@ class FaceTooSmallError(FaceError):
 
 class ModelError(PermanentError):
     """A model that is missing, corrupt (hash mismatch), not allowed (licence) or unusable."""
+
+
+class SwapQualityError(FaceError):
+    """A swap that put the face into too few of the clip's frames: shipping it would show the
+    performer, or a half-swapped clip. ``report``: the frame counts (reelfab.faces.report.SwapReport)."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

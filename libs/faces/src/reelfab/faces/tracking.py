@@ -1,14 +1,31 @@
-"""Following one face through a clip with any ``FaceEngine``, and swapping a stream of frames.
+"""Following the performer's face through a clip with any ``FaceEngine``, and swapping a stream of frames.
 
-Detection is the expensive step, so it runs every ``detect_every`` frames on a reduced frame (at
-``detect_scale``; once a face is followed, at the scale that makes it about 100 px, enough for the
-detector); in between, the engine re-fits the landmarks from the previous frame's (``refine``). The face
-is chosen by detector score, and kept while the detector still sees it about as well as anything else.
-Landmarks are smoothed with a One-Euro filter (steady when the face is still, little lag when it moves),
-so the swapped face does not jitter. A track is dropped when refine's score falls to ``min_score``,
-when the face jumps or changes size implausibly between frames, when its region stops looking like the
-previous frame's, or when the detector has not seen it for ``max_unseen`` frames; then the detector
-runs at once, and on every frame until a face is found again."""
+Detection is the expensive step, so it runs every ``detect_every`` frames; while a face is followed it
+runs on a crop around where the face should be, turned upright by the face's roll (the HOG detector
+misses faces rolled past ~15 degrees) and scaled so the face is about 100 px. In between, the engine
+re-fits the landmarks from the previous frame's (``refine``), also on an upright crop.
+
+**Whose face.** A detection joins the track only when it is consistent with it: near where the face
+should be, of a plausible size, and (at acquisition, after a loss, when the overlap is weak, and every
+``verify_every`` detections) identified as the performer by its embedding (``identity.Performer``:
+within the engine's identity threshold and nearer the performer than any other face the clip shows).
+A face-like thing elsewhere (a drawing on a shirt, a poster, a second person) starts no swap: it is
+refused, and the frame's status says so. Without a ``Performer`` from ``profile_performer`` the tracker
+learns the performer from its first lock.
+
+**Partial occlusion.** When something covers the lower face, the landmark fit there goes wrong while
+the eyes, brows and nose stay right: a re-fit whose upper face still matches the previous shape is
+kept, its other points carried from the previous shape by the upper face's motion. The occlusion model
+(``occlusion``) then marks what covers the face, and the engines keep it in front of the swap.
+
+**Lost faces** (covered, out of frame, blurred beyond use): the last good face is held for
+``hold_frames`` frames, moving on with its recent motion and fading out over the last ``fade_frames``
+of them, then the frame is left untouched (status ``lost``); the detector runs on every frame until the
+performer is found again. Nothing is re-detected onto something else.
+
+Landmarks are smoothed with a One-Euro filter (steady when the face is still, little lag when it
+moves), and the face's colour statistics with another (``colour``), so the swap neither jitters nor
+flickers."""
 
 from __future__ import annotations
 
@@ -21,7 +38,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from reelfab.faces.types import Face, FaceEngine, SourceFace, best_face
+from reelfab.faces import colour as colours
+from reelfab.faces.identity import Performer
+from reelfab.faces.occlusion import OcclusionModel
+from reelfab.faces.report import FrameStatus, SwapReport
+from reelfab.faces.types import Face, FaceEngine, Occlusion, SourceFace
 
 MAX_JUMP = 0.5  # a face's centre moves at most this share of its size from one frame to the next
 MAX_GROWTH = 1.5  # ... and its size changes at most by this factor
@@ -31,6 +52,7 @@ KEEP_SHARE = 0.5  # ... and is kept while its score is at least this share of th
 DETECT_FACE_PX = 100  # a followed face is looked for at the scale that makes it this large (HOG: >= 80)
 MIN_DETECT_SCALE = 0.25
 CHIP = 24  # side of the grey patch compared between frames (aligned on the eyes and mouth)
+UPPER_ROWS = 14  # the chip's rows down to the nose: what a hand over the mouth leaves to compare
 
 
 @dataclass(frozen=True)
@@ -47,11 +69,22 @@ class Smoothing:
 SMOOTHING = Smoothing()
 
 
+UPRIGHT_ROLL = 8.0  # degrees: a face rolled more than this is refined and looked for on an upright crop
+UPPER = np.r_[17:31, 36:48]  # brows, nose bridge and eyes: what a hand over the mouth leaves in place
+MAX_UPPER_ERROR = 0.08  # upper-face shape vs the previous one, after a similarity fit, in face scales
+NEAR_SIDE = 3.0  # a followed face is looked for in a square this many face sizes across
+HOLD_APPEARANCE = 0.35  # a lost face is held while its upper part correlates this well with its last look
+
+
 class FaceTracker:
     """Feed frames in order to ``track``; it returns the face to swap in each (``None``: leave the
-    frame as it is). ``max_unseen``: frames a face is followed without the detector seeing it (it
-    misses turned heads) before the track is dropped; ``min_appearance``: the correlation under which
-    the face region no longer looks like the previous frame's."""
+    frame as it is) and sets ``status`` (and ``refused``: faces refused in that frame).
+
+    ``max_unseen``: frames a face is followed without the detector seeing it before its identity is
+    checked again; ``min_appearance``: the correlation under which the face region no longer looks like
+    the previous frame's; ``performer``: whose face to follow (see ``identity``); ``verify_every``:
+    detections between identity checks of a followed face; ``hold_frames``/``fade_frames``: the lost-face
+    policy; ``occlusion``/``colour``: measure what covers the face, smooth its colour statistics."""
 
     def __init__(
         self,
@@ -64,84 +97,230 @@ class FaceTracker:
         min_score: float = 0.0,
         max_unseen: int = 25,
         min_appearance: float = 0.5,
+        performer: Performer | None = None,
+        verify_every: int = 5,
+        hold_frames: int = 8,
+        fade_frames: int = 4,
+        occlusion: bool = True,
+        colour: bool = True,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, not {detect_every}")
+        if not 0 <= fade_frames <= hold_frames:
+            raise ValueError(f"fade_frames ({fade_frames}) must be within 0..hold_frames ({hold_frames})")
         self.engine = engine
         self.detect_every = detect_every
         self.detect_scale = detect_scale
         self.min_score = min_score
         self.max_unseen = max_unseen
         self.min_appearance = min_appearance
+        self.performer = performer
+        self.verify_every = verify_every
+        self.hold_frames = hold_frames
+        self.fade_frames = fade_frames
+        self.status = FrameStatus.LOST
+        self.refused = 0
         self._filter = _OneEuro(smoothing, fps) if smoothing else None
-        self._face: Face | None = None  # the last measured (unsmoothed) face
+        self._occlusion = OcclusionModel() if occlusion else None
+        self._colour = colours.ColourFilter(fps) if colour else None
+        self._face: Face | None = None  # the last measured (unsmoothed) face, while following
         self._chip: NDArray[Any] | None = None  # its appearance
         self._since_detect = 0
         self._since_seen = 0  # frames since the detector last found the face
+        self._detections = 0  # detections of the followed face since its identity was last checked
+        self._last: Face | None = None  # the last face returned (smoothed, with its additions)
+        self._velocity = np.zeros(2, np.float32)  # of the returned face's centre, px per frame
+        self._held = 0  # frames held since the face was lost
+        self._last_chip: NDArray[Any] | None = None  # the appearance of the last face found
+
+    # ------------------------------------------------------------------ per frame
 
     def track(self, frame: NDArray[Any]) -> Face | None:
+        self.refused = 0
         self._since_detect += 1
         self._since_seen += 1
-        if self._face is None or self._since_detect >= self.detect_every:
-            face = self._detect(frame)
-            if face is None and self._face is not None and self._since_seen <= self.max_unseen:
-                face = self._refine(frame)  # the detector misses turned heads: keep following
-        else:
-            face = self._refine(frame)
-            if face is None:  # lost between detections: look again now
-                face = self._detect(frame)
+        face: Face | None = None
+        if self._face is not None:
+            if self._since_detect >= self.detect_every:
+                face = self._detect_near(frame, self._face)
+                if face is None:  # the detector misses turned heads: keep following
+                    face = self._follow(frame, confirm=self._since_seen > self.max_unseen)
+            else:
+                face = self._follow(frame)
+                if face is None:  # lost between detections: look again now
+                    face = self._detect_near(frame, self._face)
         if face is None:
-            self._face = self._chip = None
-            if self._filter:
-                self._filter.reset()
-            return None
-        self._face = face
-        return self._filter(face) if self._filter else face
+            if self._face is not None:
+                self._lose()
+            held = self._holdable(frame)
+            face = self._acquire(frame, near=held[0] if held else None)
+            if face is None:
+                if held is None:
+                    self._reset()
+                    self.status = FrameStatus.REJECTED if self.refused else FrameStatus.LOST
+                    return None
+                return self._hold(*held)
+        return self._emit(frame, face)
 
-    def _detect(self, frame: NDArray[Any]) -> Face | None:
-        self._since_detect = 0
+    def _emit(self, frame: NDArray[Any], face: Face) -> Face:
         previous = self._face
-        scale = self.detect_scale
-        if previous is not None:  # the face's size is known: no larger than needed to find it again
-            scale = min(scale, max(DETECT_FACE_PX / max(previous.size, 1.0), MIN_DETECT_SCALE))
-        small = (
-            frame
-            if scale == 1
-            else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        )
-        faces = [f.scaled(1 / scale) for f in self.engine.detect(small)]
-        chosen = best_face(faces)
-        if chosen is None:
-            return None
-        # keep following the same person while the detector still sees them about as well
-        if previous is not None:
-            same = [f for f in faces if _iou(f.box, previous.box) >= SAME_FACE_IOU]
-            if same and max(f.score for f in same) >= KEEP_SHARE * chosen.score:
-                chosen = max(same, key=lambda f: f.score)
-            elif self._filter:
-                self._filter.reset()  # another face: do not smooth from the old one's landmarks
-        if scale != 1:  # landmarks at full resolution, the detector's box and score
-            refined = self.engine.refine(frame, chosen)
-            if refined.score > self.min_score:
-                chosen = replace(refined, box=chosen.box, score=chosen.score)
-        self._chip = _chip(frame, chosen)
-        self._since_seen = 0
-        return chosen
+        self._face = face
+        self._held = 0
+        self._last_chip = self._chip
+        occlusion = self._occlusion.measure(frame, face) if self._occlusion else None
+        if occlusion is not None and previous is not None:
+            face = _carry_covered(previous, face, occlusion)
+        out = self._filter(face) if self._filter else face
+        out = replace(out, occlusion=occlusion)
+        if self._colour is not None and (stats := colours.measure(frame, out)) is not None:
+            out = replace(out, colour=self._colour(stats))
+        if self._last is not None:
+            self._velocity = 0.5 * self._velocity + 0.5 * (_centre(out) - _centre(self._last))
+        self._last = out
+        self.status = FrameStatus.SWAPPED
+        return out
 
-    def _refine(self, frame: NDArray[Any]) -> Face | None:
+    def _holdable(self, frame: NDArray[Any]) -> tuple[Face, Occlusion | None] | None:
+        """The lost-face policy: the last face, moving on and slowing down, is held while the face is
+        still there (blurred, turned: its upper part still looks as it did) or is being covered by
+        what was already coming over it; a face that is simply gone (a cut, out of frame) is not."""
+        last = self._last
+        if last is None or self._held >= self.hold_frames:
+            return None
+        moved = _shifted(last, self._velocity * 0.7)
+        occlusion = self._occlusion.measure(frame, moved, learn=False) if self._occlusion else None
+        seen = self._last_chip is not None and _correlation(
+            self._last_chip[:UPPER_ROWS], _chip(frame, moved)[:UPPER_ROWS]) >= HOLD_APPEARANCE
+        covering = occlusion is not None and (last.occlusion is not None or self._held > 0)
+        return (moved, occlusion) if seen or covering else None
+
+    def _hold(self, moved: Face, occlusion: Occlusion | None) -> Face:
+        self._held += 1
+        self._velocity *= 0.7
+        left = self.hold_frames - self._held  # frames still to hold after this one
+        opacity = 1.0 if left >= self.fade_frames else (left + 1) / (self.fade_frames + 1)
+        self._last = replace(moved, occlusion=occlusion)
+        self.status = FrameStatus.HELD
+        return replace(moved, opacity=opacity, occlusion=occlusion)
+
+    def _lose(self) -> None:
+        """The followed face is gone: the next faces are judged as a new acquisition."""
+        self._face = self._chip = None
+        if self._filter:
+            self._filter.reset()
+
+    def _reset(self) -> None:
+        self._lose()
+        self._last = self._last_chip = None
+        self._held = 0
+        self._velocity[:] = 0
+        if self._occlusion:
+            self._occlusion.reset()
+        if self._colour:
+            self._colour.reset()
+
+    # ------------------------------------------------------------------ finding the face
+
+    def _acquire(self, frame: NDArray[Any], *, near: Face | None = None) -> Face | None:
+        """A face found anywhere in the frame, accepted only as the performer (and, while a lost face
+        is held at ``near``, only near it: what appears elsewhere then is not the covered performer)."""
+        self._since_detect = 0
+        scale = self.detect_scale
+        small = frame if scale == 1 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        faces = sorted((f.scaled(1 / scale) for f in self.engine.detect(small)), key=lambda f: -f.score)
+        held = near
+        for face in faces:
+            if held is not None and not _near(held, face, 1 + self._held):
+                self.refused += 1
+                continue
+            full = self._full_resolution(frame, face) if scale != 1 else face
+            if not self._is_performer(frame, full):
+                self.refused += 1
+                continue
+            if held is not None and _iou(held.box, full.box) < SAME_FACE_IOU and self._filter:
+                self._filter.reset()  # found elsewhere: do not smooth from where it was
+            self._chip = _chip(frame, full)
+            self._since_seen = 0
+            self._detections = 0
+            return full
+        return None
+
+    def _detect_near(self, frame: NDArray[Any], previous: Face) -> Face | None:
+        """The followed face, detected on an upright crop around it; a detection is taken only where
+        the face can have moved, and its identity is checked when the overlap is weak or its turn has come."""
+        self._since_detect = 0
+        size = max(previous.size, 1.0)
+        scale = min(1.0, max(DETECT_FACE_PX / size, MIN_DETECT_SCALE))
+        crop, matrix = _upright(frame, _centre(previous), _roll(previous), NEAR_SIDE * size, scale)
+        inverse = cv2.invertAffineTransform(matrix)
+        found = [_moved(f, inverse) for f in self.engine.detect(crop)]
+        near = [f for f in found if _near(previous, f, 1)]
+        self.refused += len(found) - len(near)
+        if not near:
+            return None
+        chosen = max(near, key=lambda f: (_iou(f.box, previous.box), f.score))
+        full = self._full_resolution(frame, chosen)
+        self._detections += 1
+        if self._detections >= self.verify_every or _iou(full.box, previous.box) < 0.5:
+            if not self._is_performer(frame, full):
+                self.refused += 1
+                return None
+            self._detections = 0
+        if not _plausible_move(previous, full, frame.shape[1], frame.shape[0]):
+            return None
+        self._chip = _chip(frame, full)
+        self._since_seen = 0
+        return full
+
+    def _follow(self, frame: NDArray[Any], *, confirm: bool = False) -> Face | None:
+        """The landmarks re-fitted from the previous frame's; a fit whose lower face went wrong (something
+        covers it) is kept when its upper face still matches. ``confirm``: the detector has not seen the
+        face for a while, so its identity is checked."""
         previous = self._face
         assert previous is not None
-        face = self.engine.refine(frame, previous)
+        face = self._refine(frame, previous)
+        moved = _plausible_move(previous, face, frame.shape[1], frame.shape[0])
         chip = _chip(frame, face)
-        if (
-            face.score <= self.min_score
-            or not _plausible_move(previous, face, frame.shape[1], frame.shape[0])
-            or self._chip is None
-            or _correlation(self._chip, chip) < self.min_appearance
-        ):
-            return None
+        if not (face.score > self.min_score and moved and self._looks_alike(chip)):
+            partial = _upper_only(previous, face) if moved else None
+            if partial is None or not self._looks_alike(_chip(frame, partial), upper=True):
+                return None
+            face, chip = partial, _chip(frame, partial)
+        if confirm:
+            if not self._is_performer(frame, face):
+                return None
+            self._since_seen = 0
         self._chip = chip
         return face
+
+    def _looks_alike(self, chip: NDArray[Any], *, upper: bool = False) -> bool:
+        if self._chip is None:
+            return False
+        rows = slice(0, UPPER_ROWS) if upper else slice(None)
+        return _correlation(self._chip[rows], chip[rows]) >= self.min_appearance
+
+    def _is_performer(self, frame: NDArray[Any], face: Face) -> bool:
+        embedding = self.engine.embed(frame, face)
+        if self.performer is None:  # no profile: the first face locked on is the performer
+            self.performer = Performer((embedding,), gate=self.engine.identity_threshold("photo"))
+            return True
+        verdict = self.performer.judge(embedding)
+        return verdict.accepted
+
+    def _refine(self, frame: NDArray[Any], face: Face) -> Face:
+        """``engine.refine``, on a crop turned upright when the face is rolled (the landmark fit starts
+        from an upright mean shape)."""
+        roll = _roll(face)
+        if abs(roll) <= UPRIGHT_ROLL:
+            return self.engine.refine(frame, face)
+        crop, matrix = _upright(frame, _centre(face), roll, NEAR_SIDE * face.size, 1.0)
+        refined = self.engine.refine(crop, _moved(face, matrix))
+        return _moved(refined, cv2.invertAffineTransform(matrix))
+
+    def _full_resolution(self, frame: NDArray[Any], face: Face) -> Face:
+        """Landmarks fitted at full resolution; the detector's box and score kept."""
+        refined = self._refine(frame, face)
+        return replace(refined, box=face.box, score=face.score) if refined.score > self.min_score else face
 
 
 def swap_stream(
@@ -154,23 +333,135 @@ def swap_stream(
     detect_scale: float = 0.75,
     smoothing: Smoothing | None = SMOOTHING,
     fps: float = 25.0,
+    performer: Performer | None = None,
+    report: SwapReport | None = None,
 ) -> Iterator[tuple[NDArray[Any], Face | None]]:
-    """Track the face through ``frames`` and swap ``source`` onto it, ``batch_size`` frames at a
-    time; yields each swapped frame, in order, with the face used (``None``: the frame unchanged).
-    At most one batch of frames is held at a time."""
+    """Track the performer's face through ``frames`` and swap ``source`` onto it, ``batch_size`` frames
+    at a time; yields each swapped frame, in order, with the face used (``None``: the frame unchanged).
+    At most one batch of frames is held at a time. ``report`` counts what happened to each frame."""
     tracker = FaceTracker(
-        engine, detect_every=detect_every, detect_scale=detect_scale, smoothing=smoothing, fps=fps
-    )
+        engine, detect_every=detect_every, detect_scale=detect_scale, smoothing=smoothing, fps=fps,
+        performer=performer,
+    )  # fmt: skip
     batch: list[NDArray[Any]] = []
     faces: list[Face | None] = []
     for frame in frames:
         batch.append(frame)
         faces.append(tracker.track(frame))
+        if report is not None:
+            report.record(tracker.status, refused=tracker.refused, occluded=faces[-1] is not None and faces[-1].occlusion is not None)
         if len(batch) == batch_size:
             yield from zip(engine.swap_batch(source, batch, faces), faces, strict=True)
             batch, faces = [], []
     if batch:
         yield from zip(engine.swap_batch(source, batch, faces), faces, strict=True)
+
+
+# ---------------------------------------------------------------------- geometry
+
+
+def _centre(face: Face) -> NDArray[Any]:
+    return np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2], np.float32)
+
+
+def _roll(face: Face) -> float:
+    """The face's roll in degrees, from its eyes (positive: the image-right eye lower)."""
+    dx, dy = (face.kps5[1] - face.kps5[0]).astype(np.float64)
+    return math.degrees(math.atan2(dy, dx)) if abs(dx) + abs(dy) > 1e-6 else 0.0
+
+
+def _upright(
+    frame: NDArray[Any], centre: NDArray[Any], roll: float, side: float, scale: float
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """A square crop ``side`` px across (before ``scale``) about ``centre``, turned by -``roll`` so the
+    face is upright; with the (2, 3) matrix taking frame points into it."""
+    out = max(int(round(side * scale)), 16)
+    angle = roll if abs(roll) > UPRIGHT_ROLL else 0.0
+    matrix = np.asarray(cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale), np.float64)
+    matrix[:, 2] += np.array([out / 2, out / 2], np.float64) - centre
+    crop = cv2.warpAffine(frame, matrix, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return crop, matrix
+
+
+def _moved(face: Face, matrix: NDArray[Any]) -> Face:
+    """``face`` carried by the similarity ``matrix``: points transformed, the box kept square to the
+    new axes with its size scaled."""
+    factor = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    centre = cv2.transform(_centre(face).reshape(1, 1, 2), matrix)[0, 0]
+    half_w, half_h = face.width / 2 * factor, face.height / 2 * factor
+    box = (float(centre[0] - half_w), float(centre[1] - half_h), float(centre[0] + half_w), float(centre[1] + half_h))
+
+    def points(p: NDArray[Any] | None) -> NDArray[Any] | None:
+        return None if p is None else cv2.transform(p.reshape(1, -1, 2).astype(np.float32), matrix)[0]
+
+    kps5 = points(face.kps5)
+    assert kps5 is not None
+    return replace(face, box=box, kps5=kps5, landmarks68=points(face.landmarks68))
+
+
+def _shifted(face: Face, by: NDArray[Any]) -> Face:
+    return _moved(face, np.array([[1, 0, by[0]], [0, 1, by[1]]], np.float32))
+
+
+def _near(previous: Face, face: Face, frames: int) -> bool:
+    """Whether ``face`` is where ``previous`` can be ``frames`` frames later, at a plausible size."""
+    distance = float(np.linalg.norm(_centre(face) - _centre(previous)))
+    growth = face.size / max(previous.size, 1e-6)
+    reach = MAX_GROWTH ** min(frames, 3)
+    return distance <= MAX_JUMP * previous.size * min(frames, 6) and 1 / reach <= growth <= reach
+
+
+def _similarity(src: NDArray[Any], dst: NDArray[Any]) -> tuple[NDArray[Any] | None, float]:
+    """The least-squares similarity taking ``src`` points to ``dst``, and its RMS error in face scales."""
+    matrix, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
+    if matrix is None:
+        return None, math.inf
+    fitted = cv2.transform(src.reshape(1, -1, 2).astype(np.float32), matrix)[0]
+    scale = float(np.sqrt(((dst - dst.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    error = float(np.sqrt(((fitted - dst) ** 2).sum(axis=1).mean())) / max(scale, 1e-6)
+    return matrix, error
+
+
+def _upper_only(previous: Face, refit: Face) -> Face | None:
+    """``refit`` kept for its upper face (brows, nose bridge, eyes) when that still matches
+    ``previous``'s, the rest of the shape carried from ``previous`` by the upper face's motion."""
+    if previous.landmarks68 is None or refit.landmarks68 is None:
+        return None
+    matrix, error = _similarity(previous.landmarks68[UPPER], refit.landmarks68[UPPER])
+    if matrix is None or error > MAX_UPPER_ERROR:
+        return None
+    carried = _moved(previous, matrix)
+    assert carried.landmarks68 is not None
+    points = carried.landmarks68.copy()
+    points[UPPER] = refit.landmarks68[UPPER]
+    return replace(carried, score=previous.score * 0.98, kps5=_kps5(points), landmarks68=points)
+
+
+def _carry_covered(previous: Face, face: Face, occlusion: Occlusion) -> Face:
+    """``face`` with its landmarks under ``occlusion`` carried from ``previous`` by the motion of the
+    uncovered ones (a landmark fit on a hand is a guess)."""
+    if previous.landmarks68 is None or face.landmarks68 is None:
+        return face
+    points = face.landmarks68
+    x = np.clip(np.round(points[:, 0]).astype(int) - occlusion.x0, 0, occlusion.mask.shape[1] - 1)
+    y = np.clip(np.round(points[:, 1]).astype(int) - occlusion.y0, 0, occlusion.mask.shape[0] - 1)
+    covered = occlusion.mask[y, x] > 0.5
+    if not covered.any() or (~covered).sum() < 8:
+        return face
+    matrix, _ = _similarity(previous.landmarks68[~covered], points[~covered])
+    if matrix is None:
+        return face
+    carried = cv2.transform(previous.landmarks68.reshape(1, -1, 2).astype(np.float32), matrix)[0]
+    fixed = points.copy()
+    fixed[covered] = carried[covered]
+    return replace(face, kps5=_kps5(fixed), landmarks68=fixed)
+
+
+def _kps5(points: NDArray[Any]) -> NDArray[Any]:
+    """The 5 points (KPS5_ORDER) from 68 landmarks."""
+    return np.stack(
+        [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
+    ).astype(np.float32)
 
 
 class _OneEuro:

@@ -26,6 +26,10 @@ class Face:
     score: float  # detector confidence; faces are chosen by this, not by box size
     kps5: NDArray[Any]  # (5, 2) float32, KPS5_ORDER
     landmarks68: NDArray[Any] | None = None  # (68, 2) float32, iBUG 300-W order, where the backend has them
+    # what the tracker adds for the swap (engines honour them when pasting; detection leaves them unset):
+    opacity: float = 1.0  # how strongly the swap is blended in (below 1 while a lost face fades out)
+    occlusion: Occlusion | None = None  # what covers the face: it stays in front of the swapped face
+    colour: ColourStats | None = None  # the face's colour statistics, smoothed over time
 
     @property
     def width(self) -> float:
@@ -41,13 +45,58 @@ class Face:
         return max(self.width, self.height)
 
     def scaled(self, factor: float) -> Face:
-        """The same face in a frame ``factor`` times the size (detection runs on reduced frames)."""
+        """The same face in a frame ``factor`` times the size (detection runs on reduced frames); the
+        tracker's additions are not carried over."""
         return Face(
             tuple(v * factor for v in self.box),  # type: ignore[arg-type]
             self.score,
             (self.kps5 * factor).astype(np.float32),
             None if self.landmarks68 is None else (self.landmarks68 * factor).astype(np.float32),
         )
+
+    def keep(self, x0: int, y0: int, width: int, height: int) -> NDArray[Any] | None:
+        """How much of the swap to keep at each pixel of the frame region (x0, y0, width, height), as
+        (height, width) float32 in [0, 1]: ``opacity``, less what ``occlusion`` covers. ``None`` when
+        that is 1 everywhere (nothing to multiply)."""
+        if self.occlusion is None:
+            return None if self.opacity >= 1 else np.full((height, width), self.opacity, np.float32)
+        keep = 1 - self.occlusion.region(x0, y0, width, height)
+        if self.opacity < 1:
+            keep *= self.opacity
+        return keep
+
+
+@dataclass(frozen=True, eq=False)
+class Occlusion:
+    """Where something in front covers a face: ``mask`` (float32, 1 = covered) over the frame
+    rectangle whose top-left corner is (x0, y0)."""
+
+    x0: int
+    y0: int
+    mask: NDArray[Any]
+
+    @property
+    def share(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def region(self, x0: int, y0: int, width: int, height: int) -> NDArray[Any]:
+        """The mask cut or padded (with 0) to the frame rectangle (x0, y0, width, height)."""
+        out = np.zeros((height, width), np.float32)
+        mh, mw = self.mask.shape
+        ax0, ay0 = max(x0, self.x0), max(y0, self.y0)
+        ax1, ay1 = min(x0 + width, self.x0 + mw), min(y0 + height, self.y0 + mh)
+        if ax1 > ax0 and ay1 > ay0:
+            out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = self.mask[ay0 - self.y0 : ay1 - self.y0,
+                                                                      ax0 - self.x0 : ax1 - self.x0]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ColourStats:
+    """Mean and standard deviation of each LAB channel (OpenCV's 8-bit LAB) over a face's skin."""
+
+    mean: NDArray[Any]  # (3,) float64
+    std: NDArray[Any]  # (3,) float64
 
 
 @dataclass(frozen=True, eq=False)

@@ -290,6 +290,10 @@ class SwapCompleted(Record):
     template_sha256: str | None = Field(default=None, description="sha256 of the template clip (hex); null from older swappers.")
     trend_tags: list[str] = Field(default_factory=list, description="Tags of the trend that triggered the job, for titles and hashtags; empty when none.")
     commercial: bool | None = Field(default=None, description="Whether the job is commercial (from SwapRequested.commercial), for the post-producer's consent check. Null from older swappers: the post-producer then checks as commercial (the stricter question).")
+    frames_swapped: int | None = Field(default=None, description="Frames whose performer's face was found and swapped. Null from older swappers.")
+    frames_held: int | None = Field(default=None, description="Frames where the face was lost for a moment and the last good swap was held in place, then faded. Null from older swappers.")
+    frames_lost: int | None = Field(default=None, description="Frames with no performer's face (covered, out of frame, blurred beyond use), left as they were. Null from older swappers.")
+    frames_rejected: int | None = Field(default=None, description="Frames where faces were seen but none was the performer (a drawing, a poster, another person), left as they were. Null from older swappers.")
 
 
 class SwapRequested(Record):

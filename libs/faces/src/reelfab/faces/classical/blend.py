@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reelfab.faces.classical.warp import OUTLINE
+from reelfab.faces.types import ColourStats
 
 BLENDS = ("seamless", "feather")
 FEATHER = 0.08  # softness of the face outline, as a share of the face's scale (points' RMS radius)
@@ -58,17 +59,24 @@ def keep_mouth(target: NDArray[Any], before: NDArray[Any], after: NDArray[Any], 
     return cv2.blendLinear(moved, target, hole, 1 - hole)
 
 
-def match_colour(warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any]) -> NDArray[Any]:
-    """``warped`` with the mean and spread of each LAB channel of ``target`` within the face. The
-    statistics come from half-size copies, the mapping is one lookup table per channel."""
+def match_colour(
+    warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any], stats: ColourStats | None = None
+) -> NDArray[Any]:
+    """``warped`` with the mean and spread of each LAB channel of ``target`` within the face, or with
+    ``stats`` where the tracker measured and smoothed them over time (no flicker; and what covers the
+    face does not colour it). The statistics come from half-size copies, the mapping is one lookup
+    table per channel."""
     half = (max(alpha.shape[1] // 2, 1), max(alpha.shape[0] // 2, 1))
     inside = (cv2.resize(alpha, half, interpolation=cv2.INTER_AREA) > 0.5).astype(np.uint8)
     if not inside.any():
         return warped
     lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB)
     src_mean, src_std = cv2.meanStdDev(cv2.resize(lab, half, interpolation=cv2.INTER_AREA), mask=inside)
-    small_target = cv2.resize(target, half, interpolation=cv2.INTER_AREA)
-    dst_mean, dst_std = cv2.meanStdDev(cv2.cvtColor(small_target, cv2.COLOR_BGR2LAB), mask=inside)
+    if stats is not None:
+        dst_mean, dst_std = stats.mean.reshape(3, 1), stats.std.reshape(3, 1)
+    else:
+        small_target = cv2.resize(target, half, interpolation=cv2.INTER_AREA)
+        dst_mean, dst_std = cv2.meanStdDev(cv2.cvtColor(small_target, cv2.COLOR_BGR2LAB), mask=inside)
     gain = np.clip(dst_std / np.maximum(src_std, 1e-3), 0.5, 2.0)  # bounded: one odd frame cannot blow it up
     levels = np.arange(256, dtype=np.float64)[:, None]
     table = np.clip(levels * gain.T + (dst_mean - src_mean * gain).T, 0, 255)  # (256, 3)

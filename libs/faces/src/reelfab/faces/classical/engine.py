@@ -189,13 +189,15 @@ class ClassicalEngine:
         crop, crop_points = _level_for(source, scale)
         warped, covered = warp(crop, crop_points, local, source.extra["triangles"], size)
         alpha = blending.face_mask(local, size, scale) * covered
+        if (keep := face.keep(x0, y0, *size)) is not None:  # what covers the face stays in front; fades
+            alpha *= keep
         target = frame[y0:y1, x0:x1]
         background = target
         if blending.mouth_open(landmarks):  # the target's teeth and tongue, not the source's lips
             hole = blending.mouth_hole(local, size, scale)
             alpha *= 1 - hole
             background = blending.keep_mouth(target, landmarks[48:68] - origin, local[48:68], hole)
-        warped = blending.match_colour(warped, target, alpha)
+        warped = blending.match_colour(warped, target, alpha, face.colour)
         out[y0:y1, x0:x1] = blending.composite(warped, background, alpha, self.blend)
         return out
 

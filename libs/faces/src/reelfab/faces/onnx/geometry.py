@@ -4,6 +4,7 @@ Templates are the 5 points (KPS5_ORDER) in a unit square; a model's crop puts th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,9 +67,17 @@ def box_mask(
     return cv2.GaussianBlur(mask, (0, 0), blur_px * 0.25) if blur_px > 0 else mask
 
 
-def paste_back(frame: NDArray[Any], image: NDArray[Any], mask: NDArray[Any], matrix: NDArray[Any]) -> NDArray[Any]:
-    """``frame`` with ``image`` (a crop taken by ``matrix``) warped back and blended in by ``mask``.
-    Only the crop's footprint in the frame is touched."""
+def paste_back(
+    frame: NDArray[Any],
+    image: NDArray[Any],
+    mask: NDArray[Any],
+    matrix: NDArray[Any],
+    *,
+    keep: Callable[[int, int, int, int], NDArray[Any] | None] | None = None,
+) -> NDArray[Any]:
+    """``frame`` with ``image`` (a crop taken by ``matrix``) warped back and blended in by ``mask``,
+    times ``keep(x0, y0, w, h)`` over the footprint where given (``Face.keep``: what covers the face
+    stays in front, a fading face fades). Only the crop's footprint in the frame is touched."""
     h, w = frame.shape[:2]
     size = image.shape[0]
     inverse = cv2.invertAffineTransform(matrix)
@@ -81,7 +90,10 @@ def paste_back(frame: NDArray[Any], image: NDArray[Any], mask: NDArray[Any], mat
         return out
     local = inverse - np.array([[0, 0, x1], [0, 0, y1]], np.float64)  # into the footprint's coordinates
     region = (int(x2 - x1), int(y2 - y1))
-    alpha = cv2.warpAffine(mask, local, region).clip(0, 1)[..., None]
+    alpha = cv2.warpAffine(mask, local, region).clip(0, 1)
+    if keep is not None and (kept := keep(int(x1), int(y1), *region)) is not None:
+        alpha *= kept
+    alpha = alpha[..., None]
     warped = cv2.warpAffine(image, local, region, borderMode=cv2.BORDER_REPLICATE)
     target = out[y1:y2, x1:x2].astype(np.float32)
     out[y1:y2, x1:x2] = (target + (warped.astype(np.float32) - target) * alpha).round().astype(np.uint8)

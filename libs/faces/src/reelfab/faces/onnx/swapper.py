@@ -94,8 +94,8 @@ class Swapper:
             return out
         crops = [geometry.crop(frames[i], face.kps5, self.spec.template, self.size) for i, face in todo]
         swapped = self.run([c.image for c in crops], source)
-        for (i, _), c, image in zip(todo, crops, swapped, strict=True):
-            out[i] = geometry.paste_back(frames[i], image, self.mask, c.matrix)
+        for (i, face), c, image in zip(todo, crops, swapped, strict=True):
+            out[i] = geometry.paste_back(frames[i], image, self.mask, c.matrix, keep=face.keep)
         return out
 
     def run(self, crops: list[NDArray[Any]], source: NDArray[Any]) -> list[NDArray[Any]]:
