@@ -7,8 +7,15 @@
    tests/faces_models.py (real input/output signatures, trivial arithmetic inside): this measures
    our batching and paste-back pipeline, not the models; ratio vs batch 1. The GPU path is not
    measured here (no GPU on this machine).
+3. robustness: the hard synthetic clips (reelfab.devtools.synthetic.hard: roll and turn, light swing,
+   a hand over the mouth, motion blur, drawn and printed faces, a second person, and all at once),
+   swapped with the classical backend by the tracker before identity-aware tracking
+   (bench/tracking_v1.py, the baseline) and by the current one, side by side; per clip the figures of
+   reelfab.devtools.swapeval (identity share, edits off the face, performer left showing, landmark
+   jitter, colour flicker) and frames/s of tracking + swap (the current one's profile pass timed
+   apart), with the ratio current / baseline. Each scenario with seeds 0, 1, 2 (performers 1000-1002).
 
-    python bench/faces.py [--frames 100] [--skip-onnx]
+    python bench/faces.py [--frames 100] [--skip-onnx] [--skip-classical] [--skip-robustness] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -70,15 +77,51 @@ def onnx_batches(frames: int) -> None:
             print(f"  onnx (test models) ghost_2_256 batch {batch:2d}: {best:6.1f} frames/s   ratio vs batch 1 {best / base:.2f}")
 
 
+def robustness(seconds: float, scenarios: list[str], seeds: list[int]) -> None:
+    from bench.tracking_v1 import swap_stream as baseline_stream
+    from reelfab.devtools.swapeval import score_clip
+    from reelfab.devtools.synthetic.hard import SCENARIOS, hard_clip
+    from reelfab.faces.identity import profile_performer
+
+    engine = ClassicalEngine()
+    source = engine.prepare_source(virtual_person(3))
+    print(f"Robustness, classical backend, hard clips of {seconds} s at 360x640 (baseline: the tracker before)")
+    for name, seed in ((n, s) for n in scenarios or list(SCENARIOS) for s in seeds):
+        clip = hard_clip(name, seed=seed, seconds=None if name == "unseen" else seconds)
+        step = max(len(clip.frames) // 16, 1)
+        started = time.perf_counter()
+        performer = profile_performer(engine, clip.frames[::step][:16])
+        profile_s = time.perf_counter() - started
+        runs = {}
+        for label, stream in (("baseline", baseline_stream), ("current", swap_stream)):
+            options = {"performer": performer} if label == "current" else {}
+            started = time.perf_counter()
+            pairs = list(stream(engine, source, clip.frames, fps=clip.fps, **options))
+            fps = len(pairs) / (time.perf_counter() - started)
+            score = score_clip(engine, source, clip, [f for f, _ in pairs], [t for _, t in pairs])
+            runs[label] = (score, fps)
+            print(f"  {label:8s} {score.row()}  {fps:5.1f} frames/s")
+        ratio = runs["current"][1] / runs["baseline"][1]
+        print(f"  {name} seed {seed}: speed current / baseline {ratio:.2f}; profile pass {profile_s:.2f} s once per clip")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of each hard clip")
+    ap.add_argument("--scenario", action="append", default=[], help="hard clips to run (default: all)")
+    ap.add_argument("--seed", action="append", type=int, default=[], help="clip seeds (default: 0, 1, 2)")
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--skip-classical", action="store_true")
+    ap.add_argument("--skip-robustness", action="store_true")
     args = ap.parse_args()
-    print(f"Face engine, {args.frames} frames per run, best of 2:")
-    classical(args.frames)
+    if not args.skip_classical:
+        print(f"Face engine, {args.frames} frames per run, best of 2:")
+        classical(args.frames)
     if not args.skip_onnx:
         onnx_batches(args.frames)
+    if not args.skip_robustness:
+        robustness(args.seconds, args.scenario, args.seed or [0, 1, 2])
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import pytest
 
 from reelfab.devtools.synthetic import PersonParams, render_face, virtual_person
 from reelfab.faces.classical import ClassicalEngine
-from reelfab.faces.colour import ColourFilter
+from reelfab.faces.colour import TransferFilter
 from reelfab.faces.identity import Performer, profile_performer
 from reelfab.faces.occlusion import OcclusionModel
 from reelfab.faces.report import FrameStatus, QualityGate, SwapReport
 from reelfab.faces.tracking import FaceTracker
-from reelfab.faces.types import ColourStats, Embedding, Face, Occlusion
+from reelfab.faces.types import Embedding, Face, Occlusion
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +152,37 @@ def test_what_covers_the_face_stays_in_front_of_the_swap(engine: ClassicalEngine
 # ------------------------------------------------------------------ colour
 
 
-def test_the_colour_filter_holds_still_under_noise_and_follows_a_light_swing() -> None:
+def test_the_transfer_filter_holds_still_under_noise_and_follows_a_light_swing() -> None:
     rng = np.random.default_rng(3)
-    still = ColourFilter(25.0)
-    means = [still(ColourStats(np.array([150.0, 135, 140]) + rng.normal(0, 2, 3), np.array([12.0, 4, 4]))).mean[0]
-             for _ in range(50)]
-    assert np.std(np.diff(means[10:])) < 0.4 * np.std(np.diff(rng.normal(0, 2, 200)))  # the noise is smoothed
-    swing = ColourFilter(25.0)
-    target = [100 + 80 * min(i / 25, 1.0) for i in range(60)]  # the light rises by 80 levels over a second
-    out = [swing(ColourStats(np.array([t, 128, 128]), np.array([10.0, 3, 3]))).mean[0] for t in target]
+    still = TransferFilter(25.0)
+    noise = rng.normal(0, 2, (60, 3))
+    offsets = [still(np.r_[1.0, 1.0, 1.0, 10 + n])[3] for n in noise[:, 0:1] @ np.ones((1, 3))]
+    assert np.std(np.diff(offsets[10:])) < 0.4 * np.std(np.diff(noise[10:, 0]))  # the noise is smoothed
+    swing = TransferFilter(25.0)
+    target = [80 * min(i / 25, 1.0) for i in range(60)]  # the light rises by 80 levels over a second
+    out = [swing(np.r_[1.0, 1.0, 1.0, t, 0.0, 0.0])[3] for t in target]
     assert abs(out[30] - target[30]) < 12  # little lag while it moves
     assert abs(out[-1] - target[-1]) < 1  # and settles on it
+
+
+def test_the_engine_applies_a_tracks_transfer_filter_in_frame_order(engine: ClassicalEngine) -> None:
+    person = PersonParams.from_seed(1009)
+    source = engine.prepare_source(virtual_person(3))
+    frames = [render_face(person, size=(480, 640), center=(0.5, 0.4)) for _ in range(2)]
+    frames[1] = np.clip(frames[1].astype(int) + 40, 0, 255).astype(np.uint8)  # the light jumps up
+    face = engine.detect(frames[0])[0]
+    seen: list[np.ndarray] = []
+
+    def smooth(transfer: np.ndarray) -> np.ndarray:
+        seen.append(transfer.copy())
+        return seen[0]  # hold the first frame's transfer
+
+    held = engine.swap_batch(source, frames, [Face(face.box, 1, face.kps5, face.landmarks68, colour=smooth)] * 2)
+    plain = engine.swap_batch(source, frames[1:], [face])[0]
+    assert len(seen) == 2 and seen[1][3] > seen[0][3] + 20  # the second frame's offset (L) rose with the light
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    centre = (slice((y0 + y1) // 2 - 10, (y0 + y1) // 2 + 10), slice((x0 + x1) // 2 - 10, (x0 + x1) // 2 + 10))
+    assert held[1][centre].mean() < plain[centre].mean() - 15  # held transfer: the face did not brighten
 
 
 # ------------------------------------------------------------------ the lost-face policy

@@ -3,9 +3,8 @@ other faces the clip shows (a drawing on a shirt, a poster, a second person), kn
 that looks more like one of them than like the performer is refused.
 
 ``profile_performer`` builds this from a handful of frames sampled over the whole clip, before the
-swap: the performer is the face that leads (the largest, clearly) in most samples. A sample where the
-performer is hidden and a decoy leads anyway is found as an outlier (far from the other leads) and
-counted among the others. Without a profile, the tracker learns the performer from its first lock."""
+swap: the performer is the face that is largest through the clip (see there). Without a profile, the
+tracker learns the performer from its first lock."""
 
 from __future__ import annotations
 
@@ -15,11 +14,11 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import cv2
+import numpy as np
 from numpy.typing import NDArray
 
 from reelfab.faces.types import Embedding, Face, FaceEngine
 
-LEAD_MARGIN = 1.2  # a face leads a sample when it is this much larger than the next one
 MAX_REFERENCES = 8
 T = TypeVar("T")
 DETECT_WIDTH = 540  # samples are searched at most this wide (the detector's cost grows with area)
@@ -63,32 +62,63 @@ class Performer:
 def profile_performer(
     engine: FaceEngine, samples: Iterable[NDArray[Any]], *, gate: float | None = None, references: int = 4
 ) -> Performer | None:
-    """The performer of a clip from ``samples`` (frames spread over it); ``None`` when no sample has
-    a face. ``gate`` defaults to the engine's threshold for photographs (``identity_threshold``).
-    Embeddings are the expensive part (dlib's: ~90 ms on one core), so every sample is searched but
-    only ``references`` leads, spread over the clip, and the faces that do not lead are embedded."""
+    """The performer of a clip from ``samples`` (frames spread over it, in order); ``None`` when no
+    sample has a face. ``gate`` defaults to the engine's threshold for photographs.
+
+    Faces are linked from sample to sample by position into tracks; the performer's track is the one
+    with the largest median face among those seen in at least two samples (a print on a shirt or a
+    poster is smaller than the performer's face, a second person further back too; a face the detector
+    finds once decides nothing). The other tracks are other faces when they are seen beside the
+    performer in a sample, or are far from the performer's identity (a track seen alone and near it is
+    the performer, where the linking lost it). Embeddings are the expensive part (dlib's: ~0.1 s on one
+    core), so only ``references`` faces of the performer's track and two of every other are embedded."""
     gate = engine.identity_threshold("photo") if gate is None else gate
-    leads: list[tuple[NDArray[Any], Face]] = []
-    others: list[tuple[NDArray[Any], Face]] = []
-    for frame in samples:
-        faces = sorted(detect_sample(engine, frame), key=lambda f: -f.size)
-        if not faces:
-            continue
-        if len(faces) == 1 or faces[0].size >= LEAD_MARGIN * faces[1].size:
-            leads.append((frame, faces[0]))
-            others.extend((frame, f) for f in faces[1:])
-        else:  # no clear lead in this sample: its faces are judged later, against the leads
-            others.extend((frame, f) for f in faces)
-    if not leads:
+    tracks: list[list[tuple[int, NDArray[Any], Face]]] = []
+    for index, frame in enumerate(samples):
+        for face in detect_sample(engine, frame):
+            track = _nearest(tracks, face, index)
+            if track is None:
+                tracks.append([(index, frame, face)])
+            else:
+                track.append((index, frame, face))
+    if not tracks:
         return None
-    lead_embeddings = [engine.embed(frame, face) for frame, face in _spread(leads, references)]
-    centre = _medoid(lead_embeddings)
-    near = [e for e in lead_embeddings if e.distance(centre) <= gate / 2]
-    far = [e for e in lead_embeddings if e.distance(centre) > gate / 2]  # a decoy led while the performer hid
-    other_embeddings = [engine.embed(frame, face) for frame, face in _spread(others, 2 * MAX_REFERENCES)]
-    # a face of the clip that matches the performer is the performer, seen without a clear lead
-    strangers = [e for e in [*other_embeddings, *far] if min(e.distance(r) for r in near) > gate / 2]
-    return Performer(tuple(near), tuple(strangers), gate)
+    present = [t for t in tracks if len(t) >= 2] or tracks
+    lead = max(present, key=lambda t: float(np.median([f.size for _, _, f in t])))
+    mine = [engine.embed(frame, face) for _, frame, face in _spread(lead, references)]
+    centre = _medoid(mine)
+    near = tuple(e for e in mine if e.distance(centre) <= gate)
+    lead_samples = {i for i, _, _ in lead}
+    strangers = []
+    for track in tracks:
+        if track is lead:
+            continue
+        beside = any(i in lead_samples for i, _, _ in track)
+        for _, frame, face in _spread(track, 2):
+            embedding = engine.embed(frame, face)
+            if beside or min(embedding.distance(r) for r in near) > 0.75 * gate:
+                strangers.append(embedding)
+    return Performer(near, tuple(_spread(strangers, 2 * MAX_REFERENCES)), gate)
+
+
+def _nearest(
+    tracks: list[list[tuple[int, NDArray[Any], Face]]], face: Face, index: int
+) -> list[tuple[int, NDArray[Any], Face]] | None:
+    """The track whose last face (in an earlier sample) is within a face size of ``face`` and of a
+    similar size."""
+    best, best_distance = None, math.inf
+    for track in tracks:
+        seen_at, _, last = track[-1]
+        if seen_at == index:
+            continue
+        distance = math.dist(_centre(last), _centre(face))
+        if distance < min(best_distance, last.size) and 0.6 < face.size / max(last.size, 1e-6) < 1.7:
+            best, best_distance = track, distance
+    return best
+
+
+def _centre(face: Face) -> tuple[float, float]:
+    return ((face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2)
 
 
 def detect_sample(engine: FaceEngine, frame: NDArray[Any]) -> list[Face]:
@@ -97,6 +127,8 @@ def detect_sample(engine: FaceEngine, frame: NDArray[Any]) -> list[Face]:
     factor = min(1.0, DETECT_WIDTH / max(min(w, h), 1))
     small = frame if factor == 1 else cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
     faces = [f.scaled(1 / factor) for f in engine.detect(small)]
+    if not faces and factor < 1:  # a weakly detected face may need the full size
+        return engine.detect(frame)
     if factor == 1:
         return faces
     return [replace(engine.refine(frame, f), box=f.box, score=f.score) for f in faces]

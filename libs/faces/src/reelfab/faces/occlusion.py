@@ -22,6 +22,8 @@ from reelfab.faces.types import Face, Occlusion
 CHIP = 48
 EYES = np.array([[0.36, 0.32], [0.64, 0.32]], np.float32) * CHIP  # where the eye centres go in the chip
 FLOOR = 0.35  # standard deviation never assumed below this (normalised lightness units)
+SUSPECT = 0.6  # pixels this far (share of the threshold) from the model are learnt at a tenth of the rate
+CORE_RATE = 0.1  # how fast the face's region in the chip follows the landmarks (uncovered frames)
 CEILING = 0.8  # ... nor above this: where the face moves most (the mouth talking), a hand still shows
 UPPER = np.zeros((CHIP, CHIP), bool)
 UPPER[: int(CHIP * 0.55)] = True  # down to about the nose tip
@@ -42,6 +44,7 @@ class OcclusionModel:
     def reset(self) -> None:
         self._mean: NDArray[Any] | None = None
         self._var: NDArray[Any] | None = None
+        self._core: NDArray[Any] | None = None  # the face's region in the chip (share of frames)
         self._seen = 0
 
     def measure(self, frame: NDArray[Any], face: Face, *, learn: bool = True) -> Occlusion | None:
@@ -57,12 +60,19 @@ class OcclusionModel:
         core = _core(points)
         if core.sum() < 30:
             return None
+        # the face's region in the chip barely moves (the chip follows the eyes), but the landmark fit
+        # of a covered lower face goes wherever the occluder takes it: judge on the region learnt while
+        # nothing covered the face
+        if self._core is not None and self._seen >= self.warmup:
+            core = self._core > 0.5
         # the face's own statistics from its upper part (eyes, brows, nose bridge): a hand over the
         # mouth and chin, however large, does not move them
         features = _features(chip, core & UPPER)
         if self._mean is None or self._var is None or self._seen < self.warmup:
             if learn:
                 self._learn(features, core)
+                if self._core is not None and self._seen > 1:
+                    self._core += (core.astype(np.float32) - self._core) / self._seen
             return None
         z = np.sqrt(((features - self._mean) ** 2 / np.clip(self._var, FLOOR**2, CEILING**2)).sum(axis=2))
         covered = self._covered(z, core)
@@ -70,8 +80,15 @@ class OcclusionModel:
             features = _features(chip, core & ~covered)
             z = np.sqrt(((features - self._mean) ** 2 / np.clip(self._var, FLOOR**2, CEILING**2)).sum(axis=2))
             covered = self._covered(z, core)
-        if learn:
-            self._learn(features, core if covered is None else core & ~covered)
+        if learn:  # what departs from the model, covered or not yet, is learnt slowly: an occluder
+            # coming in is not absorbed before it is large enough to count, and a turn still is
+            suspect = z > SUSPECT * self.threshold
+            weight = np.where(suspect, 0.1, 1.0).astype(np.float32) * core
+            if covered is not None:
+                weight[covered] = 0.0
+            self._learn(features, weight)
+            if covered is None and self._core is not None:
+                self._core += CORE_RATE * (_core(points).astype(np.float32) - self._core)
         if covered is None:
             return None
         return _to_frame(covered, matrix, frame.shape[1], frame.shape[0])
@@ -92,13 +109,15 @@ class OcclusionModel:
         return keep if keep.any() else None
 
     def _learn(self, features: NDArray[Any], where: NDArray[Any]) -> None:
+        """Update the model, each pixel weighted by ``where`` (bool or 0..1)."""
         if self._mean is None or self._var is None:
+            self._core = (np.asarray(where, np.float32) > 0).astype(np.float32)
             self._mean = features.copy()
             self._var = np.full_like(features, FLOOR**2)
             self._seen = 1
             return
         rate = max(self.rate, 1.0 / (self._seen + 1))  # the first frames count fully, then a steady rate
-        w = (where[..., None] * rate).astype(np.float32)
+        w = (np.asarray(where, np.float32)[..., None] * rate).astype(np.float32)
         delta = features - self._mean
         self._mean += w * delta
         self._var = (1 - w) * self._var + w * delta**2

@@ -24,8 +24,8 @@ of them, then the frame is left untouched (status ``lost``); the detector runs o
 performer is found again. Nothing is re-detected onto something else.
 
 Landmarks are smoothed with a One-Euro filter (steady when the face is still, little lag when it
-moves), and the face's colour statistics with another (``colour``), so the swap neither jitters nor
-flickers."""
+moves), and the swap's colour transfer with another (``colour``, applied by the engine frame by frame
+in order), so the swap neither jitters nor flickers."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ UPRIGHT_ROLL = 8.0  # degrees: a face rolled more than this is refined and looke
 UPPER = np.r_[17:31, 36:48]  # brows, nose bridge and eyes: what a hand over the mouth leaves in place
 MAX_UPPER_ERROR = 0.08  # upper-face shape vs the previous one, after a similarity fit, in face scales
 NEAR_SIDE = 3.0  # a followed face is looked for in a square this many face sizes across
+ROLL_SEARCH = 20.0  # degrees: a lost face is also looked for in the frame turned by this much each way
+REFUSED_FOR = 12  # frames a refused face (in the same place) is refused without a new embedding
 HOLD_APPEARANCE = 0.35  # a lost face is held while its upper part correlates this well with its last look
 
 
@@ -84,7 +86,7 @@ class FaceTracker:
     checked again; ``min_appearance``: the correlation under which the face region no longer looks like
     the previous frame's; ``performer``: whose face to follow (see ``identity``); ``verify_every``:
     detections between identity checks of a followed face; ``hold_frames``/``fade_frames``: the lost-face
-    policy; ``occlusion``/``colour``: measure what covers the face, smooth its colour statistics."""
+    policy; ``occlusion``/``colour``: measure what covers the face, smooth the colour transfer."""
 
     def __init__(
         self,
@@ -98,11 +100,11 @@ class FaceTracker:
         max_unseen: int = 25,
         min_appearance: float = 0.5,
         performer: Performer | None = None,
-        verify_every: int = 5,
+        verify_every: int = 25,
         hold_frames: int = 8,
         fade_frames: int = 4,
         occlusion: bool = True,
-        colour: bool = True,
+        colour: bool = False,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, not {detect_every}")
@@ -122,7 +124,8 @@ class FaceTracker:
         self.refused = 0
         self._filter = _OneEuro(smoothing, fps) if smoothing else None
         self._occlusion = OcclusionModel() if occlusion else None
-        self._colour = colours.ColourFilter(fps) if colour else None
+        self._fps = fps
+        self._colour = colours.TransferFilter(fps) if colour else None
         self._face: Face | None = None  # the last measured (unsmoothed) face, while following
         self._chip: NDArray[Any] | None = None  # its appearance
         self._since_detect = 0
@@ -132,11 +135,15 @@ class FaceTracker:
         self._velocity = np.zeros(2, np.float32)  # of the returned face's centre, px per frame
         self._held = 0  # frames held since the face was lost
         self._last_chip: NDArray[Any] | None = None  # the appearance of the last face found
+        self._frame = 0
+        self._full_search = -detect_every  # frame of the last full-size search
+        self._refused: list[tuple[tuple[float, float, float, float], int]] = []  # (box, until frame)
 
     # ------------------------------------------------------------------ per frame
 
     def track(self, frame: NDArray[Any]) -> Face | None:
         self.refused = 0
+        self._frame += 1
         self._since_detect += 1
         self._since_seen += 1
         face: Face | None = None
@@ -172,8 +179,8 @@ class FaceTracker:
             face = _carry_covered(previous, face, occlusion)
         out = self._filter(face) if self._filter else face
         out = replace(out, occlusion=occlusion)
-        if self._colour is not None and (stats := colours.measure(frame, out)) is not None:
-            out = replace(out, colour=self._colour(stats))
+        if self._colour is not None:
+            out = replace(out, colour=self._colour)
         if self._last is not None:
             self._velocity = 0.5 * self._velocity + 0.5 * (_centre(out) - _centre(self._last))
         self._last = out
@@ -216,25 +223,52 @@ class FaceTracker:
         self._velocity[:] = 0
         if self._occlusion:
             self._occlusion.reset()
-        if self._colour:
-            self._colour.reset()
+        if self._colour:  # a new filter, not a reset one: frames of the batch before still use the old
+            self._colour = colours.TransferFilter(self._fps)
 
     # ------------------------------------------------------------------ finding the face
 
     def _acquire(self, frame: NDArray[Any], *, near: Face | None = None) -> Face | None:
         """A face found anywhere in the frame, accepted only as the performer (and, while a lost face
-        is held at ``near``, only near it: what appears elsewhere then is not the covered performer)."""
+        is held at ``near``, only near it: what appears elsewhere then is not the covered performer).
+        When the reduced frame gives nothing acceptable, the full frame is searched too (a weakly
+        detected face), at most every ``detect_every`` frames."""
         self._since_detect = 0
-        scale = self.detect_scale
-        small = frame if scale == 1 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-        faces = sorted((f.scaled(1 / scale) for f in self.engine.detect(small)), key=lambda f: -f.score)
-        held = near
+        found = self._acquire_at(frame, self.detect_scale, 0.0, near)
+        if found is None and self._frame - self._full_search >= self.detect_every:
+            self._full_search = self._frame
+            for scale, roll in ((1.0, 0.0), (self.detect_scale, ROLL_SEARCH), (self.detect_scale, -ROLL_SEARCH)):
+                if (scale, roll) != (self.detect_scale, 0.0):
+                    found = self._acquire_at(frame, scale, roll, near)
+                if found is not None:
+                    break
+        return found
+
+    def _acquire_at(self, frame: NDArray[Any], scale: float, roll: float, held: Face | None) -> Face | None:
+        """``_acquire`` on the frame at ``scale``, turned by ``roll`` degrees (a rolled head)."""
+        h, w = frame.shape[:2]
+        if roll:
+            centre = np.array([w / 2, h / 2], np.float32)
+            small, matrix = _upright(frame, centre, roll, float(max(w, h)), scale, always=True)
+            inverse = cv2.invertAffineTransform(matrix)
+            found = [_moved(f, inverse) for f in self.engine.detect(small)]
+        else:
+            small = frame if scale == 1 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+            found = [f.scaled(1 / scale) for f in self.engine.detect(small)]
+        faces = sorted(found, key=lambda f: -f.score)
+        self._refused = [(box, until) for box, until in self._refused if until > self._frame]
         for face in faces:
             if held is not None and not _near(held, face, 1 + self._held):
                 self.refused += 1
                 continue
-            full = self._full_resolution(frame, face) if scale != 1 else face
+            # a face refused a moment ago, still there: refused again without another embedding
+            if (i := _overlapping(self._refused, face.box)) is not None:
+                self._refused[i] = (face.box, self._refused[i][1])
+                self.refused += 1
+                continue
+            full = self._full_resolution(frame, face) if scale != 1 or roll else face
             if not self._is_performer(frame, full):
+                self._refused.append((face.box, self._frame + REFUSED_FOR))
                 self.refused += 1
                 continue
             if held is not None and _iou(held.box, full.box) < SAME_FACE_IOU and self._filter:
@@ -371,12 +405,13 @@ def _roll(face: Face) -> float:
 
 
 def _upright(
-    frame: NDArray[Any], centre: NDArray[Any], roll: float, side: float, scale: float
+    frame: NDArray[Any], centre: NDArray[Any], roll: float, side: float, scale: float, *, always: bool = False
 ) -> tuple[NDArray[Any], NDArray[Any]]:
     """A square crop ``side`` px across (before ``scale``) about ``centre``, turned by -``roll`` so the
-    face is upright; with the (2, 3) matrix taking frame points into it."""
+    face is upright (small rolls are left alone unless ``always``); with the (2, 3) matrix taking frame
+    points into it."""
     out = max(int(round(side * scale)), 16)
-    angle = roll if abs(roll) > UPRIGHT_ROLL else 0.0
+    angle = roll if always or abs(roll) > UPRIGHT_ROLL else 0.0
     matrix = np.asarray(cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale), np.float64)
     matrix[:, 2] += np.array([out / 2, out / 2], np.float64) - centre
     crop = cv2.warpAffine(frame, matrix, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -556,6 +591,10 @@ def _correlation(a: NDArray[Any], b: NDArray[Any]) -> float:
     a, b = a - a.mean(), b - b.mean()
     denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 1e-6 else 0.0
+
+
+def _overlapping(boxes: list[tuple[tuple[float, float, float, float], int]], box: tuple[float, float, float, float]) -> int | None:
+    return next((i for i, (other, _) in enumerate(boxes) if _iou(other, box) >= 0.5), None)
 
 
 def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -6,7 +6,7 @@ them, and the CPU path accepts them too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,7 +29,7 @@ class Face:
     # what the tracker adds for the swap (engines honour them when pasting; detection leaves them unset):
     opacity: float = 1.0  # how strongly the swap is blended in (below 1 while a lost face fades out)
     occlusion: Occlusion | None = None  # what covers the face: it stays in front of the swapped face
-    colour: ColourStats | None = None  # the face's colour statistics, smoothed over time
+    colour: Callable[[NDArray[Any]], NDArray[Any]] | None = None  # smooths the colour transfer (colour.py)
 
     @property
     def width(self) -> float:
@@ -89,14 +89,6 @@ class Occlusion:
             out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = self.mask[ay0 - self.y0 : ay1 - self.y0,
                                                                       ax0 - self.x0 : ax1 - self.x0]
         return out
-
-
-@dataclass(frozen=True, eq=False)
-class ColourStats:
-    """Mean and standard deviation of each LAB channel (OpenCV's 8-bit LAB) over a face's skin."""
-
-    mean: NDArray[Any]  # (3,) float64
-    std: NDArray[Any]  # (3,) float64
 
 
 @dataclass(frozen=True, eq=False)

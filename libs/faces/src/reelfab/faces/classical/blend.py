@@ -4,6 +4,7 @@ Poisson (``cv2.seamlessClone``) composite. Everything works on the region around
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -11,7 +12,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reelfab.faces.classical.warp import OUTLINE
-from reelfab.faces.types import ColourStats
 
 BLENDS = ("seamless", "feather")
 FEATHER = 0.08  # softness of the face outline, as a share of the face's scale (points' RMS radius)
@@ -60,26 +60,30 @@ def keep_mouth(target: NDArray[Any], before: NDArray[Any], after: NDArray[Any], 
 
 
 def match_colour(
-    warped: NDArray[Any], target: NDArray[Any], alpha: NDArray[Any], stats: ColourStats | None = None
+    warped: NDArray[Any],
+    target: NDArray[Any],
+    alpha: NDArray[Any],
+    smooth: Callable[[NDArray[Any]], NDArray[Any]] | None = None,
 ) -> NDArray[Any]:
-    """``warped`` with the mean and spread of each LAB channel of ``target`` within the face, or with
-    ``stats`` where the tracker measured and smoothed them over time (no flicker; and what covers the
-    face does not colour it). The statistics come from half-size copies, the mapping is one lookup
-    table per channel."""
+    """``warped`` with the mean and spread of each LAB channel of ``target`` within the face: a gain and
+    an offset per channel, from both faces' statistics over the same pixels, passed through ``smooth``
+    where the tracker gives one (``colour.TransferFilter``: no flicker). The statistics come from
+    half-size copies, the mapping is one lookup table per channel."""
     half = (max(alpha.shape[1] // 2, 1), max(alpha.shape[0] // 2, 1))
     inside = (cv2.resize(alpha, half, interpolation=cv2.INTER_AREA) > 0.5).astype(np.uint8)
     if not inside.any():
         return warped
     lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB)
     src_mean, src_std = cv2.meanStdDev(cv2.resize(lab, half, interpolation=cv2.INTER_AREA), mask=inside)
-    if stats is not None:
-        dst_mean, dst_std = stats.mean.reshape(3, 1), stats.std.reshape(3, 1)
-    else:
-        small_target = cv2.resize(target, half, interpolation=cv2.INTER_AREA)
-        dst_mean, dst_std = cv2.meanStdDev(cv2.cvtColor(small_target, cv2.COLOR_BGR2LAB), mask=inside)
+    small_target = cv2.resize(target, half, interpolation=cv2.INTER_AREA)
+    dst_mean, dst_std = cv2.meanStdDev(cv2.cvtColor(small_target, cv2.COLOR_BGR2LAB), mask=inside)
     gain = np.clip(dst_std / np.maximum(src_std, 1e-3), 0.5, 2.0)  # bounded: one odd frame cannot blow it up
+    offset = dst_mean - src_mean * gain
+    if smooth is not None:
+        smoothed = smooth(np.concatenate([gain.reshape(3), offset.reshape(3)]))
+        gain, offset = smoothed[:3].reshape(3, 1), smoothed[3:].reshape(3, 1)
     levels = np.arange(256, dtype=np.float64)[:, None]
-    table = np.clip(levels * gain.T + (dst_mean - src_mean * gain).T, 0, 255)  # (256, 3)
+    table = np.clip(levels * gain.T + offset.T, 0, 255)  # (256, 3)
     return cv2.cvtColor(cv2.LUT(lab, table.astype(np.uint8).reshape(256, 1, 3)), cv2.COLOR_LAB2BGR)
 
 
