@@ -18,7 +18,9 @@ the eyes, brows and nose stay right: a re-fit whose upper face still matches the
 kept, its other points carried from the previous shape by the upper face's motion. The occlusion model
 (``occlusion``) then marks what covers the face, and the engines keep it in front of the swap.
 
-**Lost faces** (covered, out of frame, blurred beyond use): the last good face is held for
+**Blurred faces**: a face region less than ``BLURRED`` as sharp as the face usually is (a fast move) is
+left untouched: no landmark fit on it is right, and a swap held where the face was would land beside
+it. **Lost faces** (covered, out of frame): the last good face is held for
 ``hold_frames`` frames, moving on with its recent motion and fading out over the last ``fade_frames``
 of them, then the frame is left untouched (status ``lost``); the detector runs on every frame until the
 performer is found again. Nothing is re-detected onto something else.
@@ -73,6 +75,9 @@ UPRIGHT_ROLL = 8.0  # degrees: a face rolled more than this is refined and looke
 UPPER = np.r_[17:31, 36:48]  # brows, nose bridge and eyes: what a hand over the mouth leaves in place
 MAX_UPPER_ERROR = 0.08  # upper-face shape vs the previous one, after a similarity fit, in face scales
 NEAR_SIDE = 3.0  # a followed face is looked for in a square this many face sizes across
+LOWER = np.r_[0:17, 31:36, 48:68]  # jaw, nostrils and mouth
+LOWER_DRIFT = 0.15  # ... moving this far (face scales, RMS) from where the upper face takes them: not kept
+BLURRED = 0.3  # a face region this much less sharp than the face usually is, is blurred beyond use
 ROLL_SEARCH = 20.0  # degrees: a lost face is also looked for in the frame turned by this much each way
 REFUSED_FOR = 12  # frames a refused face (in the same place) is refused without a new embedding
 HOLD_APPEARANCE = 0.35  # a lost face is held while its upper part correlates this well with its last look
@@ -138,6 +143,7 @@ class FaceTracker:
         self._frame = 0
         self._full_search = -detect_every  # frame of the last full-size search
         self._refused: list[tuple[tuple[float, float, float, float], int]] = []  # (box, until frame)
+        self._sharpness: float | None = None  # the followed face's usual sharpness (see _sharpness)
 
     # ------------------------------------------------------------------ per frame
 
@@ -147,6 +153,13 @@ class FaceTracker:
         self._since_detect += 1
         self._since_seen += 1
         face: Face | None = None
+        where = self._face or self._last
+        if where is not None and self._sharpness is not None:
+            sharpness = _sharpness(frame, where)
+            if sharpness < BLURRED * self._sharpness:  # blurred beyond use: no landmark fit is right
+                self._reset()
+                self.status = FrameStatus.LOST
+                return None
         if self._face is not None:
             if self._since_detect >= self.detect_every:
                 face = self._detect_near(frame, self._face)
@@ -181,6 +194,8 @@ class FaceTracker:
         out = replace(out, occlusion=occlusion)
         if self._colour is not None:
             out = replace(out, colour=self._colour)
+        sharpness = _sharpness(frame, face)
+        self._sharpness = sharpness if self._sharpness is None else self._sharpness + 0.1 * (sharpness - self._sharpness)
         if self._last is not None:
             self._velocity = 0.5 * self._velocity + 0.5 * (_centre(out) - _centre(self._last))
         self._last = out
@@ -219,6 +234,7 @@ class FaceTracker:
     def _reset(self) -> None:
         self._lose()
         self._last = self._last_chip = None
+        self._sharpness = None
         self._held = 0
         self._velocity[:] = 0
         if self._occlusion:
@@ -320,6 +336,8 @@ class FaceTracker:
             if partial is None or not self._looks_alike(_chip(frame, partial), upper=True):
                 return None
             face, chip = partial, _chip(frame, partial)
+        elif (carried := _upper_only(previous, face)) is not None and _lower_drift(face, carried) > LOWER_DRIFT:
+            face = carried  # the lower face jumped away from where the upper face says it is: a hand
         if confirm:
             if not self._is_performer(frame, face):
                 return None
@@ -472,6 +490,15 @@ def _upper_only(previous: Face, refit: Face) -> Face | None:
     return replace(carried, score=previous.score * 0.98, kps5=_kps5(points), landmarks68=points)
 
 
+def _lower_drift(face: Face, carried: Face) -> float:
+    """How far ``face``'s jaw, nostrils and mouth are from ``carried``'s, RMS in face scales."""
+    assert face.landmarks68 is not None and carried.landmarks68 is not None
+    points = face.landmarks68
+    scale = float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    error = float(np.sqrt(((points[LOWER] - carried.landmarks68[LOWER]) ** 2).sum(axis=1).mean()))
+    return error / max(scale, 1e-6)
+
+
 def _carry_covered(previous: Face, face: Face, occlusion: Occlusion) -> Face:
     """``face`` with its landmarks under ``occlusion`` carried from ``previous`` by the motion of the
     uncovered ones (a landmark fit on a hand is a guess)."""
@@ -591,6 +618,19 @@ def _correlation(a: NDArray[Any], b: NDArray[Any]) -> float:
     a, b = a - a.mean(), b - b.mean()
     denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     return float((a * b).sum() / denominator) if denominator > 1e-6 else 0.0
+
+
+def _sharpness(frame: NDArray[Any], face: Face) -> float:
+    """How sharp the face's region is: the variance of its Laplacian at 48 px across, over the
+    variance of its grey levels (so a darker or brighter light does not change it)."""
+    h, w = frame.shape[:2]
+    x0, y0 = max(int(face.box[0]), 0), max(int(face.box[1]), 0)
+    x1, y1 = min(int(face.box[2]) + 1, w), min(int(face.box[3]) + 1, h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return 0.0
+    grey = cv2.cvtColor(cv2.resize(frame[y0:y1, x0:x1], (48, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    grey = grey.astype(np.float32)
+    return float(cv2.Laplacian(grey, cv2.CV_32F).var()) / (float(grey.var()) + 1.0)
 
 
 def _overlapping(boxes: list[tuple[tuple[float, float, float, float], int]], box: tuple[float, float, float, float]) -> int | None:
