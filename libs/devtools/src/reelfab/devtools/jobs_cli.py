@@ -115,6 +115,9 @@ async def _watch(settings: Any, job_id: str, timeout: float) -> int:
                     return 1
                 if topic == SWAP_COMPLETED:
                     console.print(f"swapped: {value['frames']} frames at {value['fps']:.1f} frames/s ({value['backend']}/{value['swapper_model']})")
+                    if value.get("frames_swapped") is not None:
+                        console.print(f"  face in {value['frames_swapped']} swapped + {value['frames_held']} held; "
+                                      f"{value['frames_lost']} lost, {value['frames_rejected']} rejected (not the performer)")
                 if topic == RENDER_COMPLETED:
                     console.print(f"rendered: {value['final_uri']} (spec check {'passed' if value['spec_check']['passed'] else 'FAILED'})")
                     console.print(f"title: {value['title']}  {' '.join('#' + h for h in value['hashtags'])}")
