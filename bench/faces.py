@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reelfab.devtools.synthetic import template_clip, virtual_person  # noqa: E402
 from reelfab.faces.classical import ClassicalEngine  # noqa: E402
-from reelfab.faces.tracking import swap_stream  # noqa: E402
+from reelfab.faces.tracking import FaceTracker, swap_stream  # noqa: E402
 from reelfab.media.frames import read_frames  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def onnx_batches(frames: int) -> None:
             print(f"  onnx (test models) ghost_2_256 batch {batch:2d}: {best:6.1f} frames/s   ratio vs batch 1 {best / base:.2f}")
 
 
-def robustness(seconds: float, scenarios: list[str], seeds: list[int]) -> None:
+def robustness(seconds: float, scenarios: list[str], seeds: list[int], colour: bool = False) -> None:
     from bench.tracking_v1 import swap_stream as baseline_stream
     from reelfab.devtools.swapeval import score_clip
     from reelfab.devtools.synthetic.hard import SCENARIOS, hard_clip
@@ -93,10 +93,16 @@ def robustness(seconds: float, scenarios: list[str], seeds: list[int]) -> None:
         performer = profile_performer(engine, clip.frames[::step][:16])
         profile_s = time.perf_counter() - started
         runs = {}
-        for label, stream in (("baseline", baseline_stream), ("current", swap_stream)):
-            options = {"performer": performer} if label == "current" else {}
+        for label in ("baseline", "current"):
             started = time.perf_counter()
-            pairs = list(stream(engine, source, clip.frames, fps=clip.fps, **options))
+            if label == "baseline":
+                pairs = list(baseline_stream(engine, source, clip.frames, fps=clip.fps))
+            else:
+                tracker = FaceTracker(engine, fps=clip.fps, performer=performer, colour=colour)
+                faces = [tracker.track(frame) for frame in clip.frames]
+                outputs = [o for i in range(0, len(faces), 8)
+                           for o in engine.swap_batch(source, clip.frames[i:i + 8], faces[i:i + 8])]
+                pairs = list(zip(outputs, faces, strict=True))
             fps = len(pairs) / (time.perf_counter() - started)
             score = score_clip(engine, source, clip, [f for f, _ in pairs], [t for _, t in pairs])
             runs[label] = (score, fps)
@@ -114,6 +120,7 @@ def main() -> None:
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--skip-classical", action="store_true")
     ap.add_argument("--skip-robustness", action="store_true")
+    ap.add_argument("--colour-smoothing", action="store_true", help="the current tracker with colour=True")
     args = ap.parse_args()
     if not args.skip_classical:
         print(f"Face engine, {args.frames} frames per run, best of 2:")
@@ -121,7 +128,7 @@ def main() -> None:
     if not args.skip_onnx:
         onnx_batches(args.frames)
     if not args.skip_robustness:
-        robustness(args.seconds, args.scenario, args.seed or [0, 1, 2])
+        robustness(args.seconds, args.scenario, args.seed or [0, 1, 2], args.colour_smoothing)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ on hard clips, is in test_swap_robustness.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -71,9 +73,10 @@ def test_the_report_counts_every_frame_once_and_the_gate_names_the_counts() -> N
     assert QualityGate(0.8).judge(report) is None
     reason = QualityGate(0.9).judge(report)
     assert reason is not None and "80% of the frames, under the 90% required" in reason and "1 rejected" in reason
-    assert QualityGate(0.0).judge(SwapReport()) is not None  # no frames at all is never a good swap
-    with pytest.raises(ValueError, match="within 0..1"):
-        QualityGate(1.5)
+    assert QualityGate(0.0).judge(SwapReport()) == "the clip gave no frames to swap"  # never a good swap
+    for bad in (1.5, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="a number within 0..1"):
+            QualityGate(bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ occlusion
@@ -236,3 +239,54 @@ def test_a_face_lost_for_a_moment_is_held_then_faded_and_a_cut_away_is_not(engin
     assert all(cut.track(f) is not None for f in frames)
     assert cut.track(np.full_like(frames[0], 90)) is None  # a cut to an empty wall: nothing is painted there
     assert cut.status is FrameStatus.LOST
+
+
+# ------------------------------------------------------------------ two jobs in one process
+
+
+def test_two_swaps_at_once_on_one_engine_give_what_each_gives_alone(engine: ClassicalEngine) -> None:
+    """The swapper runs several jobs at once (worker threads) on one cached engine; dlib's models are
+    shared by every engine of the process. Without the lock two at once gave wrong frames, or a heap
+    corruption ("corrupted size vs. prev_size") that killed the process."""
+    import threading
+
+    from reelfab.devtools.synthetic.hard import hard_clip
+    from reelfab.faces.tracking import swap_stream
+
+    clips = [hard_clip("light_swing", seed=1, seconds=1.2).frames, hard_clip("two_people", seed=2, seconds=1.2).frames]
+
+    def run(k: int) -> list[np.ndarray]:
+        source = engine.prepare_source(virtual_person(7 + k, size=512))
+        performer = profile_performer(engine, clips[k][::4])
+        return [frame for frame, _ in swap_stream(engine, source, clips[k], performer=performer)]
+
+    alone = [run(0), run(1)]
+    for _ in range(3):
+        together: list[list[np.ndarray]] = [[], []]
+        errors: list[BaseException] = []
+
+        def worker(k: int, together: list[list[np.ndarray]] = together, errors: list[BaseException] = errors) -> None:
+            try:
+                together[k] = run(k)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for k in (0, 1):
+            assert all(np.array_equal(a, b) for a, b in zip(alone[k], together[k], strict=True))
+
+
+def test_a_swap_never_writes_over_its_own_template(tmp_path: Path) -> None:
+    from reelfab.devtools.synthetic import template_clip
+    from reelfab.faces.clip import swap_clip
+
+    clip = template_clip(tmp_path / "t.mp4", seed=0, seconds=1.0, size=(360, 640), with_audio=False)
+    before = clip.path.read_bytes()
+    with pytest.raises(ValueError, match="is the template itself"):
+        swap_clip(ClassicalEngine(), virtual_person(3, size=512), clip.path, tmp_path / "." / "t.mp4")
+    assert clip.path.read_bytes() == before

@@ -95,8 +95,8 @@ def faces_swap(
     backend: str = typer.Option("", help="classical, onnx or facefusion (default: REELFAB_FACE_BACKEND)."),
     detect_every: int = typer.Option(5, help="Run the detector every N frames; track landmarks in between."),
     batch_size: int = typer.Option(8, help="Frames per batch through the swapper."),
-    min_swapped_share: float = typer.Option(
-        -1.0, help="Fail (and keep no output) when the face went into fewer of the frames than this share "
+    min_swapped_share: float | None = typer.Option(
+        None, help="Fail (and keep no output) when the face went into fewer of the frames than this share "
         "(0..1; default: REELFAB_SWAP_MIN_SWAPPED_SHARE, 0.8).",
     ),
 ) -> None:
@@ -114,9 +114,12 @@ def faces_swap(
     from reelfab.media.probe import probe
 
     settings = get_settings()
-    share = settings.swap_min_swapped_share if min_swapped_share < 0 else min_swapped_share
+    share = settings.swap_min_swapped_share if min_swapped_share is None else min_swapped_share
     if not 0 <= share <= 1:
         err.print(f"[red]refused[/red]: --min-swapped-share must be within 0..1, not {share}")
+        raise typer.Exit(2)
+    if out.exists() and target.exists() and out.resolve() == target.resolve():
+        err.print(f"[red]refused[/red]: --out {out} is the template itself: choose another path")
         raise typer.Exit(2)
     source_bytes = source.read_bytes() if source.is_file() else b""
     # one run of this command is one use of the face: it gets its own id, counted once in the daily cap

@@ -55,6 +55,8 @@ def swap_clip(
     """``gate``: refuse (``SwapQualityError``, the output removed) a clip swapped in too few frames."""
     from reelfab.faces.tracking import swap_stream
 
+    if output.exists() and target.exists() and output.resolve() == target.resolve():
+        raise ValueError(f"the output {output} is the template itself: choose another path")
     info = probe(target)
     source = engine.prepare_source(source_image)
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from reelfab.faces.types import Embedding, Face, FaceEngine
 
 MAX_REFERENCES = 8
+SIMILAR_SIZE = 0.9
 T = TypeVar("T")
 DETECT_WIDTH = 540  # samples are searched at most this wide (the detector's cost grows with area)
 
@@ -65,10 +66,11 @@ def profile_performer(
     """The performer of a clip from ``samples`` (frames spread over it, in order); ``None`` when no
     sample has a face. ``gate`` defaults to the engine's threshold for photographs.
 
-    Faces are linked from sample to sample by position into tracks; the performer's track is the one
-    with the largest median face among those seen in at least two samples (a print on a shirt or a
-    poster is smaller than the performer's face, a second person further back too; a face the detector
-    finds once decides nothing). The other tracks are other faces when they are seen beside the
+    Faces are linked from sample to sample by position into tracks; among those seen in at least two
+    samples (a face the detector finds once decides nothing), the performer's is the one seen in most
+    samples of those whose median face is at least ``SIMILAR_SIZE`` of the largest (a print on a shirt
+    or a poster is smaller than the performer's face, a second person further back too; between two
+    people of a size, the one on screen longer). The other tracks are other faces when they are seen beside the
     performer in a sample, or are far from the performer's identity (a track seen alone and near it is
     the performer, where the linking lost it). Embeddings are the expensive part (dlib's: ~0.1 s on one
     core), so only ``references`` faces of the performer's track and two of every other are embedded."""
@@ -84,7 +86,10 @@ def profile_performer(
     if not tracks:
         return None
     present = [t for t in tracks if len(t) >= 2] or tracks
-    lead = max(present, key=lambda t: float(np.median([f.size for _, _, f in t])))
+    sizes = {id(t): float(np.median([f.size for _, _, f in t])) for t in present}
+    largest = max(sizes.values())
+    # among the faces about as large as the largest, the one on screen longest
+    lead = max((t for t in present if sizes[id(t)] >= SIMILAR_SIZE * largest), key=lambda t: (len(t), sizes[id(t)]))
     mine = [engine.embed(frame, face) for _, frame, face in _spread(lead, references)]
     centre = _medoid(mine)
     near = tuple(e for e in mine if e.distance(centre) <= gate)

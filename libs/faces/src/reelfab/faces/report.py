@@ -66,12 +66,16 @@ class QualityGate:
     min_swapped_share: float = 0.8
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_swapped_share <= 1.0:
-            raise ValueError(f"min_swapped_share must be within 0..1, not {self.min_swapped_share}")
+        share = self.min_swapped_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"min_swapped_share must be a number within 0..1, not {share!r}")
 
     def judge(self, report: SwapReport) -> str | None:
-        """``None`` when ``report`` passes, else why not (for the job's failure)."""
-        if report.frames and report.swapped_share >= self.min_swapped_share:
+        """``None`` when ``report`` passes, else why not (for the job's failure). A clip of no frames
+        never passes."""
+        if not report.frames:
+            return "the clip gave no frames to swap"
+        if report.swapped_share >= self.min_swapped_share:
             return None
         return (
             f"the face was swapped in {report.swapped_share:.0%} of the frames, under the "

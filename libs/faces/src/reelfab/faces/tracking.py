@@ -78,6 +78,8 @@ MAX_UPPER_ERROR = 0.08  # upper-face shape vs the previous one, after a similari
 NEAR_SIDE = 3.0  # a followed face is looked for in a square this many face sizes across
 LOWER = np.r_[0:17, 31:36, 48:68]  # jaw, nostrils and mouth
 LOWER_DRIFT = 0.15  # ... moving this far (face scales, RMS) from where the upper face takes them: not kept
+CHANGED_LOOK = 0.8  # a face whose look correlates less than this with the frame before is identified again
+REVERIFY_GAP = 5  # ... at most once every this many frames
 BLURRED = 0.3  # a face region this much less sharp than the face usually is, is blurred beyond use
 ROLL_SEARCH = 20.0  # degrees: a lost face is also looked for in the frame turned by this much each way
 REFUSED_FOR = 12  # frames a refused face (in the same place) is refused without a new embedding
@@ -106,7 +108,7 @@ class FaceTracker:
         max_unseen: int = 25,
         min_appearance: float = 0.5,
         performer: Performer | None = None,
-        verify_every: int = 25,
+        verify_every: int = 10,
         hold_frames: int = 8,
         fade_frames: int = 4,
         occlusion: bool = True,
@@ -145,6 +147,7 @@ class FaceTracker:
         self._full_search = -detect_every  # frame of the last full-size search
         self._refused: list[tuple[tuple[float, float, float, float], int]] = []  # (box, until frame)
         self._sharpness: float | None = None  # the followed face's usual sharpness (see _sharpness)
+        self._verified_at = -REVERIFY_GAP  # frame of the last identity check
 
     # ------------------------------------------------------------------ per frame
 
@@ -339,6 +342,11 @@ class FaceTracker:
             face, chip = partial, _chip(frame, partial)
         elif (carried := _upper_only(previous, face)) is not None and _lower_drift(face, carried) > LOWER_DRIFT:
             face = carried  # the lower face jumped away from where the upper face says it is: a hand
+        # a face that suddenly looks different (a cut to someone else in the same place) is identified
+        # again, at most every few frames (an embedding costs ~0.1 s on the classical backend)
+        changed = self._chip is not None and _correlation(self._chip, chip) < CHANGED_LOOK
+        if changed and self._frame - self._verified_at >= REVERIFY_GAP:
+            confirm = True
         if confirm:
             if not self._is_performer(frame, face):
                 return None
@@ -353,6 +361,7 @@ class FaceTracker:
         return _correlation(self._chip[rows], chip[rows]) >= self.min_appearance
 
     def _is_performer(self, frame: NDArray[Any], face: Face) -> bool:
+        self._verified_at = self._frame
         embedding = self.engine.embed(frame, face)
         if self.performer is None:  # no profile: the first face locked on is the performer
             self.performer = Performer((embedding,), gate=self.engine.identity_threshold("photo"))

