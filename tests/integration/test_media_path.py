@@ -200,6 +200,7 @@ async def _the_swap_command_asks_the_registry(f: dict[str, Any], subject: str, f
     code, text = await swap(subject)
     assert code == 0, text
     assert "frames/s with the classical backend" in text
+    assert " swapped, " in text and " rejected (" in text  # what happened to every frame
     assert probe(out).frames == probe(clip).frames
 
 

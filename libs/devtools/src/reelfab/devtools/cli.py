@@ -158,9 +158,8 @@ def faces_swap(
             err.print(f"[red]failed[/red]: {exc}; no output kept")
             raise typer.Exit(4) from exc
     report = result.report
-    _say(
-        f"wrote {out}: {report.summary()}; {result.fps:.1f} frames/s with the {engine.name} backend"
-    )
+    _say(f"wrote {out}: {result.fps:.1f} frames/s with the {engine.name} backend")
+    _say(report.summary())
 
 
 @faces_app.command("detect")
