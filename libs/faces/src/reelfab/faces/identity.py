@@ -54,11 +54,6 @@ class Performer:
             return Verdict(False, mine, f"nearer another face of the clip ({theirs:.2f}) than the performer ({mine:.2f})")
         return Verdict(True, mine)
 
-    def learn(self, embedding: Embedding) -> Performer:
-        """With one more reference (the oldest learnt ones go first past MAX_REFERENCES)."""
-        kept = (*self.references, embedding)[-MAX_REFERENCES:]
-        return replace(self, references=kept)
-
 
 def profile_performer(
     engine: FaceEngine, samples: Iterable[NDArray[Any]], *, gate: float | None = None, references: int = 4

@@ -45,7 +45,7 @@ from reelfab.faces import colour as colours
 from reelfab.faces.identity import Performer
 from reelfab.faces.occlusion import OcclusionModel
 from reelfab.faces.report import FrameStatus, SwapReport
-from reelfab.faces.types import Face, FaceEngine, Occlusion, SourceFace
+from reelfab.faces.types import Face, FaceEngine, Occlusion, SourceFace, kps5_from_68
 
 MAX_JUMP = 0.5  # a face's centre moves at most this share of its size from one frame to the next
 MAX_GROWTH = 1.5  # ... and its size changes at most by this factor
@@ -497,7 +497,7 @@ def _upper_only(previous: Face, refit: Face) -> Face | None:
     assert carried.landmarks68 is not None
     points = carried.landmarks68.copy()
     points[UPPER] = refit.landmarks68[UPPER]
-    return replace(carried, score=previous.score * 0.98, kps5=_kps5(points), landmarks68=points)
+    return replace(carried, score=previous.score * 0.98, kps5=kps5_from_68(points), landmarks68=points)
 
 
 def _lower_drift(face: Face, carried: Face) -> float:
@@ -526,14 +526,7 @@ def _carry_covered(previous: Face, face: Face, occlusion: Occlusion) -> Face:
     carried = cv2.transform(previous.landmarks68.reshape(1, -1, 2).astype(np.float32), matrix)[0]
     fixed = points.copy()
     fixed[covered] = carried[covered]
-    return replace(face, kps5=_kps5(fixed), landmarks68=fixed)
-
-
-def _kps5(points: NDArray[Any]) -> NDArray[Any]:
-    """The 5 points (KPS5_ORDER) from 68 landmarks."""
-    return np.stack(
-        [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
-    ).astype(np.float32)
+    return replace(face, kps5=kps5_from_68(fixed), landmarks68=fixed)
 
 
 class _OneEuro:

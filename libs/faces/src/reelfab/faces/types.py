@@ -75,10 +75,6 @@ class Occlusion:
     y0: int
     mask: NDArray[Any]
 
-    @property
-    def share(self) -> float:
-        return float(self.mask.mean()) if self.mask.size else 0.0
-
     def region(self, x0: int, y0: int, width: int, height: int) -> NDArray[Any]:
         """The mask cut or padded (with 0) to the frame rectangle (x0, y0, width, height)."""
         out = np.zeros((height, width), np.float32)
@@ -148,6 +144,14 @@ class FaceEngine(Protocol):
         """Distance under which two embeddings are the same person, calibrated per embedder and per
         asset kind ("photo" for real photographs, "synthetic" for the generated demo people)."""
         ...
+
+
+def kps5_from_68(points: NDArray[Any]) -> NDArray[Any]:
+    """The 5 points (KPS5_ORDER) from 68 iBUG landmarks: eye centres (36-41 is the image-left eye),
+    nose tip, mouth corners."""
+    return np.stack(
+        [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
+    ).astype(np.float32)
 
 
 def best_face(faces: Sequence[Face]) -> Face | None:

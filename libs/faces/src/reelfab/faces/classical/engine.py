@@ -18,7 +18,7 @@ from reelfab.faces.classical import models
 from reelfab.faces.classical.shape import adopt_proportions
 from reelfab.faces.classical.warp import face_points, scale_of, triangulate, warp
 from reelfab.faces.errors import ManyFacesError, ModelError, NoFaceError
-from reelfab.faces.types import Embedding, Face, SourceFace, best_face
+from reelfab.faces.types import Embedding, Face, SourceFace, best_face, kps5_from_68
 
 REFINE_DECAY = 0.98  # per tracked frame: the score shows how long ago the detector last saw the face
 MAX_SHAPE_ERROR = 0.25  # refined shape vs the previous one, after similarity alignment, in face scales
@@ -205,13 +205,6 @@ class ClassicalEngine:
         warped = blending.match_colour(warped, target, alpha, face.colour)
         out[y0:y1, x0:x1] = blending.composite(warped, background, alpha, self.blend)
         return out
-
-
-def kps5_from_68(points: NDArray[Any]) -> NDArray[Any]:
-    """The 5 points in KPS5_ORDER: eye centres (36-41 is the image-left eye), nose tip, mouth corners."""
-    return np.stack(
-        [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
-    ).astype(np.float32)
 
 
 def _follow(

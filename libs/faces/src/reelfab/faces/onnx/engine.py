@@ -13,10 +13,10 @@ from reelfab.faces.onnx import runtime
 from reelfab.faces.onnx.detector import Detector
 from reelfab.faces.onnx.embedder import Embedder
 from reelfab.faces.onnx.enhancer import Enhancer
-from reelfab.faces.onnx.landmarker import Landmarker, kps5_from_68
+from reelfab.faces.onnx.landmarker import Landmarker
 from reelfab.faces.onnx.store import ModelStore
 from reelfab.faces.onnx.swapper import Swapper
-from reelfab.faces.types import Embedding, Face, SourceFace, best_face
+from reelfab.faces.types import Embedding, Face, SourceFace, best_face, kps5_from_68
 
 # ArcFace cosine distance under which two faces are one person. 0.6 is FaceFusion's default
 # (reference_face_distance 0.3 on its 0..2 -> 0..1 scale). Not calibrated on the synthetic demo people:

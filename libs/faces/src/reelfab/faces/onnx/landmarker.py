@@ -54,10 +54,3 @@ class Landmarker:
             lab[:, :, 0] = cv2.createCLAHE(clipLimit=2).apply(lab[:, :, 0])
             image = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR)
         return image, matrix
-
-
-def kps5_from_68(points: NDArray[Any]) -> NDArray[Any]:
-    """KPS5_ORDER from 68 iBUG points: eye centres, nose tip, mouth corners."""
-    return np.stack(
-        [points[36:42].mean(axis=0), points[42:48].mean(axis=0), points[30], points[48], points[54]]
-    ).astype(np.float32)
