@@ -73,7 +73,9 @@ def read_frames(
 
 class FrameWriter:
     """Encode BGR frames to ``path``. ``codec`` presets: "x264" (delivery-like, crf), "x264-lossless"
-    (qp 0, yuv444p: the mezzanine), "ffv1" (lossless, mkv). Audio from ``audio_from`` is copied in."""
+    (qp 0, yuv444p: near-lossless, the colour conversion rounds), "x264rgb-lossless" (libx264rgb qp 0 on
+    the BGR frames themselves: bit-exact, and the fastest lossless one: the swapper's mezzanine, in mkv),
+    "ffv1" (bit-exact, mkv; 2-3x slower to write and read). Audio from ``audio_from`` is copied in."""
 
     def __init__(
         self,
@@ -98,6 +100,8 @@ class FrameWriter:
             cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
         elif codec == "x264-lossless":
             cmd += ["-c:v", "libx264", "-preset", preset, "-qp", "0", "-pix_fmt", "yuv444p"]
+        elif codec == "x264rgb-lossless":
+            cmd += ["-c:v", "libx264rgb", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "bgr24"]
         elif codec == "ffv1":
             cmd += ["-c:v", "ffv1", "-level", "3", "-pix_fmt", "bgr0"]
         else:

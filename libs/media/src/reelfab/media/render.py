@@ -4,10 +4,15 @@ encode to TikTok's delivery spec (H.264 High yuv420p, AAC 48 kHz stereo, faststa
 
 One process and one filter graph: every extra pass re-decodes and re-encodes the whole clip (the
 field notes measured three passes at 1.8–2.1× the time of one). ``build_command`` is pure (it only
-builds the argument list); ``render`` runs it. The only temporary file is the caption SRT."""
+builds the argument list); ``render`` runs it on a file (the swapped mezzanine); ``FrameRender`` runs
+the same graph and encoder on frames piped in as they are swapped (the template gives the audio), so a
+fused swap writes no mezzanine and its pictures are those ``render`` makes of a lossless one (bit for
+bit at whole-number frame rates: a mezzanine's millisecond timestamps can shift the frame the fps
+filter picks at 29.97). The only temporary files are the caption SRT and ffmpeg's log."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
@@ -17,7 +22,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
 
 from reelfab.errors import PermanentError, TransientError
 from reelfab.media import children
@@ -30,6 +39,8 @@ Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
 
 ASPECT_TOLERANCE = 0.01  # relative: 720×1280 and 1080×1920 count as 9:16, 1088×1920 too
 METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# The streams the filter graph reads where ffmpeg's inputs are the mezzanine, then the music.
+VIDEO_IN, AUDIO_IN, MUSIC_IN = "[0:v:0]", "[0:a:0]", "[1:a:0]"
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,152 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
     proc.wait()
 
 
+# -------------------------------------------------------------------------------------------- fused
+
+
+class FrameRender:
+    """Render frames as they come (the swapper's fused mode): the same filter graph, encoder and tags as
+    ``render``, fed by a pipe of BGR frames instead of a mezzanine file, so there is still one lossy
+    encode and no lossless copy on disk. ``job.input`` is the *template*: its audio is used (there is no
+    mezzanine to carry it); ``info`` describes the frames that will be written (``probe(template)``).
+
+    Blocking, for one worker thread: create, write, close (or abort) it from the same thread, which the
+    kernel watches to kill ffmpeg if this process dies (reelfab.media.children). ffmpeg's stderr goes to
+    ``render-ffmpeg.log`` in ``log_dir`` (kept), else in the temp folder that holds the captions."""
+
+    def __init__(
+        self, job: RenderJob, spec: RenderSpec, info: VideoInfo, *, log_dir: Path | None = None
+    ) -> None:
+        check_inputs(job)
+        if info.has_audio and not job.input.is_file():
+            raise MediaError(f"template {job.input} (the render's audio) does not exist")
+        self.job, self.spec, self.info = job, spec, info
+        self.frames = 0
+        self._shape = (info.height, info.width, 3)
+        self._result: RenderResult | None = None
+        self._aborted = False
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        # The default temp folder may hold characters the filter syntax treats specially.
+        temp_root = None if _filter_safe(tempfile.gettempdir()) else "/tmp"
+        self._folder = Path(tempfile.mkdtemp(prefix="reelfab-render-", dir=temp_root))
+        try:
+            if log_dir is not None:
+                log_dir.mkdir(parents=True, exist_ok=True)
+            self._log = (log_dir or self._folder) / "render-ffmpeg.log"
+            captions = write_captions(job, spec, output_duration(job, info), self._folder)
+            inputs, audio, music = frame_inputs(job, info)
+            # The frame count is known only when the pipe closes: hold the last frame for up to the whole
+            # duration (stream_s=0), and -t cuts there (a full stream is encoded exactly as without it).
+            self.command = build_command(
+                job, spec, info, captions=captions, inputs=inputs, audio=audio, music=music, stream_s=0.0
+            )
+            self._started = time.perf_counter()
+            with self._log.open("wb") as errors:  # ffmpeg keeps its own descriptor
+                self._proc = children.popen(
+                    self.command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+                )
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+
+    def write(self, frame: NDArray[Any]) -> None:
+        """One BGR frame, (height, width, 3) uint8 as ``info`` says."""
+        if self._result is not None or self._aborted:
+            state = "closed" if self._result is not None else "aborted"
+            raise MediaError(f"{self.job.output}: the render is already {state}")
+        if frame.shape != self._shape or frame.dtype != np.uint8:
+            h, w, _ = self._shape
+            raise MediaError(
+                f"frame of shape {frame.shape} {frame.dtype} for {self.job.output}: "
+                f"the render takes ({h}, {w}, 3) uint8 BGR frames ({w}x{h})"
+            )
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)  # no copy for a contiguous frame
+        except BrokenPipeError:
+            tail = self._stderr_tail(wait=True)
+            raise MediaError(f"ffmpeg stopped while rendering {self.job.output}: {tail}") from None
+        self.frames += 1
+
+    def close(self) -> RenderResult:
+        """Finish the render (ffmpeg encodes what is buffered, holds the last frame where the frames fell
+        short of the duration, and stops at it). On failure the partial output is deleted."""
+        if self._result is not None:
+            return self._result
+        if self._aborted:
+            raise MediaError(f"{self.job.output}: the render was aborted")
+        try:
+            with contextlib.suppress(BrokenPipeError):  # ffmpeg died: its exit status says why
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+            code = self._proc.wait(timeout=self.spec.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise TransientError(
+                f"ffmpeg took longer than {self.spec.timeout_s:.0f} s finishing {self.job.output}"
+            ) from None
+        except BaseException:
+            self.abort()
+            raise
+        if code != 0:
+            tail = self._stderr_tail() or f"exit status {code}"
+            self.abort()
+            raise MediaError(f"ffmpeg failed rendering {self.job.output}: {tail}")
+        self._result = RenderResult(self.job.output, time.perf_counter() - self._started, self.command)
+        shutil.rmtree(self._folder, ignore_errors=True)
+        return self._result
+
+    def abort(self) -> None:
+        """Kill ffmpeg, delete the partial output and the temp folder. Idempotent; a no-op after a
+        successful ``close`` (the output is then complete)."""
+        if self._result is not None:
+            return
+        _kill(self._proc)
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        self.job.output.unlink(missing_ok=True)
+        shutil.rmtree(self._folder, ignore_errors=True)
+        self._aborted = True
+
+    def _stderr_tail(self, *, wait: bool = False) -> str:
+        if wait:  # a broken pipe comes a moment before ffmpeg's last words
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+        try:
+            text = self._log.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-6:])
+
+    def __enter__(self) -> FrameRender:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def frame_inputs(job: RenderJob, info: VideoInfo) -> tuple[list[str], str, str]:
+    """``build_command``'s inputs for frames on stdin, with the audio and music stream labels: raw BGR
+    (as FrameWriter takes them) as input 0 ([0:v:0]), the template's audio (-vn: its video is never
+    decoded), then the looped music."""
+    inputs = ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{info.width}x{info.height}", "-r", f"{info.fps}",
+              "-i", "pipe:0"]  # fmt: skip
+    audio = music = ""  # unused where absent
+    if info.has_audio:
+        inputs += ["-vn", "-i", str(job.input)]
+        audio = "[1:a:0]"
+    if job.music is not None:
+        music = f"[{2 if info.has_audio else 1}:a:0]"
+        inputs += music_input(job.music)
+    return inputs, audio, music
+
+
 # ------------------------------------------------------------------------------------------ command
 
 
@@ -203,22 +360,33 @@ def output_duration(job: RenderJob, info: VideoInfo) -> float:
 
 
 def build_command(
-    job: RenderJob, spec: RenderSpec, info: VideoInfo, *, captions: Path | None = None
+    job: RenderJob,
+    spec: RenderSpec,
+    info: VideoInfo,
+    *,
+    captions: Path | None = None,
+    inputs: Sequence[str] | None = None,
+    video: str = VIDEO_IN,
+    audio: str = AUDIO_IN,
+    music: str = MUSIC_IN,
+    stream_s: float | None = None,
 ) -> list[str]:
     """The one ffmpeg invocation for ``job``. ``captions`` is the SRT ``write_captions`` made (at a
-    filter-safe path); a job with captions needs it."""
+    filter-safe path); a job with captions needs it. ``inputs`` are ffmpeg's input arguments (default:
+    ``job.input``, then the looped music) and ``video``/``audio``/``music`` the streams of them the graph
+    reads (``audio`` only where ``info.has_audio``, ``music`` only where the job has music); ``stream_s``
+    as ``video_graph`` takes it."""
     if (job.caption_text or job.caption_srt) and captions is None:
         raise ValueError("the job has captions: pass the SRT from write_captions()")
     duration = output_duration(job, info)
-    inputs = [tool("ffmpeg"), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y"]
-    inputs += ["-i", str(job.input)]
-    if job.music is not None:
-        # Loop the music so a short track still covers the clip (amix duration=first keeps the clip's length).
-        inputs += ["-stream_loop", "-1", "-i", str(job.music)]
+    if inputs is None:
+        inputs = ["-i", str(job.input), *(music_input(job.music) if job.music is not None else [])]
     graph = ";".join(
-        video_graph(job, spec, info, duration, captions) + audio_graph(job, spec, info, duration)
+        video_graph(job, spec, info, duration, captions, video=video, stream_s=stream_s)
+        + audio_graph(job, spec, info, duration, audio=audio, music=music)
     )
     return [
+        tool("ffmpeg"), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
         *inputs,
         "-filter_complex", graph,
         "-map", "[v]", "-map", "[a]",
@@ -234,6 +402,11 @@ def build_command(
     ]  # fmt: skip
 
 
+def music_input(path: Path) -> list[str]:
+    # Looped so a short track still covers the clip (amix duration=first keeps the clip's length).
+    return ["-stream_loop", "-1", "-i", str(path)]
+
+
 def metadata_args(metadata: Mapping[str, str]) -> list[str]:
     args: list[str] = []
     for key, value in metadata.items():
@@ -242,14 +415,22 @@ def metadata_args(metadata: Mapping[str, str]) -> list[str]:
 
 
 def video_graph(
-    job: RenderJob, spec: RenderSpec, info: VideoInfo, duration: float, captions: Path | None
+    job: RenderJob,
+    spec: RenderSpec,
+    info: VideoInfo,
+    duration: float,
+    captions: Path | None,
+    *,
+    video: str = VIDEO_IN,
+    stream_s: float | None = None,
 ) -> list[str]:
-    """Filter-graph segments ending in [v]."""
+    """Filter-graph segments from the ``video`` stream to [v]. ``stream_s``: how long that stream is
+    (default ``info.duration_s``); its last frame is held over what it falls short of ``duration``."""
     head = ["setpts=PTS-STARTPTS", f"fps={spec.fps}"]  # constant frame rate first: VFR in, CFR out
-    shortfall = duration - info.duration_s
+    shortfall = duration - (info.duration_s if stream_s is None else stream_s)
     if shortfall > 0.5 / spec.fps:  # a mezzanine a little shorter than the template: hold its last frame
         head.append(f"tpad=stop_mode=clone:stop_duration={shortfall:.3f}")
-    segments, tail_input = reframe_segments(spec, info, job.face_track, duration, ",".join(head))
+    segments, tail_input = reframe_segments(spec, info, job.face_track, duration, ",".join(head), video=video)
     tail = ["setsar=1"]
     if captions is not None:
         tail.append(subtitles_filter(captions, spec))
@@ -262,31 +443,37 @@ def video_graph(
 
 
 def reframe_segments(
-    spec: RenderSpec, info: VideoInfo, track: Mapping[str, Any] | None, duration: float, head: str
+    spec: RenderSpec,
+    info: VideoInfo,
+    track: Mapping[str, Any] | None,
+    duration: float,
+    head: str,
+    *,
+    video: str = VIDEO_IN,
 ) -> tuple[list[str], str]:
-    """Segments taking [0:v:0] to a spec-sized picture, and the prefix the rest of the chain goes on."""
+    """Segments taking ``video`` to a spec-sized picture, and the prefix the rest of the chain goes on."""
     size = f"{spec.width}:{spec.height}"
     if is_target_aspect(info, spec):
-        return [], f"[0:v:0]{head},scale={size},"
+        return [], f"{video}{head},scale={size},"
     if spec.reframe == "pad":
         fit = f"scale={size}:force_original_aspect_ratio=decrease:force_divisible_by=2"
-        return [], f"[0:v:0]{head},{fit},pad={size}:(ow-iw)/2:(oh-ih)/2:black,"
+        return [], f"{video}{head},{fit},pad={size}:(ow-iw)/2:(oh-ih)/2:black,"
     if spec.reframe == "blur":
-        return blur_segments(spec, head), "[bgfg]"
+        return blur_segments(spec, head, video=video), "[bgfg]"
     crop = face_crop(info, spec, track, duration)
-    return [], f"[0:v:0]{head},{crop},scale={size},"
+    return [], f"{video}{head},{crop},scale={size},"
 
 
 def is_target_aspect(info: VideoInfo, spec: RenderSpec) -> bool:
     return abs(info.aspect / spec.aspect - 1.0) <= ASPECT_TOLERANCE
 
 
-def blur_segments(spec: RenderSpec, head: str) -> list[str]:
+def blur_segments(spec: RenderSpec, head: str, *, video: str = VIDEO_IN) -> list[str]:
     # The background is blurred at 1/4 size and upscaled: +48% time instead of +100% at full size.
     qw, qh = _even(spec.width / 4), _even(spec.height / 4)
     size = f"{spec.width}:{spec.height}"
     return [
-        f"[0:v:0]{head},split=2[bgsrc][fgsrc]",
+        f"{video}{head},split=2[bgsrc][fgsrc]",
         f"[bgsrc]scale={qw}:{qh}:force_original_aspect_ratio=increase,crop={qw}:{qh},"
         f"gblur=sigma={spec.blur_sigma:g},scale={size}[bg]",
         f"[fgsrc]scale={size}:force_original_aspect_ratio=decrease:force_divisible_by=2[fg]",
@@ -448,17 +635,26 @@ def fade_filters(name: str, spec: RenderSpec, duration: float) -> list[str]:
 # -------------------------------------------------------------------------------------------- audio
 
 
-def audio_graph(job: RenderJob, spec: RenderSpec, info: VideoInfo, duration: float) -> list[str]:
-    """Filter-graph segments ending in [a]."""
+def audio_graph(
+    job: RenderJob,
+    spec: RenderSpec,
+    info: VideoInfo,
+    duration: float,
+    *,
+    audio: str = AUDIO_IN,
+    music: str = MUSIC_IN,
+) -> list[str]:
+    """Filter-graph segments from the ``audio`` stream (where ``info.has_audio``) and the ``music``
+    stream (where the job has music) to [a]."""
     layout = "stereo" if spec.channels == 2 else f"{spec.channels}c"
     to_spec = f"aresample={spec.sample_rate},aformat=channel_layouts={layout}"
     if info.has_audio:  # padded with silence: a clip whose audio ends early still gets audio to the end
-        segments = [f"[0:a:0]asetpts=PTS-STARTPTS,{to_spec},apad[orig]"]
+        segments = [f"{audio}asetpts=PTS-STARTPTS,{to_spec},apad[orig]"]
     else:  # a template without audio still needs an audio track
         segments = [f"anullsrc=r={spec.sample_rate}:cl={layout}[orig]"]
     mixed = "[orig]"
     if job.music is not None:
-        segments.append(f"[1:a:0]{to_spec},volume={spec.music_gain_db:g}dB[music]")
+        segments.append(f"{music}{to_spec},volume={spec.music_gain_db:g}dB[music]")
         # duration=first: the clip's length, not the music's; normalize=0: keep both levels as set
         segments.append("[orig][music]amix=inputs=2:duration=first:normalize=0[mix]")
         mixed = "[mix]"
