@@ -85,10 +85,10 @@ def test_a_template_without_audio_or_faces_at_an_odd_size_passes_through_lossles
         run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path)  # the default gate: 80 %
     assert refused.value.report.lost == 25  # type: ignore[attr-defined]
     out = run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path, gate=QualityGate(0.0))
-    info = probe(out.mezzanine)
-    assert (info.width, info.height, info.codec, info.has_audio) == (321, 241, "ffv1", False)
+    info = probe(out.video)
+    assert (info.width, info.height, info.codec, info.has_audio) == (321, 241, "h264", False)
     assert out.frames == 25 and out.frames_with_face == 0
-    assert all(np.array_equal(a, b) for a, b in zip(read_frames(clip), read_frames(out.mezzanine), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(read_frames(clip), read_frames(out.video), strict=True))
     track = json.loads(out.track.read_text())
     assert track["frames"] == [None] * 25 and (track["width"], track["height"]) == (321, 241)
     assert track["statuses"] == ["lost"] * 25 and track["report"]["lost"] == 25
@@ -103,6 +103,88 @@ def test_a_revocation_mid_job_stops_it_and_leaves_no_mezzanine(tmp_path: Path) -
         return ("revoked", "consent of s was revoked") if len(asked) >= 2 else None
 
     with pytest.raises(Stopped, match="revoked") as stopped:
-        run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path, batch_size=4, should_stop=should_stop)
+        run_swap(ClassicalEngine(), virtual_person(1, size=1024), clip, tmp_path, batch_size=4, should_stop=should_stop,
+                 gate=QualityGate(0.0))  # a faceless clip: the gate (judged before the swap) would refuse it first
     assert stopped.value.reason == "revoked"
     assert not (tmp_path / "mezzanine.mkv").exists()
+
+
+# ------------------------------------------------------------------------------------ fused mode
+
+
+@pytest.fixture(scope="module")
+def dance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from reelfab.devtools.synthetic import music_bed, template_clip
+
+    folder = tmp_path_factory.mktemp("fused")
+    return (template_clip(folder / "t.mp4", seed=4, seconds=1.2, size=(288, 512)).path,
+            music_bed(folder / "bed.m4a", seed=4, seconds=3.0))
+
+
+def _frame_hashes(path: Path) -> list[str]:
+    out = subprocess.run([tool("ffmpeg"), "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "framemd5", "-"],
+                         check=True, capture_output=True, text=True).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def test_fused_mode_renders_what_the_mezzanine_path_renders_with_one_encode(tmp_path: Path, dance: tuple[Path, Path]) -> None:
+    from reelfab.faces.template_track import track_template
+    from reelfab.media.render import RenderJob, RenderSpec, render
+    from reelfab.media.spec_check import verify
+    from reelfab_swapper_gpu.swap import RenderOrder
+
+    template, music = dance
+    engine, face = ClassicalEngine(), virtual_person(2, size=512)
+    track = track_template(engine, template)
+    tags = {"job_id": "job-1", "consent_version": "2", "ai_generated": "true"}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "f").mkdir()
+    mezzanine = run_swap(engine, face, template, tmp_path / "m", track=track)
+    assert not mezzanine.rendered and probe(mezzanine.video).codec == "h264"  # lossless H.264 RGB
+    two_step = tmp_path / "two-step.mp4"
+    render(RenderJob(input=mezzanine.video, output=two_step, duration_s=track.info.duration_s, music=music,
+                     caption_text="made with consent", face_track=json.loads(mezzanine.track.read_text()),
+                     metadata=tags), RenderSpec())
+    fused = run_swap(engine, face, template, tmp_path / "f", track=track,
+                     render=RenderOrder(RenderSpec(), music, "made with consent", tags))
+    assert fused.rendered and fused.video.name == "render.mp4" and not (tmp_path / "f" / "mezzanine.mkv").exists()
+    assert fused.report.as_dict() == mezzanine.report.as_dict() and fused.report.swapped > 0
+    check = verify(fused.video, RenderSpec(), track.info.duration_s)
+    assert check.passed, check.problems
+    assert check.metadata["job_id"] == "job-1" and check.metadata["ai_generated"] == "true"
+    assert _frame_hashes(fused.video) == _frame_hashes(two_step)  # the same picture, frame for frame
+    assert {"decode", "swap", "encode", "finish"} <= set(fused.stages) and all(v >= 0 for v in fused.stages.values())
+    assert fused.track.read_text() == mezzanine.track.read_text()
+
+
+def test_a_revocation_mid_fused_render_stops_it_and_leaves_nothing(tmp_path: Path, dance: tuple[Path, Path]) -> None:
+    from reelfab.media.render import RenderSpec
+    from reelfab_swapper_gpu.swap import RenderOrder
+
+    template, music = dance
+    asked: list[int] = []
+
+    def should_stop() -> tuple[str, str] | None:
+        asked.append(1)
+        return ("revoked", "consent of s was revoked") if len(asked) >= 3 else None
+
+    with pytest.raises(Stopped, match="revoked"):
+        run_swap(ClassicalEngine(), virtual_person(2, size=512), template, tmp_path, batch_size=4,
+                 should_stop=should_stop, render=RenderOrder(RenderSpec(), music, "x", {}))
+    assert not (tmp_path / "render.mp4").exists() and len(asked) == 3
+    assert _ffmpeg_children() == []
+
+
+def _ffmpeg_children() -> list[int]:
+    import os
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and "ffmpeg" in name:
+            found.append(int(stat.parent.name))
+    return found

@@ -64,12 +64,15 @@ class FakeRenderer:
 @dataclass
 class FakeSpecCheck:
     problems: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)  # the container tags it reports
+    checked: list[Path] = field(default_factory=list)
 
     def verify(self, path: Path, expected_duration_s: float) -> SpecCheck:
         assert path.is_file()
+        self.checked.append(path)
         return SpecCheck(passed=not self.problems, width=1080, height=1920, fps=30.0, video_codec="h264",
                          video_profile="High", pix_fmt="yuv420p", audio_codec="aac", sample_rate=48000,
-                         duration_s=expected_duration_s, problems=list(self.problems))
+                         duration_s=expected_duration_s, problems=list(self.problems), metadata=dict(self.metadata))
 
 
 @dataclass
@@ -203,6 +206,34 @@ async def test_an_allowed_job_is_announced_once_with_its_commercial_flag(world: 
     assert rendered.metadata["ai_generated"] == "true" and rendered.metadata["job_id"] == job
     assert [i["relationship"] for i in w.signer.calls[0]["ingredients"]] == ["parentOf", "componentOf"]
     assert w.uow.done == {ev.event_id: "render"}
+
+
+async def test_a_video_the_swapper_rendered_is_checked_and_signed_without_rendering_again(world: World) -> None:
+    w, subject = world, unique("vera")
+    w.grant(subject)
+    ev = w.swap_completed(subject, rendered=True)  # fused mode: mezzanine_uri names the platform render
+    job = ev.record.job_id
+    w.spec_check.metadata = {"job_id": job, "ai_generated": "true", "consent_version": "1"}
+    await handle(w, ev)
+    [done] = w.published(RENDER_COMPLETED)
+    assert w.renderer.jobs == []  # one lossy encode: the swapper's
+    assert w.spec_check.checked == [w.files.local_path(ev.record.mezzanine_uri)]
+    assert w.files.local_path(done.final_uri).read_bytes() == b"swapped mezzanine:signed"
+    assert done.is_aigc and done.spec_check.passed and done.c2pa_manifest_label == "urn:c2pa:fake-manifest"
+    assert [c["consume"] for c in w.registry.calls] == [False, False]  # consent before and after, as ever
+    assert w.work_left() == []
+
+
+@pytest.mark.parametrize("tags", [{"ai_generated": "true"}, {"job_id": "job-of-someone-else", "ai_generated": "true"},
+                                  {"job_id": "JOB"}], ids=["untagged", "another-job", "no-ai-label"])
+async def test_a_swapper_render_not_tagged_as_the_jobs_ai_video_is_never_signed(world: World, tags: dict[str, str]) -> None:
+    w, subject = world, unique("vera")
+    w.grant(subject)
+    ev = w.swap_completed(subject, rendered=True)
+    w.spec_check.metadata = {k: v.replace("JOB", ev.record.job_id) for k, v in tags.items()}
+    with pytest.raises(domain.SpecCheckFailed, match="not tagged as the job's AI-generated video"):
+        await handle(w, ev)
+    assert w.signer.calls == [] and w.uow.published == [] and w.work_left() == []
 
 
 async def test_the_announcement_is_readable_by_its_consumers(world: World) -> None:

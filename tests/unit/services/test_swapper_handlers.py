@@ -25,8 +25,9 @@ from reelfab.contracts.topics import JOB_FAILED, SWAP_COMPLETED, SWAP_REQUESTED
 from reelfab.errors import ObjectRefused, PermanentError
 from reelfab.faces.errors import SwapQualityError
 from reelfab.faces.qc import QCResult, Reason, TemplateRules
-from reelfab.faces.report import QualityGate, SwapReport
-from reelfab.faces.types import FaceEngine
+from reelfab.faces.report import FrameStatus, QualityGate, SwapReport
+from reelfab.faces.template_track import TemplateTrack
+from reelfab.faces.types import Face, FaceEngine
 from reelfab.media.errors import MediaError
 from reelfab.media.probe import VideoInfo
 from reelfab.service import build_context
@@ -34,7 +35,7 @@ from reelfab.storage import FileStore
 from reelfab_swapper_gpu import handlers, main
 from reelfab_swapper_gpu.bootstrap import Swapper, bootstrap
 from reelfab_swapper_gpu.domain import CLASSICAL_LICENCE, ModelChoice
-from reelfab_swapper_gpu.swap import DEFAULT_GATE, Stopped, SwapOutput
+from reelfab_swapper_gpu.swap import DEFAULT_GATE, RenderOrder, StageClock, Stopped, SwapOutput
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -94,10 +95,13 @@ class FakeSwap:
     report: SwapReport = field(default_factory=lambda: SwapReport(swapped=44, held=2, lost=3, rejected=1))
 
     def __call__(self, engine: FaceEngine, source_image: Any, template: Path, workdir: Path, *,
-                 detect_every: int = 5, batch_size: int = 8, should_stop: Any = lambda: None,
-                 gate: QualityGate = DEFAULT_GATE) -> SwapOutput:
+                 track: TemplateTrack | None = None, detect_every: int = 5, batch_size: int = 8,
+                 should_stop: Any = lambda: None, gate: QualityGate = DEFAULT_GATE,
+                 render: RenderOrder | None = None, clock: StageClock | None = None) -> SwapOutput:
         self.calls.append({"engine": engine, "shape": source_image.shape, "template": template, "workdir": workdir,
-                           "gate": gate})
+                           "gate": gate, "track": track, "render": render})
+        if clock is not None:
+            clock.seconds["swap"] += 0.25
         for batch in range(2):
             if batch == 1 and self.between is not None:
                 self.between()
@@ -107,8 +111,32 @@ class FakeSwap:
         (workdir / "track.json").write_text(json.dumps({"frames": [None] * 50}))
         if (reason := gate.judge(self.report)) is not None:  # as run_swap: after the swap, before anything ships
             raise SwapQualityError(reason, self.report)
-        info = VideoInfo(template, 1080, 1920, 25.0, 2.0, 50, "h264", "yuv420p", 0, True, "aac", 48000, False, {})
-        return SwapOutput(workdir / "mezzanine.mkv", workdir / "track.json", info, 50, 48, 0.5, self.report)
+        name = "render.mp4" if render is not None else "mezzanine.mkv"
+        (workdir / name).write_bytes(b"rendered video" if render is not None else b"swapped frames")
+        return SwapOutput(workdir / name, workdir / "track.json", _info(template), 50, 48, 0.5, self.report,
+                          rendered=render is not None)
+
+
+def _info(template: Path) -> VideoInfo:
+    return VideoInfo(template, 1080, 1920, 25.0, 2.0, 50, "h264", "yuv420p", 0, True, "aac", 48000, False, {})
+
+
+@dataclass
+class FakeTrack:
+    """Stands in for tracking a template (reelfab.faces.template_track.track_template): a track whose
+    frame statuses are ``report``'s (the FakeSwap's, so both tell the same story)."""
+
+    report: SwapReport
+    calls: list[Path] = field(default_factory=list)
+
+    def __call__(self, engine: FaceEngine, template: Path, detect_every: int) -> TemplateTrack:
+        self.calls.append(template)
+        r = self.report
+        statuses = ([FrameStatus.SWAPPED] * r.swapped + [FrameStatus.HELD] * r.held + [FrameStatus.LOST] * r.lost
+                    + [FrameStatus.REJECTED] * r.rejected)
+        face = Face((10.0, 10.0, 60.0, 60.0), 0.9, np.zeros((5, 2), np.float32))
+        faces = [face if s in (FrameStatus.SWAPPED, FrameStatus.HELD) else None for s in statuses]
+        return TemplateTrack(_info(template), tuple(faces), tuple(statuses), (0,) * len(statuses), detect_every, 0.1)
 
 
 @dataclass
@@ -133,6 +161,7 @@ class World:
     store: SpyStore
     swap: FakeSwap
     qc: FakeTemplateCheck
+    tracks: FakeTrack
     engines: list[ModelChoice]
     root: Path
 
@@ -167,9 +196,10 @@ def make_world(tmp_path: Path, *answers: Decision, settings_overrides: dict[str,
         return cast(FaceEngine, object())
 
     options = {"manifest": MANIFEST, "installed": {"ghost_2_256", "inswapper_128"}, **options}
+    tracks = FakeTrack(swap.report)
     swapper = bootstrap(ctx, store=store, view=view, gate=gate, engine_factory=engine, swap_clip=swap,
-                        clock=lambda: NOW, template_check=qc, workdir=tmp_path / "work", **options)
-    return World(swapper, ctx.uow, bus, gate, view, store, swap, qc, engines, tmp_path)
+                        clock=lambda: NOW, template_check=qc, track_template=tracks, workdir=tmp_path / "work", **options)
+    return World(swapper, ctx.uow, bus, gate, view, store, swap, qc, tracks, engines, tmp_path)
 
 
 def job(w: World, **overrides: Any) -> Event[Any]:
@@ -237,6 +267,46 @@ async def test_an_allowed_job_announces_one_swap_completed(
     assert w.swap.calls[0]["shape"] == (8, 8, 3) and w.engines == [w.engines[0]]  # one engine, loaded once
     assert list((w.root / "work").iterdir()) == []  # the work folder went with the job
     assert w.uow.done == {ev.event_id: "swap"} and w.uow.commits == 1
+    assert done["rendered"] is False and w.swap.calls[0]["render"] is None  # a mezzanine for the post-producer
+    assert w.swap.calls[0]["track"] is not None and w.swap.calls[0]["track"].frames == 50
+
+
+async def test_a_template_is_tracked_once_for_every_job_on_it(world: World) -> None:
+    w = world
+    first, second = job(w), job(w)  # the same template bytes under two URIs
+    another = w.store.put_bytes("inputs/templates/another.mp4", b"another template clip")
+    other = job(w, template_uri=another.uri, template_sha256=another.sha256)
+    for ev in (first, second, other):
+        await run(w, ev)
+    assert w.failed() == [] and len(w.uow.on(SWAP_COMPLETED)) == 3
+    assert len(w.tracks.calls) == 2  # once per template content, not per job
+    assert w.swapper.tracks.hits == 1 and w.swapper.tracks.misses == 2
+    assert w.swap.calls[0]["track"] is w.swap.calls[1]["track"]
+
+
+async def test_fused_mode_renders_as_it_swaps_and_says_so_on_the_record(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def stage_count(stage: str) -> float:
+        return REGISTRY.get_sample_value("reelfab_stage_seconds_count", {"service": "swapper-gpu", "stage": stage}) or 0.0
+
+    w = make_world(tmp_path, settings_overrides={"fused_render": True, "render_label_position": "bottom-right"})
+    music = w.store.put_bytes("inputs/music/bed.m4a", b"music")
+    ev = job(w, music_uri=music.uri)
+    before = {stage: stage_count(stage) for stage in ("consent", "template", "track", "source", "store")}
+    await run(w, ev)
+    assert w.failed() == []
+    [record] = w.uow.on(SWAP_COMPLETED)
+    assert record.rendered is True and record.mezzanine_uri.endswith(f"jobs/{ev.record.job_id}/rendered.mp4")
+    assert w.store.get_bytes(record.mezzanine_uri, expect_sha256=record.mezzanine_sha256) == b"rendered video"
+    order = w.swap.calls[0]["render"]
+    assert isinstance(order, RenderOrder)
+    assert order.spec.label_position == "bottom-right" and order.spec.label_text  # the deployment's render, labelled
+    assert order.music == w.store.local_path(music.uri) and order.caption_text == "Dance, consented"
+    assert order.metadata["job_id"] == ev.record.job_id and order.metadata["ai_generated"] == "true"
+    assert order.metadata["consent_version"] == "3"  # what the consuming check allowed
+    # every step's time is on the stage histogram
+    assert all(stage_count(stage) == before[stage] + 1 for stage in before)
 
 
 async def test_a_completed_job_reaches_the_bus_when_its_unit_commits(world: World) -> None:
@@ -263,16 +333,18 @@ async def test_a_crash_mid_job_announces_nothing_and_leaves_the_event_for_redeli
     assert len(w.uow.on(SWAP_COMPLETED)) == 1
 
 
-async def test_a_swap_that_put_the_face_in_too_few_frames_fails_the_job_and_keeps_nothing(tmp_path: Path) -> None:
+async def test_a_swap_that_would_put_the_face_in_too_few_frames_fails_before_the_face_is_read(tmp_path: Path) -> None:
     w = make_world(tmp_path, settings_overrides={"swap_min_swapped_share": 0.95})
     ev = job(w)
-    await run(w, ev)  # 46 of 50 frames carry the face: 92 %, under the 95 % this deployment asks for
+    await run(w, ev)  # the template's track: 46 of 50 frames carry the face, 92 %, under the 95 % asked for
     [(code, detail)] = w.failed()
     assert code == "swap_quality"
     assert "swapped in 92% of the frames, under the 95% required" in detail and "3 lost, 1 rejected" in detail
-    assert w.swap.calls[0]["gate"].min_swapped_share == 0.95
-    assert w.uow.on(SWAP_COMPLETED) == [] and w.job_objects(ev.record.job_id) == []  # no half-swapped clip kept
-    assert list((w.root / "work").iterdir()) == []
+    # judged on the template's track: no swap ran, the face was not read and the daily cap not spent
+    assert w.swap.calls == [] and ev.record.source_image_uri not in w.store.reads
+    assert [c["consume"] for c in w.gate.calls] == [False]
+    assert w.uow.on(SWAP_COMPLETED) == [] and w.job_objects(ev.record.job_id) == []  # nothing kept
+    assert not (w.root / "work").exists() or list((w.root / "work").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------ decisions

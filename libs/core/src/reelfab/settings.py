@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     facefusion_python: str = "python3"
     # a swap whose face went into fewer of the clip's frames fails (swap_quality) instead of shipping
     swap_min_swapped_share: float = Field(default=0.8, ge=0.0, le=1.0)
+    # templates' face tracks kept in memory (tracked once per template, reused by every job on it)
+    swap_track_cache_mb: int = Field(default=512, ge=0)
+    # fused mode (small deployments): the swapper renders to the platform spec as it swaps (no lossless
+    # mezzanine between the services); the post-producer then checks the spec, signs and stores
+    fused_render: bool = False
 
     # consent
     consent_master_key: str | None = None  # base64 of 32 bytes; unset: a key file under state_dir (dev)

@@ -13,6 +13,7 @@ from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
 from reelfab.media.c2pa_sign import SigningMaterial, make_test_ca
+from reelfab.media.delivery import render_spec
 from reelfab.media.render import RenderSpec
 from reelfab.service import ServiceContext, ServiceSpec
 from reelfab.settings import Settings
@@ -38,11 +39,6 @@ class PostProducer:
     jobs: RenderedJobs
     clock: Clock
     workdir: Path  # where renders happen; a folder of this process's own once started (main._claim_workdir)
-
-
-def render_spec(settings: Settings) -> RenderSpec:
-    return RenderSpec(reframe=settings.render_reframe, label_position=settings.render_label_position,  # type: ignore[arg-type]
-                      loudness_lufs=settings.render_loudness_lufs)
 
 
 def signing_material(settings: Settings) -> SigningMaterial:

@@ -63,6 +63,8 @@ class SwapJob(Protocol):
     def arm_id(self) -> str | None: ...
     @property
     def commercial(self) -> bool | None: ...
+    @property
+    def rendered(self) -> bool: ...
 
 
 # ------------------------------------------------------------------------------ the commercial flag
@@ -142,12 +144,6 @@ def post_text(job: SwapJob) -> PostText:
     return PostText(title, tuple(tags))
 
 
-def render_metadata(job: SwapJob) -> dict[str, str]:
-    """Container tags of the rendered file."""
-    return {"job_id": job.job_id, "consent_version": str(job.consent_version), "ai_generated": "true",
-            "comment": "AI-generated: face swapped with consent (Reelfab)"}
-
-
 def ingredients(job: SwapJob) -> list[dict[str, str]]:
     """The C2PA ingredients: the template (when its sha256 is known) and the subject's source face."""
     face = {"title": f"source face of {job.subject_id}", "sha256": job.source_image_sha256, "format": "image/png",
@@ -166,6 +162,18 @@ def final_key(job_id: str) -> str:
 def require_spec(check: SpecCheck) -> SpecCheck:
     if not check.passed:
         raise SpecCheckFailed(f"rendered file fails the platform spec: {'; '.join(check.problems)}")
+    return check
+
+
+def require_swapper_render(check: SpecCheck, job: SwapJob) -> SpecCheck:
+    """A video the swapper rendered (fused mode) must also say whose job it is and that it is
+    AI-generated, as the post-producer's own render would have tagged it: a file for another job, or
+    one rendered without the label, is never signed."""
+    tags = check.metadata
+    wrong = [f"{key}={tags.get(key)!r}, not {want!r}" for key, want in
+             (("job_id", job.job_id), ("ai_generated", "true")) if tags.get(key) != want]
+    if wrong:
+        raise SpecCheckFailed(f"the swapper's render of {job.job_id} is not tagged as the job's AI-generated video: {'; '.join(wrong)}")
     return check
 
 

@@ -2,6 +2,8 @@
 revocation since the swap stops it here), rendered to the platform spec in one ffmpeg pass (killed
 when the consent view sees a withdrawal), verified, signed with C2PA Content Credentials, checked
 against consent again, stored, checked once more against the view, and returned as what to announce.
+A video the swapper already rendered (fused mode, ``SwapCompleted.rendered``) skips the render; every
+check after it is the same, and its tags must name the job and say it is AI-generated.
 A job stopped by consent takes its media with it. The decisions are domain.py's; the handler
 (handlers.py) writes the outcome in its unit of work."""
 
@@ -25,6 +27,7 @@ from reelfab.contracts.generated.records import RenderCompleted
 from reelfab.errors import PermanentError
 from reelfab.identifiers import make_workdir
 from reelfab.logging import get_logger
+from reelfab.media.delivery import render_metadata
 from reelfab.media.render import RenderJob, RenderStopped
 from reelfab.media.spec_check import SpecCheck
 from reelfab.storage import sha256_file
@@ -56,10 +59,12 @@ Outcome = Rendered | Stopped
 async def post_produce(post: PostProducer, job: SwapJob) -> Outcome:
     """The whole job. Raises PermanentError for a job no retry can help (a mezzanine that is not the
     bytes announced, a render that misses the platform spec), TransientError for an outage."""
-    decision = await _consent(post, job)
+    with _timed(post, "consent"):
+        decision = await _consent(post, job)
     if not decision.allowed:
         return await _stop(post, job, domain.denied(decision))
-    inputs = await asyncio.to_thread(_inputs, post, job)
+    with _timed(post, "inputs"):
+        inputs = await asyncio.to_thread(_inputs, post, job)
     work = make_workdir(post.workdir, job.job_id)
     try:
         try:
@@ -69,11 +74,13 @@ async def post_produce(post: PostProducer, job: SwapJob) -> Outcome:
         # rendered and signed: consent again, before anything is stored or announced. The event's time
         # is this moment: the video was complete and its consent verified as of then
         finished_at = post.clock()
-        decision = await _consent(post, job)
+        with _timed(post, "consent"):
+            decision = await _consent(post, job)
         if not decision.allowed:
             made.path.unlink(missing_ok=True)  # made for a subject who withdrew: it goes, now
             return await _stop(post, job, domain.denied_after_rendering(decision))
-        final = await asyncio.to_thread(post.store.put_file, domain.final_key(job.job_id), made.path, move=True)
+        with _timed(post, "store"):
+            final = await asyncio.to_thread(post.store.put_file, domain.final_key(job.job_id), made.path, move=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     late = post.view.withdrawn(job.subject_id)  # a withdrawal the view took in while the file was stored
@@ -133,27 +140,36 @@ class _Made:
 
 def _inputs(post: PostProducer, job: SwapJob) -> _Inputs:
     mezzanine = post.store.local_path(job.mezzanine_uri)
+    what = "rendered video" if job.rendered else "mezzanine"
     if not mezzanine.is_file() or sha256_file(mezzanine) != job.mezzanine_sha256:
-        raise PermanentError(f"mezzanine {job.mezzanine_uri} is missing or its sha256 is not {job.mezzanine_sha256}")
+        raise PermanentError(f"{what} {job.mezzanine_uri} is missing or its sha256 is not {job.mezzanine_sha256}")
+    if job.rendered:  # the track and the music went into the swapper's render already
+        return _Inputs(mezzanine, {}, None)
     track = json.loads(post.store.get_bytes(job.face_track_uri, expect_sha256=job.face_track_sha256))
     music = post.store.local_path(job.music_uri) if job.music_uri else None
     return _Inputs(mezzanine, track, music)
 
 
 def _make(post: PostProducer, job: SwapJob, inputs: _Inputs, work: Path) -> _Made:
-    """The blocking part, in a worker thread: one ffmpeg pass (killed when the view sees a withdrawal),
-    the spec check, the C2PA signature."""
-    render = RenderJob(input=inputs.mezzanine, output=work / "render.mp4", duration_s=job.duration_s,
-                       music=inputs.music, caption_text=job.caption_text, face_track=inputs.track,
-                       metadata=domain.render_metadata(job))
-    with _timed(post, "render"):
-        post.renderer.render(render, should_stop=lambda: post.view.withdrawn(job.subject_id))
-    with _timed(post, "spec_check"):
-        check = domain.require_spec(post.spec_check.verify(render.output, job.duration_s))
+    """The blocking part, in a worker thread: one ffmpeg pass (killed when the view sees a withdrawal;
+    none for a video the swapper rendered), the spec check, the C2PA signature."""
+    if job.rendered:
+        rendered = inputs.mezzanine
+        with _timed(post, "spec_check"):
+            check = domain.require_swapper_render(domain.require_spec(post.spec_check.verify(rendered, job.duration_s)), job)
+    else:
+        render = RenderJob(input=inputs.mezzanine, output=work / "render.mp4", duration_s=job.duration_s,
+                           music=inputs.music, caption_text=job.caption_text, face_track=inputs.track,
+                           metadata=render_metadata(job.job_id, job.consent_version))
+        with _timed(post, "render"):
+            post.renderer.render(render, should_stop=lambda: post.view.withdrawn(job.subject_id))
+        rendered = render.output
+        with _timed(post, "spec_check"):
+            check = domain.require_spec(post.spec_check.verify(rendered, job.duration_s))
     text = domain.post_text(job)
     signed = work / "final.mp4"
     with _timed(post, "sign"):
-        label = post.signer.sign(render.output, signed, title=text.title, ingredients=domain.ingredients(job))
+        label = post.signer.sign(rendered, signed, title=text.title, ingredients=domain.ingredients(job))
     return _Made(signed, check, label, text)
 
 

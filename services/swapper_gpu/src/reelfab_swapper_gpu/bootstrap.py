@@ -15,10 +15,19 @@ from reelfab.bus import new_event_id
 from reelfab.bus.unit_of_work import UnitOfWork
 from reelfab.faces.qc import TemplateRules, check_template
 from reelfab.faces.report import QualityGate
+from reelfab.media.delivery import render_spec
 from reelfab.service import ServiceContext
 from reelfab.storage import FileStore, purge_job_media
 
-from .adapters import EngineCache, EngineFactory, TemplateCheck, TemplateVerdicts
+from .adapters import (
+    EngineCache,
+    EngineFactory,
+    TemplateCheck,
+    TemplateVerdicts,
+    TrackCache,
+    TrackTemplate,
+    track_with,
+)
 from .domain import ModelPolicy
 from .swap import run_swap
 from .workflow import Gate, SwapClip, SwapPorts
@@ -44,6 +53,7 @@ class Swapper:
     store: FileStore
     view: ConsentWatch
     engines: EngineCache
+    tracks: TrackCache
 
     @property
     def workdir(self) -> Path:
@@ -66,6 +76,7 @@ def bootstrap(
     new_id: Callable[[], str] = new_event_id,
     template_check: TemplateCheck = check_template,
     template_rules: TemplateRules | None = None,
+    track_template: TrackTemplate = track_with,
     manifest: Mapping[str, tuple[str, bool]] | None = None,
     installed: set[str] | frozenset[str] = frozenset(),
     slots: int = 1,
@@ -75,26 +86,30 @@ def bootstrap(
 ) -> Swapper:
     """``manifest``: model name -> (licence, commercial use allowed); ``installed``: model files here;
     ``slots``: jobs at once (reelfab_swapper_gpu.domain.jobs_that_fit); ``workdir``: the work root
-    (default: <state_dir>/swapper-work)."""
+    (default: <state_dir>/swapper-work). Settings: ``swap_track_cache_mb`` (templates' face tracks
+    kept), ``fused_render`` (render to the platform spec as the frames are swapped)."""
     assert ctx.uow is not None, "build_context gives every context its unit of work"
+    settings = ctx.settings
     engines = EngineCache(engine_factory)
+    tracks = TrackCache(engines, settings.swap_track_cache_mb * 2**20, track=track_template, detect_every=detect_every)
     ports = SwapPorts(
         gate=gate,
         store=store,
         engine=engines,
         judge_template=TemplateVerdicts(engines, template_check, template_rules or TemplateRules()),
+        track=tracks,
         swap_clip=swap_clip,
         withdrawn=view.withdrawn,
         purge=lambda job_id: purge_job_media(store, job_id),
         clock=clock,
         new_id=new_id,
-        models=ModelPolicy(ctx.settings.face_backend, ctx.settings.commercial_mode, dict(manifest or {}),
+        models=ModelPolicy(settings.face_backend, settings.commercial_mode, dict(manifest or {}),
                            frozenset(installed)),
         slots=asyncio.Semaphore(slots),
-        workdir=workdir or Path(ctx.settings.state_dir) / "swapper-work",
+        workdir=workdir or Path(settings.state_dir) / "swapper-work",
         producer=ctx.spec.name,
-        detect_every=detect_every,
         batch_size=batch_size,
-        quality=QualityGate(ctx.settings.swap_min_swapped_share),
+        quality=QualityGate(settings.swap_min_swapped_share),
+        render=render_spec(settings) if settings.fused_render else None,
     )
-    return Swapper(ctx=ctx, uow=ctx.uow, ports=ports, store=store, view=view, engines=engines)
+    return Swapper(ctx=ctx, uow=ctx.uow, ports=ports, store=store, view=view, engines=engines, tracks=tracks)

@@ -197,6 +197,7 @@ class SwapProducts:
     frames_held: int | None = None
     frames_lost: int | None = None
     frames_rejected: int | None = None
+    rendered: bool = False  # fused mode: mezzanine_uri names the platform-spec render
 
 
 def swap_completed(
@@ -224,7 +225,7 @@ def swap_completed(
         caption_text=job.caption_text, caption_style=job.caption_style, trend_id=job.trend_id, arm_id=job.arm_id,
         template_uri=job.template_uri, template_sha256=job.template_sha256, commercial=job.commercial,
         frames_swapped=products.frames_swapped, frames_held=products.frames_held, frames_lost=products.frames_lost,
-        frames_rejected=products.frames_rejected,
+        frames_rejected=products.frames_rejected, rendered=products.rendered,
     )
 
 

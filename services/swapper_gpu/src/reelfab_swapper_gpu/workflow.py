@@ -3,11 +3,16 @@ quality gate, the engine and the clip swapper. The order is the policy:
 
 1. consent, on the local view, before any byte of the face is read;
 2. the model the job may run with (licence, commercial use);
-3. the template: its bytes, then its quality gate, before the face is fetched and the daily cap spent;
+3. the template: its bytes, then its quality gate, then its face track (made once per template and
+   kept: reelfab.faces.template_track) and the swap quality gate on it (``swap_quality`` when the face
+   would go into too few frames), all before the face is fetched and the daily cap spent;
 4. the face, then the consuming consent check that names the job (a redelivery spends the cap once);
-5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip, and
-   failing (``swap_quality``) when the face went into too few frames (the quality gate);
+5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip; into a
+   lossless mezzanine, or (fused mode, ``SwapPorts.render``) straight into the platform render;
 6. the outputs into the store, and the swap.completed record with the frame counts.
+
+Each step's time goes to the ``reelfab_stage_seconds`` histogram (consent, template, track, source,
+decode, swap, encode, finish, store), so an operator (and bench/job.py) sees where a job's time goes.
 
 A decision (a denial, a refused model or template, a missing source) comes back as a ``Failure``;
 a consent failure first purges everything the store holds for the job. A message that can never
@@ -33,9 +38,13 @@ from reelfab.contracts.records import SwapRequested
 from reelfab.errors import ObjectMissing, PermanentError
 from reelfab.faces.errors import SwapQualityError
 from reelfab.faces.report import QualityGate
+from reelfab.faces.template_track import TemplateTrack
 from reelfab.faces.types import FaceEngine
 from reelfab.identifiers import key_segment, make_workdir
 from reelfab.logging import get_logger
+from reelfab.media.delivery import render_metadata
+from reelfab.media.render import RenderSpec
+from reelfab.metrics import STAGE_SECONDS
 from reelfab.storage import StoredObject, sha256_file
 
 from . import metrics
@@ -54,7 +63,7 @@ from .domain import (
     swap_completed,
     swap_quality,
 )
-from .swap import Stopped, SwapOutput
+from .swap import RenderOrder, StageClock, Stopped, SwapOutput
 
 log = get_logger("reelfab.swapper")
 
@@ -88,7 +97,8 @@ class Store(Protocol):
 
 
 class SwapClip(Protocol):
-    """Swaps the source face into the template, streamed (reelfab_swapper_gpu.swap.run_swap). Blocking."""
+    """Swaps the source face into the template where its track says, streamed
+    (reelfab_swapper_gpu.swap.run_swap). Blocking."""
 
     def __call__(
         self,
@@ -97,10 +107,12 @@ class SwapClip(Protocol):
         template: Path,
         workdir: Path,
         *,
-        detect_every: int = ...,
+        track: TemplateTrack | None = ...,
         batch_size: int = ...,
         should_stop: Callable[[], tuple[str, str] | None] = ...,
         gate: QualityGate = ...,
+        render: RenderOrder | None = ...,
+        clock: StageClock | None = ...,
     ) -> SwapOutput: ...
 
 
@@ -113,6 +125,7 @@ class SwapPorts:
     store: Store
     engine: Callable[[ModelChoice], FaceEngine]  # loaded once per backend and model, then reused
     judge_template: Callable[[ModelChoice, Path, str], Failure | None]  # (choice, template, its sha256)
+    track: Callable[[ModelChoice, Path, str], TemplateTrack]  # the template's face track (adapters.TrackCache)
     swap_clip: SwapClip
     withdrawn: Callable[[str], tuple[str, str] | None]  # the consent view's verdict on a subject, now
     purge: Callable[[str], int]  # everything the store holds for a job id (reelfab.storage.purge_job_media)
@@ -122,9 +135,9 @@ class SwapPorts:
     slots: asyncio.Semaphore  # jobs (and template checks) at once, within the memory budget
     workdir: Path  # this process's work root (claimed at start: reelfab.media.workroot)
     producer: str = "swapper-gpu"
-    detect_every: int = 5
     batch_size: int = 8
     quality: QualityGate = QualityGate()
+    render: RenderSpec | None = None  # fused mode: render to this spec as the frames are swapped
 
 
 async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
@@ -137,32 +150,51 @@ async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
 
 async def _run(job: SwapRequested, p: SwapPorts) -> Outcome:
     metrics.QUEUE_LAG.observe(max(0.0, (p.clock() - job.occurred_at).total_seconds()))
+    clock = StageClock()
+    try:
+        return await _steps(job, p, clock)
+    finally:
+        for stage, seconds in clock.seconds.items():
+            STAGE_SECONDS.labels(p.producer, stage).observe(seconds)
+
+
+async def _steps(job: SwapRequested, p: SwapPorts, clock: StageClock) -> Outcome:
     tags = tuple(job.template_tags)
-    decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
-                                  commercial=job.commercial)
+    with clock.stage("consent"):
+        decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
+                                      commercial=job.commercial)
     if (denied := consent_failure(decision)) is not None:  # before any byte of the face is read
         return denied
     choice = choose_for(job, p.models)
     if isinstance(choice, Failure):
         return choice
-    template = await _template(job, p)
-    async with p.slots:
-        # the template's own quality gate, before the face is fetched and the daily cap spent: a clip
-        # without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled AI-generated
-        refused = await asyncio.to_thread(p.judge_template, choice, template, job.template_sha256)
+    with clock.stage("template"):
+        template = await _template(job, p)
+        async with p.slots:
+            # the template's own quality gate, before the face is fetched and the daily cap spent: a clip
+            # without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled AI-generated
+            refused = await asyncio.to_thread(p.judge_template, choice, template, job.template_sha256)
     if refused is not None:
         return refused
-    try:
-        source_bytes = p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
-    except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
-        return source_unavailable(str(exc))
-    decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
-                                  commercial=job.commercial, image_sha256=job.source_image_sha256,
-                                  image_bytes=source_bytes, consume=True, job_id=job.job_id)
+    with clock.stage("track"):
+        async with p.slots:  # tracked once per template; later jobs on it find it kept
+            track = await asyncio.to_thread(p.track, choice, template, job.template_sha256)
+    if (reason := p.quality.judge(track.report())) is not None:  # what the swap's report will be
+        return swap_quality(reason)
+    with clock.stage("source"):
+        try:
+            source_bytes = p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
+        except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
+            return source_unavailable(str(exc))
+    with clock.stage("consent"):
+        decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
+                                      commercial=job.commercial, image_sha256=job.source_image_sha256,
+                                      image_bytes=source_bytes, consume=True, job_id=job.job_id)
     if (denied := consent_failure(decision)) is not None:
         return denied
+    consent_version = decision.consent_version or job.consent_version
     try:
-        products = await _swap(job, p, choice, template, _decode(job, source_bytes))
+        products = await _swap(job, p, choice, template, _decode(job, source_bytes), track, consent_version, clock)
     except Stopped as stop:
         return stopped(stop.reason, str(stop))
     except SwapQualityError as exc:
@@ -188,23 +220,30 @@ def _decode(job: SwapRequested, source_bytes: bytes) -> NDArray[Any]:
     return image
 
 
-async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template: Path, image: NDArray[Any]) -> SwapProducts:
+async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template: Path, image: NDArray[Any],
+                track: TemplateTrack, consent_version: int, clock: StageClock) -> SwapProducts:
     workdir = make_workdir(p.workdir, job.job_id)
     key = key_segment(job.job_id, "job_id")
+    order = None
+    if p.render is not None:  # fused: the music is read here, the render's tags are the post-producer's
+        music = p.store.local_path(job.music_uri) if job.music_uri else None
+        order = RenderOrder(p.render, music, job.caption_text, render_metadata(job.job_id, consent_version))
 
     def should_stop() -> tuple[str, str] | None:
         return stopped_mid_clip(p.withdrawn(job.subject_id))
 
     def run() -> SwapOutput:
-        return p.swap_clip(p.engine(choice), image, template, workdir, detect_every=p.detect_every,
-                           batch_size=p.batch_size, should_stop=should_stop, gate=p.quality)
+        return p.swap_clip(p.engine(choice), image, template, workdir, track=track, batch_size=p.batch_size,
+                           should_stop=should_stop, gate=p.quality, render=order, clock=clock)
 
     try:
         async with p.slots:
             metrics.BATCH_SIZE.set(p.batch_size)
             out = await asyncio.to_thread(run)
-        mezzanine = p.store.put_file(f"jobs/{key}/mezzanine.mkv", out.mezzanine, move=True)
-        track = p.store.put_file(f"jobs/{key}/track.json", out.track, move=True)
+        with clock.stage("store"):
+            name = "rendered.mp4" if out.rendered else "mezzanine.mkv"
+            video = await asyncio.to_thread(p.store.put_file, f"jobs/{key}/{name}", out.video, move=True)
+            stored_track = p.store.put_file(f"jobs/{key}/track.json", out.track, move=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     metrics.FRAMES_PER_SECOND.labels(choice.backend, choice.model).observe(out.fps)
@@ -213,6 +252,8 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
         metrics.FRAMES.labels(status).inc(getattr(counts, status))
     log.info("swapped", job_id=job.job_id, frames=out.frames, swapped=counts.swapped, held=counts.held,
              lost=counts.lost, rejected=counts.rejected, refused_faces=counts.refused_detections,
-             fps=round(out.fps, 1))
-    return SwapProducts(mezzanine.uri, mezzanine.sha256, track.uri, track.sha256, out.frames, out.fps,
-                        out.info.duration_s, counts.swapped, counts.held, counts.lost, counts.rejected)
+             fps=round(out.fps, 1), rendered=out.rendered,
+             stages={k: round(v, 3) for k, v in clock.seconds.items()})
+    return SwapProducts(video.uri, video.sha256, stored_track.uri, stored_track.sha256, out.frames, out.fps,
+                        out.info.duration_s, counts.swapped, counts.held, counts.lost, counts.rejected,
+                        rendered=out.rendered)

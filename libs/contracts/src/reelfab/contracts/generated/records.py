@@ -294,6 +294,7 @@ class SwapCompleted(Record):
     frames_held: int | None = Field(default=None, description="Frames where the face was lost for a moment and the last good swap was held in place, then faded. Null from older swappers.")
     frames_lost: int | None = Field(default=None, description="Frames with no performer's face (covered, out of frame, blurred beyond use), left as they were. Null from older swappers.")
     frames_rejected: int | None = Field(default=None, description="Frames where faces were seen but none was the performer (a drawing, a poster, another person), left as they were. Null from older swappers.")
+    rendered: bool = Field(default=False, description="True when the swapper ran in fused mode: mezzanine_uri then names the video already rendered to the platform spec (one lossy encode, made as the frames were swapped), and the post-producer checks the spec, signs and stores it without rendering again. False (and from older swappers): a lossless mezzanine to render.")
 
 
 class SwapRequested(Record):
