@@ -5,7 +5,7 @@
 (b) one job end to end through the services (consent registry, swapper-gpu, post-producer on the local
     stack, as `make demo` runs them) vs the swap and post-production stages called directly on the
     same inputs; overhead in percent (target <= 10 %).
-(c) lossy encodes at delivery quality per video: the swapper's FFV1 mezzanine is decoded back and
+(c) lossy encodes at delivery quality per video: the swapper's mezzanine (lossless H.264 RGB) is decoded back and
     compared with the swapped frames it was written from (bit-exact means lossless, PSNR infinite),
     so the render's x264 encode is the only lossy one.
 
@@ -32,6 +32,7 @@ from reelfab.faces.tracking import swap_stream  # noqa: E402
 from reelfab.media.frames import FrameWriter, read_frames  # noqa: E402
 from reelfab.media.probe import probe  # noqa: E402
 from reelfab.media.render import RenderJob, RenderSpec, render  # noqa: E402
+from reelfab_swapper_gpu.swap import MEZZANINE_CODEC  # noqa: E402
 
 
 def _children_cpu() -> float:
@@ -70,7 +71,7 @@ def lossless_mezzanine(tmp: Path) -> None:
     engine = ClassicalEngine()
     source = engine.prepare_source(virtual_person(5))
     swapped = [f for f, _ in swap_stream(engine, source, read_frames(clip.path))]
-    with FrameWriter(tmp / "mezzanine.mkv", 540, 960, 25, codec="ffv1") as w:
+    with FrameWriter(tmp / "mezzanine.mkv", 540, 960, 25, codec=MEZZANINE_CODEC) as w:
         for f in swapped:
             w.write(f)
     back = list(read_frames(tmp / "mezzanine.mkv"))
@@ -101,7 +102,7 @@ def services_vs_stages(tmp: Path) -> None:
     swap_s = time.perf_counter() - started
     material = make_test_ca(tmp / "ca")
     started = time.perf_counter()
-    job = RenderJob(input=out.mezzanine, output=tmp / "r.mp4", duration_s=out.info.duration_s, music=result.music,
+    job = RenderJob(input=out.video, output=tmp / "r.mp4", duration_s=out.info.duration_s, music=result.music,
                     caption_text="A virtual dance, made with consent", metadata={"job_id": "bench"})
     render(job, RenderSpec())
     verify(job.output, RenderSpec(), out.info.duration_s)

@@ -151,6 +151,32 @@ async def test_only_one_relay_per_schema_runs_at_a_time(harness: Harness, pg_poo
     assert sorted(await _published_jobs(harness, topic)) == sorted(f"job-{i}" for i in range(20))
 
 
+async def test_a_committed_row_wakes_the_relay_at_once_and_a_rolled_back_one_never_leaves(
+    harness: Harness, pg_pool: Any, delivery_schema: str
+) -> None:
+    schema = delivery_schema
+    await pg_pool.execute(f'CREATE TABLE "{schema}".jobs (job_id text, seen int)')
+    topic = await harness.topic(partitions=1)
+    bus = harness.bus("planner")
+    await bus.start()
+    stop = asyncio.Event()
+    relay = OutboxRelay(pg_pool, schema, bus, poll_interval_s=60.0)  # it would poll only once a minute
+    task = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(1.0)  # it has looked, found nothing and waits
+    outbox = Outbox(schema, bus)
+    with pytest.raises(RuntimeError):
+        async with pg_pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, topic, swap_requested("rolled-back"))
+            raise RuntimeError("the business transaction fails")
+    started = asyncio.get_running_loop().time()
+    await _business_write(pg_pool, schema, outbox, topic, ["job-now"])
+    await eventually(lambda: _all_marked(relay), timeout=10.0)  # the commit's notification, not the poll
+    assert asyncio.get_running_loop().time() - started < 10.0
+    stop.set()
+    await task
+    assert await _published_jobs(harness, topic) == ["job-now"]
+
+
 async def _all_marked(relay: OutboxRelay) -> bool:
     return await relay.pending() == 0
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from numpy.typing import NDArray
 
@@ -35,11 +35,13 @@ from reelfab.faces.report import QualityGate, SwapReport
 from reelfab.faces.template_track import TemplateTrack, swap_tracked, template_frames, track_template
 from reelfab.faces.types import Face, FaceEngine
 from reelfab.media.frames import FrameWriter
+from reelfab.media.overlap import Sink, WriteBehind, read_ahead
 from reelfab.media.probe import VideoInfo
 from reelfab.media.render import FrameRender, RenderJob, RenderSpec
 
 DEFAULT_GATE = QualityGate()
 MEZZANINE_CODEC = "x264rgb-lossless"
+OVERLAP_FRAMES = 8  # decoded frames read ahead, swapped frames queued for the encoder (each ~2.7 MB at 720p)
 
 
 class Stopped(PermanentError):
@@ -87,14 +89,6 @@ class StageClock:
             yield item
 
 
-class _Sink(Protocol):
-    def write(self, frame: NDArray[Any]) -> None: ...
-
-    def close(self) -> Any: ...
-
-    def abort(self) -> None: ...
-
-
 @dataclass
 class SwapOutput:
     video: Path  # the mezzanine, or (``rendered``) the platform-spec render
@@ -137,7 +131,8 @@ def run_swap(
     report = track.report()
     if (reason := gate.judge(report)) is not None:  # the workflow judged it before; a direct caller too
         raise SwapQualityError(reason, report)
-    source = engine.prepare_source(source_image)
+    with clock.stage("source"):  # the source face found and aligned: once per job
+        source = engine.prepare_source(source_image)
     track_path = workdir / "track.json"
     document = track.document()
     started = time.perf_counter()
@@ -145,13 +140,14 @@ def run_swap(
         video = workdir / "render.mp4"
         job = RenderJob(input=template, output=video, duration_s=info.duration_s, music=render.music,
                         caption_text=render.caption_text, face_track=document, metadata=render.metadata)
-        sink: _Sink = FrameRender(job, render.spec, info, log_dir=workdir)
+        sink: Sink = FrameRender(job, render.spec, info, log_dir=workdir)
     else:
         video = workdir / "mezzanine.mkv"
         sink = FrameWriter(video, info.width, info.height, info.fps, codec=MEZZANINE_CODEC,
                            audio_from=template if info.has_audio else None)
+    sink = WriteBehind(sink, depth=OVERLAP_FRAMES)  # the encoder works while the next batch is swapped
     faces: list[Face | None] = []
-    decoded = template_frames(template, info)
+    decoded = read_ahead(template_frames(template, info), depth=OVERLAP_FRAMES)  # ... and the decoder too
     frames = clock.timed("decode", decoded)
     swapped = swap_tracked(engine, source, frames, track, batch_size=batch_size)
     try:
@@ -174,7 +170,7 @@ def run_swap(
     finally:  # the decoder's ffmpeg goes now, not whenever the generators are collected
         swapped.close()
         frames.close()
-        decoded.close()  # type: ignore[attr-defined]
+        decoded.close()
     clock.seconds["swap"] -= clock.seconds["decode"]
     write_track(track_path, faces, info, report)
     return SwapOutput(video, track_path, info, len(faces), sum(f is not None for f in faces),
