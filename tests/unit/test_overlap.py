@@ -32,7 +32,7 @@ def test_read_ahead_keeps_order_and_stays_a_bounded_distance_ahead() -> None:
         assert len(produced) - len(got) <= 3 + 1  # the queue, plus the one waiting to go in
     assert got == list(range(50))
     with pytest.raises(ValueError, match="depth"):
-        next(read_ahead(iter([1]), depth=0))
+        read_ahead(iter([1]), depth=0)
 
 
 def test_an_error_while_reading_reaches_the_consumer_at_that_point() -> None:
@@ -62,6 +62,24 @@ def test_leaving_early_stops_the_reader_and_closes_its_source() -> None:
 
     reader = read_ahead(endless(), depth=2)
     assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()
+    assert closed.wait(2) and _threads("read-ahead") == []
+    with pytest.raises(StopIteration):
+        next(reader)
+
+
+def test_a_reader_never_iterated_is_stopped_by_close() -> None:
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            while True:
+                yield 0
+        finally:
+            closed.set()
+
+    reader = read_ahead(endless(), depth=2)
+    time.sleep(0.05)  # it has filled its queue and waits
     reader.close()
     assert closed.wait(2) and _threads("read-ahead") == []
 

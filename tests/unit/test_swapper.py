@@ -12,7 +12,7 @@ import pytest
 from reelfab.consent.decision import Decision
 from reelfab.devtools.synthetic import virtual_person
 from reelfab.faces.classical import ClassicalEngine
-from reelfab.faces.errors import SwapQualityError
+from reelfab.faces.errors import NoFaceError, SwapQualityError
 from reelfab.faces.qc import QCResult, Reason
 from reelfab.faces.report import QualityGate
 from reelfab.media.frames import read_frames
@@ -173,6 +173,20 @@ def test_a_revocation_mid_fused_render_stops_it_and_leaves_nothing(tmp_path: Pat
                  should_stop=should_stop, render=RenderOrder(RenderSpec(), music, "x", {}))
     assert not (tmp_path / "render.mp4").exists() and len(asked) == 3
     assert _ffmpeg_children() == []
+
+
+def test_a_source_without_a_face_fails_the_fused_swap_and_leaves_nothing_running(tmp_path: Path, dance: tuple[Path, Path]) -> None:
+    import threading
+
+    from reelfab.media.render import RenderSpec
+    from reelfab_swapper_gpu.swap import RenderOrder
+
+    template, music = dance
+    blank = np.full((512, 512, 3), 128, np.uint8)  # no face: found wanting while both ffmpegs start
+    with pytest.raises(NoFaceError):
+        run_swap(ClassicalEngine(), blank, template, tmp_path, render=RenderOrder(RenderSpec(), music, None, {}))
+    assert not (tmp_path / "render.mp4").exists() and _ffmpeg_children() == []
+    assert [t for t in threading.enumerate() if t.name in ("read-ahead", "write-behind")] == []
 
 
 def _ffmpeg_children() -> list[int]:

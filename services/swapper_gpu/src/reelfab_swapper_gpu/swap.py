@@ -131,8 +131,6 @@ def run_swap(
     report = track.report()
     if (reason := gate.judge(report)) is not None:  # the workflow judged it before; a direct caller too
         raise SwapQualityError(reason, report)
-    with clock.stage("source"):  # the source face found and aligned: once per job
-        source = engine.prepare_source(source_image)
     track_path = workdir / "track.json"
     document = track.document()
     started = time.perf_counter()
@@ -149,8 +147,11 @@ def run_swap(
     faces: list[Face | None] = []
     decoded = read_ahead(template_frames(template, info), depth=OVERLAP_FRAMES)  # ... and the decoder too
     frames = clock.timed("decode", decoded)
-    swapped = swap_tracked(engine, source, frames, track, batch_size=batch_size)
+    swapped = None
     try:
+        with clock.stage("source"):  # the source face found and aligned, while both ffmpegs start
+            source = engine.prepare_source(source_image)
+        swapped = swap_tracked(engine, source, frames, track, batch_size=batch_size)
         while True:
             if len(faces) % batch_size == 0 and (stop := should_stop()):
                 raise Stopped(*stop)
@@ -168,7 +169,8 @@ def run_swap(
         sink.abort()
         raise
     finally:  # the decoder's ffmpeg goes now, not whenever the generators are collected
-        swapped.close()
+        if swapped is not None:
+            swapped.close()
         frames.close()
         decoded.close()
     clock.seconds["swap"] -= clock.seconds["decode"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 _END = object()
@@ -24,51 +24,68 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(items: Iterator[Any], depth: int = 4) -> Generator[Any, None, None]:
-    """``items``, produced up to ``depth`` ahead of the consumer by a thread. Closing the generator
-    (or leaving it early) stops the thread and closes ``items``."""
-    if depth < 1:
-        raise ValueError(f"depth must be at least 1, not {depth}")
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+def read_ahead(items: Iterator[Any], depth: int = 4) -> ReadAhead:
+    """``items``, produced up to ``depth`` ahead of the consumer by a thread started at once."""
+    return ReadAhead(items, depth)
 
-    def produce() -> None:
+
+class ReadAhead:
+    """An iterator over ``items`` that a thread of its own fills up to ``depth`` ahead. ``close`` (also
+    when it was never iterated, and after an error) stops the thread and closes ``items``."""
+
+    def __init__(self, items: Iterator[Any], depth: int = 4) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self._items = items
+        self._ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="read-ahead", daemon=True)
+        self._thread.start()  # now, not at the first next(): the reading starts while the caller gets ready
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                while not stop.is_set():
+            for item in self._items:
+                while not self._stop.is_set():
                     try:
-                        ready.put(item, timeout=0.1)
+                        self._ready.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if self._stop.is_set():
                     return
-            ready.put(_END)
+            self._ready.put(_END)
         except BaseException as exc:  # handed to the consumer
-            ready.put(_Failed(exc))
+            self._ready.put(_Failed(exc))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        item = self._ready.get()
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self.close()
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
             try:
-                ready.get(timeout=0.05)
+                self._ready.get(timeout=0.05)
             except queue.Empty:
                 pass
-        thread.join()
+        self._thread.join()
 
 
 class Sink(Protocol):
