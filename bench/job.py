@@ -49,6 +49,7 @@ from typing import Annotated, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reelfab.contracts.topics import JOB_FAILED, RENDER_COMPLETED, SWAP_COMPLETED, SWAP_REQUESTED  # noqa: E402
+from reelfab.faces.qc import TemplateRules  # noqa: E402
 from reelfab.media.render import RenderSpec  # noqa: E402
 from reelfab.media.tools import tool  # noqa: E402
 from reelfab.metrics import STAGE_SECONDS  # noqa: E402
@@ -77,12 +78,16 @@ class Run:
     unstaged_s: float = 0.0  # of the hops: inside those services' handlers (consume:*) but in no stage
 
     @property
-    def ratio(self) -> float:
-        return self.job_s / self.floor_s
+    def completed(self) -> bool:
+        return self.outcome == "render.completed"
 
     @property
-    def cpu_ratio(self) -> float:
-        return self.job_cpu_s / self.floor_cpu_s
+    def ratio(self) -> float | None:
+        return self.job_s / self.floor_s if self.completed else None  # a failed job is no measurement
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        return self.job_cpu_s / self.floor_cpu_s if self.completed else None
 
 
 def say(line: str) -> None:
@@ -286,8 +291,8 @@ async def bench(
             run = Run(i + 1, kind, seed, *await asyncio.to_thread(run_floor, command))
             await one_job(run, bus, follower, store, SUBJECT, face, template.path, music, set(pipeline))
             runs.append(run)
-            say(f"run {run.index} ({kind}): floor {run.floor_s:.2f} s, job {run.job_s:.2f} s ({run.outcome}), "
-                f"ratio {run.ratio:.2f}")
+            ratio = f"ratio {run.ratio:.2f}" if run.ratio is not None else "no ratio: the job did not complete"
+            say(f"run {run.index} ({kind}): floor {run.floor_s:.2f} s, job {run.job_s:.2f} s ({run.outcome}), {ratio}")
     finally:
         await follower.stop()
         await bus.stop()
@@ -386,13 +391,13 @@ def table(runs: list[Run], pipeline: list[str]) -> list[str]:
 def summary(runs: list[Run]) -> dict[str, float | None]:
     """Medians over the jobs that completed, warm and cold apart (cold: the first job, or every job
     with --fresh-template)."""
-    ok = [r for r in runs if r.outcome == "render.completed"]
+    ok = [r for r in runs if r.completed]
     out: dict[str, float | None] = {}
     for kind in ("warm", "cold"):
         mine = [r for r in ok if r.kind == kind]
         out[f"{kind}_runs"] = len(mine)
-        out[f"{kind}_ratio"] = statistics.median(r.ratio for r in mine) if mine else None
-        out[f"{kind}_cpu_ratio"] = statistics.median(r.cpu_ratio for r in mine) if mine else None
+        out[f"{kind}_ratio"] = statistics.median(r.job_s / r.floor_s for r in mine) if mine else None
+        out[f"{kind}_cpu_ratio"] = statistics.median(r.job_cpu_s / r.floor_cpu_s for r in mine) if mine else None
     return out
 
 
@@ -404,8 +409,10 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a Settings override for the workers")
     ap.add_argument("--json", type=Path, help="write the raw numbers here")
     args = ap.parse_args()
-    if args.runs < 1 or args.seconds <= 0:
-        ap.error("--runs must be at least 1 and --seconds positive")
+    rules = TemplateRules()  # a template the swapper would refuse measures nothing
+    if args.runs < 1 or not rules.min_seconds <= args.seconds <= rules.max_seconds:
+        ap.error(f"--runs must be at least 1 and --seconds within {rules.min_seconds:g}-{rules.max_seconds:g} "
+                 "(the template rules' durations)")
     workers_update = overrides(args.env)
     settings = get_settings()
     lines = header(args, workers_update, settings)

@@ -205,18 +205,26 @@ async def _the_swap_command_asks_the_registry(f: dict[str, Any], subject: str, f
 
 
 def _assert_identity_moved_to_the_source(f: dict[str, Any], final: Path, face: Path) -> None:
+    """The swapped face is the source's: on average clearly nearer the source's embedding than the
+    performer's, and nearer in most frames one by one. (Single frames of generated people sit near
+    0.5 from both, and the machine's ffmpeg/x264 build moves a few across: the same commit gave 19/22
+    on one machine and at least 20/22 on another; the mean margin was ~0.09.)"""
     from reelfab.faces.classical import ClassicalEngine
 
     engine = ClassicalEngine()
     source = engine.prepare_source(cv2.imread(str(face))).embedding
     performer = engine.prepare_source(virtual_person(PERFORMER)).embedding
-    closer = total = 0
+    to_source: list[float] = []
+    to_performer: list[float] = []
+    spec, duration = RenderSpec(), probe(final).duration_s
     for i, frame in enumerate(read_frames(final, fps=5)):
         faces = engine.detect(frame)
-        if not faces or i == 0:
-            continue
-        best = max(faces, key=lambda x: x.score)
-        e = engine.embed(frame, best)
-        total += 1
-        closer += e.distance(source) < e.distance(performer)
-    assert total >= 10 and closer / total >= 0.9, f"{closer}/{total} sampled frames look like the source"
+        if not faces or not spec.fade_in_s <= i / 5 <= duration - spec.fade_out_s:
+            continue  # a fading picture is too dark to tell people apart by: only what is shown in full
+        e = engine.embed(frame, max(faces, key=lambda x: x.score))
+        to_source.append(e.distance(source))
+        to_performer.append(e.distance(performer))
+    closer = sum(s < p for s, p in zip(to_source, to_performer, strict=True))
+    margin = float(np.mean(to_performer) - np.mean(to_source))
+    detail = f"{closer}/{len(to_source)} sampled frames look like the source, mean margin {margin:.3f}"
+    assert len(to_source) >= 10 and margin >= 0.05 and closer / len(to_source) >= 0.8, detail

@@ -278,9 +278,27 @@ def test_an_ffmpeg_failure_reports_stderr_and_removes_the_partial_output(
     clip, info, frames = portrait
     out = media / "failed.mp4"
     out.write_bytes(b"stale")
-    with pytest.raises(MediaError, match="(?is)ffmpeg (stopped|failed) (while )?rendering .*failed.mp4.*preset"):
+    with pytest.raises(MediaError, match="(?is)ffmpeg failed rendering .*failed.mp4.*preset"):
         with FrameRender(RenderJob(clip.path, out), RenderSpec(preset="no-such-preset"), info) as sink:
             for frame in frames:
+                sink.write(frame)
+    assert not out.exists() and not _ffmpeg_children()
+
+
+def test_an_ffmpeg_killed_mid_render_is_a_transient_error_naming_the_signal(
+    media: Path, portrait: tuple[TemplateClip, VideoInfo, list[NDArray[Any]]]
+) -> None:
+    import signal
+
+    from reelfab.errors import TransientError
+
+    clip, info, frames = portrait
+    out = media / "killed.mp4"
+    with pytest.raises(TransientError, match=r"ffmpeg was killed \(SIGKILL\) while rendering .*killed.mp4"):
+        with FrameRender(RenderJob(clip.path, out), SPEC, info) as sink:
+            for i, frame in enumerate(frames * 50):  # as the OOM killer would, a few frames in
+                if i == 5:
+                    os.kill(sink._proc.pid, signal.SIGKILL)
                 sink.write(frame)
     assert not out.exists() and not _ffmpeg_children()
 

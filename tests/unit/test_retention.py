@@ -48,6 +48,7 @@ def doomed(objects: list[StoreObject], jobs: dict[str, JobState], policy: Retent
     ("key", "kind", "job"),
     [
         ("jobs/job-1/mezzanine.mkv", "intermediate", "job-1"),
+        ("jobs/job-1/rendered.mp4", "intermediate", "job-1"),  # fused mode's unsigned render
         ("jobs/job-1/track.json", "intermediate", "job-1"),
         ("jobs/job-1/final.mp4", "final", "job-1"),
         ("inputs/job-1/source.png", "input", "job-1"),

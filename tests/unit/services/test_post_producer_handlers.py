@@ -65,7 +65,13 @@ class FakeRenderer:
 class FakeSpecCheck:
     problems: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)  # the container tags it reports
+    label_problem: str | None = None  # what it finds wrong with the visible label
     checked: list[Path] = field(default_factory=list)
+    labels_checked: list[Path] = field(default_factory=list)
+
+    def label(self, path: Path, duration_s: float) -> str | None:
+        self.labels_checked.append(path)
+        return self.label_problem
 
     def verify(self, path: Path, expected_duration_s: float) -> SpecCheck:
         assert path.is_file()
@@ -217,7 +223,7 @@ async def test_a_video_the_swapper_rendered_is_checked_and_signed_without_render
     await handle(w, ev)
     [done] = w.published(RENDER_COMPLETED)
     assert w.renderer.jobs == []  # one lossy encode: the swapper's
-    assert w.spec_check.checked == [w.files.local_path(ev.record.mezzanine_uri)]
+    assert w.spec_check.checked == w.spec_check.labels_checked == [w.files.local_path(ev.record.mezzanine_uri)]
     assert w.files.local_path(done.final_uri).read_bytes() == b"swapped mezzanine:signed"
     assert done.is_aigc and done.spec_check.passed and done.c2pa_manifest_label == "urn:c2pa:fake-manifest"
     assert [c["consume"] for c in w.registry.calls] == [False, False]  # consent before and after, as ever
@@ -232,6 +238,17 @@ async def test_a_swapper_render_not_tagged_as_the_jobs_ai_video_is_never_signed(
     ev = w.swap_completed(subject, rendered=True)
     w.spec_check.metadata = {k: v.replace("JOB", ev.record.job_id) for k, v in tags.items()}
     with pytest.raises(domain.SpecCheckFailed, match="not tagged as the job's AI-generated video"):
+        await handle(w, ev)
+    assert w.signer.calls == [] and w.uow.published == [] and w.work_left() == []
+
+
+async def test_a_swapper_render_without_the_visible_label_is_never_signed(world: World) -> None:
+    w, subject = world, unique("vera")
+    w.grant(subject)
+    ev = w.swap_completed(subject, rendered=True)
+    w.spec_check.metadata = {"job_id": ev.record.job_id, "ai_generated": "true"}  # tags any ffmpeg can write
+    w.spec_check.label_problem = "the visible label 'AI-generated' is not in the picture at the top-left corner"
+    with pytest.raises(domain.SpecCheckFailed, match="is not in the picture"):
         await handle(w, ev)
     assert w.signer.calls == [] and w.uow.published == [] and w.work_left() == []
 

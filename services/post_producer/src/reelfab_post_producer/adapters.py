@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reelfab.media.c2pa_sign import SigningMaterial, sign_video
+from reelfab.media.label_check import label_problem
 from reelfab.media.render import RenderJob, RenderSpec, StopCheck, render
 from reelfab.media.spec_check import SpecCheck, verify
 from reelfab.storage import FileStore, StoredObject, purge_job_media
@@ -31,6 +32,9 @@ class FfprobeSpecCheck:
 
     def verify(self, path: Path, expected_duration_s: float) -> SpecCheck:
         return verify(path, self.spec, expected_duration_s)
+
+    def label(self, path: Path, duration_s: float) -> str | None:
+        return label_problem(path, self.spec, duration_s)
 
 
 @dataclass(frozen=True)

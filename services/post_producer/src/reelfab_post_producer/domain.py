@@ -165,15 +165,18 @@ def require_spec(check: SpecCheck) -> SpecCheck:
     return check
 
 
-def require_swapper_render(check: SpecCheck, job: SwapJob) -> SpecCheck:
+def require_swapper_render(check: SpecCheck, job: SwapJob, label: str | None) -> SpecCheck:
     """A video the swapper rendered (fused mode) must also say whose job it is and that it is
-    AI-generated, as the post-producer's own render would have tagged it: a file for another job, or
-    one rendered without the label, is never signed."""
+    AI-generated, as the post-producer's own render would have tagged it, and show the visible label
+    (``label``: what is wrong with it, from the picture): a file for another job, or one without the
+    label in its picture, is never signed."""
     tags = check.metadata
     wrong = [f"{key}={tags.get(key)!r}, not {want!r}" for key, want in
              (("job_id", job.job_id), ("ai_generated", "true")) if tags.get(key) != want]
     if wrong:
         raise SpecCheckFailed(f"the swapper's render of {job.job_id} is not tagged as the job's AI-generated video: {'; '.join(wrong)}")
+    if label is not None:
+        raise SpecCheckFailed(f"the swapper's render of {job.job_id}: {label}")
     return check
 
 

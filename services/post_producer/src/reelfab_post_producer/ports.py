@@ -26,6 +26,9 @@ class SpecChecker(Protocol):
     def verify(self, path: Path, expected_duration_s: float) -> SpecCheck:
         """Probe ``path`` against the platform spec (blocking)."""
 
+    def label(self, path: Path, duration_s: float) -> str | None:
+        """``None`` when the spec's visible AI label is in ``path``'s picture, else what is wrong (blocking)."""
+
 
 class Signer(Protocol):
     def sign(self, input: Path, output: Path, *, title: str, ingredients: Sequence[Mapping[str, str]]) -> str:

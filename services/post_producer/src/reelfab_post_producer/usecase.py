@@ -156,7 +156,8 @@ def _make(post: PostProducer, job: SwapJob, inputs: _Inputs, work: Path) -> _Mad
     if job.rendered:
         rendered = inputs.mezzanine
         with _timed(post, "spec_check"):
-            check = domain.require_swapper_render(domain.require_spec(post.spec_check.verify(rendered, job.duration_s)), job)
+            check = domain.require_spec(post.spec_check.verify(rendered, job.duration_s))
+            check = domain.require_swapper_render(check, job, post.spec_check.label(rendered, job.duration_s))
     else:
         render = RenderJob(input=inputs.mezzanine, output=work / "render.mp4", duration_s=job.duration_s,
                            music=inputs.music, caption_text=job.caption_text, face_track=inputs.track,

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +90,7 @@ class OutboxRelay:
         self._lock_key = int.from_bytes(hashlib.sha256(f"outbox:{schema}".encode()).digest()[:8], "big", signed=True)
         self._needs_recovery = True
         self._wake = asyncio.Event()  # set by a notification: rows were committed
+        self._outage_since: float | None = None  # monotonic time of the outage's first failure
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; waits as a standby while another relay holds the lock.
@@ -101,13 +103,13 @@ class OutboxRelay:
                 await self._run_holding_lock(stop)
             except Exception as exc:  # PostgreSQL away (at start, or the lock's connection lost)
                 self._needs_recovery = True
-                outage = outage_of(exc)
-                log.warning("outbox relay lost the database; taking the lock again when it is back",
-                            schema=self.schema, waiting_for=outage, error=f"{type(exc).__name__}: {exc}")
+                self._report("outbox relay lost the database; taking the lock again when it is back",
+                             waiting_for=outage_of(exc), error=f"{type(exc).__name__}: {exc}")
                 await _wait(stop, max(self.poll_interval_s, 1.0))
 
     async def _run_holding_lock(self, stop: asyncio.Event) -> None:
         async with self.pool.acquire() as lock_conn:
+            self._recovered()
             while not stop.is_set():
                 if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
                     break
@@ -128,10 +130,11 @@ class OutboxRelay:
                         sent = await self.relay_once()
                     except Exception as exc:  # broker or database away: keep the rows, look again later
                         self._needs_recovery = True
-                        log.warning("outbox relay failed; will retry", schema=self.schema, error=str(exc))
+                        self._report("outbox relay failed; will retry", error=str(exc))
                         await lock_conn.fetchval("SELECT 1")  # raises when the lock went with the connection
                         await _wait(stop, max(self.poll_interval_s, 1.0))
                         continue
+                    self._recovered()
                     if sent == 0:
                         await self._idle(stop)
             finally:
@@ -141,6 +144,20 @@ class OutboxRelay:
                 # cancelled mid-way the connection may be gone; the pool's reset unlocks it then
                 with contextlib.suppress(Exception):
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+
+    def _report(self, message: str, **fields: object) -> None:
+        """One warning per outage (the retries of a long one are debug lines), not one a second."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(message, schema=self.schema, **fields)
+        else:
+            log.debug(message, schema=self.schema, **fields)
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            log.info("outbox relay is back", schema=self.schema,
+                     after_s=round(time.monotonic() - self._outage_since, 1))
+            self._outage_since = None
 
     def _notified(self, *args: object) -> None:
         self._wake.set()

@@ -16,6 +16,7 @@ import contextlib
 import math
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -196,8 +197,19 @@ def _run_ffmpeg(command: list[str], output: Path, timeout_s: float, log: Path,
         stderr = errors.read().decode(errors="replace")
     if code != 0:
         output.unlink(missing_ok=True)
-        tail = "\n".join(stderr.strip().splitlines()[-6:]) or f"exit status {code}"
-        raise MediaError(f"ffmpeg failed rendering {output}: {tail}")
+        raise ffmpeg_failure(f"rendering {output}", code, "\n".join(stderr.strip().splitlines()[-6:]))
+
+
+def ffmpeg_failure(what: str, code: int | None, tail: str) -> Exception:
+    """The error for an ffmpeg that ended with ``code``: killed by a signal (the OOM killer, an
+    operator) is a TransientError, worth another try; any other failure is the input's (MediaError)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return TransientError(f"ffmpeg was killed ({name}) while {what}" + (f": {tail}" if tail else ""))
+    return MediaError(f"ffmpeg failed {what}: {tail or f'exit status {code}'}")
 
 
 def _kill(proc: subprocess.Popen[Any]) -> None:
@@ -270,7 +282,8 @@ class FrameRender:
             self._proc.stdin.write(np.ascontiguousarray(frame).data)  # no copy for a contiguous frame
         except BrokenPipeError:
             tail = self._stderr_tail(wait=True)
-            raise MediaError(f"ffmpeg stopped while rendering {self.job.output}: {tail}") from None
+            raise ffmpeg_failure(f"rendering {self.job.output} (it stopped reading frames)", self._proc.poll(),
+                                 tail) from None
         self.frames += 1
 
     def close(self) -> RenderResult:
@@ -294,9 +307,9 @@ class FrameRender:
             self.abort()
             raise
         if code != 0:
-            tail = self._stderr_tail() or f"exit status {code}"
+            tail = self._stderr_tail()
             self.abort()
-            raise MediaError(f"ffmpeg failed rendering {self.job.output}: {tail}")
+            raise ffmpeg_failure(f"rendering {self.job.output}", code, tail)
         self._result = RenderResult(self.job.output, time.perf_counter() - self._started, self.command)
         shutil.rmtree(self._folder, ignore_errors=True)
         return self._result

@@ -4,7 +4,8 @@ values (the store's listing, the jobs' terminal events, the clock, the policy) a
 
 Kinds of object, by key (the keys the services write):
 
-- ``jobs/<job_id>/mezzanine.*``, ``jobs/<job_id>/track.*``: **intermediate**. They go once the job
+- ``jobs/<job_id>/mezzanine.*``, ``jobs/<job_id>/track.*``, ``jobs/<job_id>/rendered.*`` (the swapper's
+  unsigned render in fused mode): **intermediate**. They go once the job
   has finished (published, failed, or rendered while ``rendered_is_finished``), ``intermediate_grace``
   after the later of the job's last terminal event and the object's own modification. A job with no
   terminal event seen keeps them until they are ``orphan_age`` old.
@@ -32,7 +33,7 @@ PROTECTED_PREFIXES: tuple[str, ...] = ("consent/",)
 
 Terminal = Literal["rendered", "published", "failed"]
 
-_INTERMEDIATE_STEMS = frozenset({"mezzanine", "track"})
+_INTERMEDIATE_STEMS = frozenset({"mezzanine", "track", "rendered"})
 _FINAL_STEMS = frozenset({"final"})
 PARTIAL_PREFIX = ".part-"
 
