@@ -243,7 +243,7 @@ async def bench(
 
     from reelfab.bus.kafka import KafkaBus
     from reelfab.contracts.codec import default_codec
-    from reelfab.devtools.demo import SUBJECT, _give_consent
+    from reelfab.devtools.demo import give_consent
     from reelfab.devtools.embedded import RunningService
     from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person
     from reelfab.storage import open_store
@@ -264,7 +264,7 @@ async def bench(
     admin = await tokens.create_token(pool, registry.spec.db_schema, f"bench-admin-{uuid.uuid4().hex[:6]}", "admin")
     reader = await tokens.create_token(pool, registry.spec.db_schema, f"bench-worker-{uuid.uuid4().hex[:6]}", "reader")
     await pool.close()
-    await _give_consent(registry.url, admin, face, say)  # no daily cap: as many jobs as we like
+    await give_consent(registry.url, admin, face, say)  # no daily cap: as many jobs as we like
 
     workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url, **workers_update})
     swapper, post = RunningService(swapper_main, workers), RunningService(post_main, workers)
@@ -289,7 +289,7 @@ async def bench(
             kind = "cold" if args.fresh_template or i == 0 else "warm"
             command = floor_command(template.path, music, tmp / "floor.mp4", spec, args.seconds)
             run = Run(i + 1, kind, seed, *await asyncio.to_thread(run_floor, command))
-            await one_job(run, bus, follower, store, SUBJECT, face, template.path, music, set(pipeline))
+            await one_job(run, bus, follower, store, face, template.path, music, set(pipeline))
             runs.append(run)
             ratio = f"ratio {run.ratio:.2f}" if run.ratio is not None else "no ratio: the job did not complete"
             say(f"run {run.index} ({kind}): floor {run.floor_s:.2f} s, job {run.job_s:.2f} s ({run.outcome}), {ratio}")
@@ -301,21 +301,16 @@ async def bench(
     return runs, pipeline
 
 
-async def one_job(run: Run, bus: Any, follower: Follower, store: Any, subject: str, face: Path, template: Path,
+async def one_job(run: Run, bus: Any, follower: Follower, store: Any, face: Path, template: Path,
                   music: Path, staged_services: set[str]) -> None:
     run.job_id = job_id = f"bench-{uuid.uuid4().hex[:8]}"
-    src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", template)
-    mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
+    from reelfab.devtools.demo import swap_request
+
+    request = swap_request(store, job_id, face, template, music, producer="bench")
     await follower.mark()
     before = stage_sums()
     cpu, submitted = cpu_seconds(), time.perf_counter()
-    await bus.publish(SWAP_REQUESTED, {
-        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "bench", "job_id": job_id,
-        "subject_id": subject, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
-        "template_id": "bench-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
-        "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
-        "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
-    })  # fmt: skip
+    await bus.publish(SWAP_REQUESTED, request)
     seen = await follower.follow(job_id)
     end_topic = RENDER_COMPLETED if RENDER_COMPLETED in seen else JOB_FAILED
     value, seen_at = seen[end_topic]

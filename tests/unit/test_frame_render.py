@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from reelfab.media.frames import FrameWriter, read_frames
 from reelfab.media.probe import VideoInfo, probe
 from reelfab.media.render import FrameRender, RenderJob, RenderResult, RenderSpec, build_command, render
 from reelfab.media.spec_check import verify
-from reelfab.media.tools import tool
+from tests.media_support import ffmpeg_children, mean_volume, video_md5s
 
 SPEC = RenderSpec(preset="superfast")
 METADATA = {"job_id": "job-9", "consent_version": "3", "ai_generated": "true"}
@@ -67,37 +66,6 @@ def fused(
     return job, sink.close()  # close again: the same result
 
 
-def _video_md5s(path: Path) -> list[str]:
-    """The MD5 of every decoded picture (ffmpeg's framemd5, in the stream's own pixel format)."""
-    out = subprocess.run(
-        [tool("ffmpeg"), "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "framemd5", "-"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [line.split(",")[-1].strip() for line in out.splitlines() if line and not line.startswith("#")]
-
-
-def _mean_volume(path: Path, last_s: float = 0.6) -> float:
-    proc = subprocess.run(
-        [tool("ffmpeg"), "-v", "info", "-sseof", f"-{last_s}", "-i", str(path), "-map", "0:a:0",
-         "-af", "volumedetect", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(re.search(r"mean_volume: (-?[\d.]+|-inf) dB", proc.stderr).group(1))  # type: ignore[union-attr]
-
-
-def _ffmpeg_children() -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue
-        name, after = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if int(after[1]) == os.getpid() and "ffmpeg" in name and after[0] != "Z":
-            found.append(int(stat.split()[0]))
-    return found
-
-
 def _graph(command: list[str]) -> str:
     return command[command.index("-filter_complex") + 1]
 
@@ -117,7 +85,7 @@ def test_fused_render_meets_the_delivery_spec(fused: tuple[RenderJob, RenderResu
     assert (check.width, check.height, check.fps, check.pix_fmt) == (1080, 1920, 25.0, "yuv420p")
     assert (check.audio_codec, check.sample_rate, check.channels) == ("aac", 48000, 2)
     assert {k: check.metadata.get(k) for k in METADATA} == METADATA
-    assert len(_video_md5s(result.output)) == FRAMES
+    assert len(video_md5s(result.output)) == FRAMES
     # one ffmpeg: frames on stdin, the template for audio only, the music looped
     cmd = result.command
     assert cmd[cmd.index("pipe:0") - 1] == "-i" and cmd[cmd.index(str(job.input)) - 2] == "-vn"
@@ -133,7 +101,7 @@ def test_captions_and_looped_music_reach_the_output(fused: tuple[RenderJob, Rend
     frame = next(read_frames(result.output, start_s=0.6, max_frames=1))
     white: NDArray[np.bool_] = np.asarray((frame > 235).all(axis=2))
     assert white[1200:1600].sum() > 1000, "no white caption text in the caption band"
-    assert _mean_volume(result.output) > -40.0  # the 0.8 s music and the template's audio to the end
+    assert mean_volume(result.output, 0.6) > -40.0  # the 0.8 s music and the template's audio to the end
 
 
 @pytest.mark.parametrize("codec", ["ffv1", "x264rgb-lossless"])
@@ -154,8 +122,8 @@ def test_fused_equals_render_of_a_lossless_mezzanine(
     job = RenderJob(mezzanine, media / f"from-{codec}.mp4", duration_s=info.duration_s, music=fused_job.music,
                     caption_text=fused_job.caption_text, metadata=METADATA)  # fmt: skip
     result = render(job, SPEC)
-    reference = _video_md5s(result.output)
-    assert len(reference) == FRAMES and _video_md5s(fused_result.output) == reference
+    reference = video_md5s(result.output)
+    assert len(reference) == FRAMES and video_md5s(fused_result.output) == reference
     # the same video graph but for the fused one's hold of a short stream (a no-op on a full one)
     hold = "tpad=stop_mode=clone:stop_duration=1.200,"
     assert _video_graph(fused_result.command).replace(hold, "") == _video_graph(result.command)
@@ -207,7 +175,7 @@ def test_a_landscape_template_is_reframed(
     else:
         assert "[0:v:0]setpts=PTS-STARTPTS,fps=25,tpad=stop_mode=clone:stop_duration=1.200,split=2" in graph
         assert frame[300:400].mean() > 20, "blur mode: the background is filled"
-    assert _mean_volume(job.output) > -40.0  # the looped music, on a template without audio
+    assert mean_volume(job.output, 0.6) > -40.0  # the looped music, on a template without audio
 
 
 def test_the_stream_labels_are_parameters(portrait: tuple[TemplateClip, VideoInfo, list[NDArray[Any]]]) -> None:
@@ -242,7 +210,7 @@ def test_a_frame_of_the_wrong_shape_is_refused_and_leaves_nothing(
         sink.write(np.zeros((640, 361, 3), np.uint8))
     with pytest.raises(MediaError, match=re.escape("(640, 360, 3) float32")), FrameRender(job, SPEC, info) as sink:
         sink.write(frames[0].astype(np.float32))
-    assert not out.exists() and not _ffmpeg_children()
+    assert not out.exists() and not ffmpeg_children()
 
 
 def test_an_exception_in_the_block_or_abort_leaves_no_output_and_no_ffmpeg(
@@ -254,9 +222,9 @@ def test_an_exception_in_the_block_or_abort_leaves_no_output_and_no_ffmpeg(
     with pytest.raises(RuntimeError, match="swap failed"), FrameRender(job, SPEC, info) as sink:
         for frame in frames[:10]:
             sink.write(frame)
-        assert _ffmpeg_children() and out.parent.exists()
+        assert ffmpeg_children() and out.parent.exists()
         raise RuntimeError("swap failed")
-    assert not out.exists() and not _ffmpeg_children()
+    assert not out.exists() and not ffmpeg_children()
     srt = re.search(r"subtitles=filename=([^:]+)", _graph(sink.command))
     assert srt and not Path(srt.group(1)).parent.exists()
 
@@ -265,7 +233,7 @@ def test_an_exception_in_the_block_or_abort_leaves_no_output_and_no_ffmpeg(
         sink.write(frame)
     sink.abort()
     sink.abort()  # idempotent
-    assert not out.exists() and not _ffmpeg_children()
+    assert not out.exists() and not ffmpeg_children()
     with pytest.raises(MediaError, match="aborted"):
         sink.write(frames[0])
     with pytest.raises(MediaError, match="aborted"):
@@ -282,7 +250,7 @@ def test_an_ffmpeg_failure_reports_stderr_and_removes_the_partial_output(
         with FrameRender(RenderJob(clip.path, out), RenderSpec(preset="no-such-preset"), info) as sink:
             for frame in frames:
                 sink.write(frame)
-    assert not out.exists() and not _ffmpeg_children()
+    assert not out.exists() and not ffmpeg_children()
 
 
 def test_an_ffmpeg_killed_mid_render_is_a_transient_error_naming_the_signal(
@@ -300,7 +268,7 @@ def test_an_ffmpeg_killed_mid_render_is_a_transient_error_naming_the_signal(
                 if i == 5:
                     os.kill(sink._proc.pid, signal.SIGKILL)
                 sink.write(frame)
-    assert not out.exists() and not _ffmpeg_children()
+    assert not out.exists() and not ffmpeg_children()
 
 
 def test_the_output_may_not_overwrite_the_template(
@@ -309,4 +277,4 @@ def test_the_output_may_not_overwrite_the_template(
     clip, info, _ = portrait
     with pytest.raises(MediaError, match="overwrite the input"):
         FrameRender(RenderJob(clip.path, clip.path), SPEC, info)
-    assert not _ffmpeg_children()
+    assert not ffmpeg_children()

@@ -6,7 +6,6 @@ several tests; the spec uses preset superfast (still High profile) to keep the m
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -35,6 +34,7 @@ from reelfab.media.render import (
 )
 from reelfab.media.spec_check import verify
 from reelfab.media.tools import tool
+from tests.media_support import ffmpeg_children, mean_volume
 
 SPEC = RenderSpec(preset="superfast")
 METADATA = {"job_id": "job-123", "consent_version": "7", "ai_generated": "true"}
@@ -75,15 +75,6 @@ def _square_track(seconds: float = 6.0, rate: int = 30) -> dict:
         )
     frames[40] = None  # a missed detection is interpolated over
     return {"version": 1, "width": 1280, "height": 720, "fps": rate, "frames": frames}
-
-
-def _mean_volume(path: Path, last_s: float = 1.0) -> float:
-    proc = subprocess.run(
-        [tool("ffmpeg"), "-v", "info", "-sseof", f"-{last_s}", "-i", str(path), "-map", "0:a:0",
-         "-af", "volumedetect", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(re.search(r"mean_volume: (-?[\d.]+|-inf) dB", proc.stderr).group(1))  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +153,7 @@ def test_template_without_audio_gets_aac_and_short_music_is_looped(
     assert check.passed, check.problems
     assert not probe(job.input).has_audio and check.audio_codec == "aac"
     # The 2 s music, looped, still plays in the last second (silence would read about -91 dB).
-    assert _mean_volume(result.output) > -40.0
+    assert mean_volume(result.output, 1.0) > -40.0
 
 
 def test_face_reframe_keeps_the_moving_square_near_the_centre(
@@ -228,19 +219,6 @@ def test_ffmpeg_failure_reports_stderr_and_removes_the_partial_output(media: Pat
     assert not out.exists()
 
 
-def _ffmpeg_children() -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue
-        after = stat[stat.rindex(")") + 2 :].split()
-        if int(after[1]) == os.getpid() and "ffmpeg" in stat[stat.index("(") : stat.rindex(")")] and after[0] != "Z":
-            found.append(int(stat.split()[0]))
-    return found
-
-
 def test_a_stop_answer_kills_the_running_ffmpeg_and_removes_the_partial_output(media: Path) -> None:
     source = _testsrc(media / "long.mp4", "360x640", 25, 60.0, False)  # a minute: far longer than we wait
     out = media / "long-out.mp4"
@@ -259,7 +237,7 @@ def test_a_stop_answer_kills_the_running_ffmpeg_and_removes_the_partial_output(m
     assert time.monotonic() - asked[-1] < 1.0, "ffmpeg was waited for after the stop"
     assert time.monotonic() - started < 10.0 and len(asked) > 2
     assert not out.exists()
-    assert not _ffmpeg_children()
+    assert not ffmpeg_children()
 
 
 def test_a_stop_answer_before_the_render_starts_runs_no_ffmpeg(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:

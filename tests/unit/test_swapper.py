@@ -30,6 +30,7 @@ from reelfab_swapper_gpu.domain import (
     template_failure,
 )
 from reelfab_swapper_gpu.swap import Stopped, run_swap
+from tests.media_support import ffmpeg_children, video_md5s
 
 MANIFEST = {"ghost_2_256": ("Apache-2.0", True), "inswapper_128": ("non-commercial", False)}
 
@@ -121,12 +122,6 @@ def dance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             music_bed(folder / "bed.m4a", seed=4, seconds=3.0))
 
 
-def _frame_hashes(path: Path) -> list[str]:
-    out = subprocess.run([tool("ffmpeg"), "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "framemd5", "-"],
-                         check=True, capture_output=True, text=True).stdout
-    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
-
-
 def test_fused_mode_renders_what_the_mezzanine_path_renders_with_one_encode(tmp_path: Path, dance: tuple[Path, Path]) -> None:
     from reelfab.faces.template_track import track_template
     from reelfab.media.render import RenderJob, RenderSpec, render
@@ -152,7 +147,7 @@ def test_fused_mode_renders_what_the_mezzanine_path_renders_with_one_encode(tmp_
     check = verify(fused.video, RenderSpec(), track.info.duration_s)
     assert check.passed, check.problems
     assert check.metadata["job_id"] == "job-1" and check.metadata["ai_generated"] == "true"
-    assert _frame_hashes(fused.video) == _frame_hashes(two_step)  # the same picture, frame for frame
+    assert video_md5s(fused.video) == video_md5s(two_step)  # the same picture, frame for frame
     assert {"decode", "swap", "encode", "finish"} <= set(fused.stages) and all(v >= 0 for v in fused.stages.values())
     assert fused.track.read_text() == mezzanine.track.read_text()
 
@@ -172,7 +167,7 @@ def test_a_revocation_mid_fused_render_stops_it_and_leaves_nothing(tmp_path: Pat
         run_swap(ClassicalEngine(), virtual_person(2, size=512), template, tmp_path, batch_size=4,
                  should_stop=should_stop, render=RenderOrder(RenderSpec(), music, "x", {}))
     assert not (tmp_path / "render.mp4").exists() and len(asked) == 3
-    assert _ffmpeg_children() == []
+    assert ffmpeg_children() == []
 
 
 def test_a_source_without_a_face_fails_the_fused_swap_and_leaves_nothing_running(tmp_path: Path, dance: tuple[Path, Path]) -> None:
@@ -185,20 +180,5 @@ def test_a_source_without_a_face_fails_the_fused_swap_and_leaves_nothing_running
     blank = np.full((512, 512, 3), 128, np.uint8)  # no face: found wanting while both ffmpegs start
     with pytest.raises(NoFaceError):
         run_swap(ClassicalEngine(), blank, template, tmp_path, render=RenderOrder(RenderSpec(), music, None, {}))
-    assert not (tmp_path / "render.mp4").exists() and _ffmpeg_children() == []
+    assert not (tmp_path / "render.mp4").exists() and ffmpeg_children() == []
     assert [t for t in threading.enumerate() if t.name in ("read-ahead", "write-behind")] == []
-
-
-def _ffmpeg_children() -> list[int]:
-    import os
-
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == os.getpid() and "ffmpeg" in name:
-            found.append(int(stat.parent.name))
-    return found

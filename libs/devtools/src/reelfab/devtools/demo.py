@@ -62,7 +62,7 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
     admin = await tokens.create_token(pool, registry.spec.db_schema, f"demo-admin-{uuid.uuid4().hex[:6]}", "admin")
     reader = await tokens.create_token(pool, registry.spec.db_schema, f"demo-worker-{uuid.uuid4().hex[:6]}", "reader")
     await pool.close()
-    await _give_consent(registry.url, admin, face, say)
+    await give_consent(registry.url, admin, face, say)
 
     workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url})
     swapper, post = RunningService(swapper_main, workers), RunningService(post_main, workers)
@@ -74,16 +74,9 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
         await bus.start()
         store = open_store(settings.storage_root)
         job_id = f"demo-{uuid.uuid4().hex[:8]}"
-        src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", clip.path)
-        mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
+        request = swap_request(store, job_id, face, clip.path, music, producer="demo")
         submitted = time.perf_counter()
-        await bus.publish(SWAP_REQUESTED, {
-            "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": "demo", "job_id": job_id,
-            "subject_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
-            "template_id": "demo-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
-            "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
-            "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
-        })
+        await bus.publish(SWAP_REQUESTED, request)
         topic, value = await _follow(bus, job_id, say)
         job_seconds = time.perf_counter() - submitted
         if topic == JOB_FAILED:
@@ -105,7 +98,21 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
             await service.stop()
 
 
-async def _give_consent(url: str, token: str, face: Path, say: Callable[[str], None]) -> None:
+def swap_request(store: Any, job_id: str, face: Path, template: Path, music: Path, *, producer: str) -> dict[str, Any]:
+    """The demo's swap.requested value for ``job_id``: the face, template and music copied into the
+    store under inputs/<job id>/ (bench/job.py submits the same jobs)."""
+    src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", template)
+    mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
+    return {
+        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": producer, "job_id": job_id,
+        "subject_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
+        "template_id": f"{producer}-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
+        "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
+        "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
+    }  # fmt: skip
+
+
+async def give_consent(url: str, token: str, face: Path, say: Callable[[str], None]) -> None:
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as api:
         r = await api.post("/subjects", json={"subject_id": SUBJECT, "display_name": "Virtual Vera"})
         if r.status_code not in (201, 409):
