@@ -90,6 +90,34 @@ class Settings(BaseSettings):
     render_label_position: str = "top-left"
     render_loudness_lufs: float = -14.0
 
+    # planner (services/planner): catalogue QC, batches, triggers, model choice
+    planner_template_min_s: float = Field(default=15.0, gt=0)  # a template clip shorter than this is refused
+    planner_template_max_s: float = Field(default=30.0, gt=0)
+    planner_template_min_short_side: int = Field(default=540, ge=1)  # pixels, the clip's shorter side
+    planner_template_min_face_share: float = Field(default=0.8, ge=0.0, le=1.0)  # of sampled frames with a face
+    planner_caption_styles: Path | None = None  # a TOML file of caption styles; unset: the built-in ones
+    planner_platform: str = "tiktok"  # what planned jobs are for
+    planner_max_share: float = Field(default=0.25, gt=0.0, le=1.0)  # of a batch, per subject and per template
+    planner_schedule_every_s: float = Field(default=0.0, ge=0.0)  # 0: no scheduled batches
+    planner_schedule_count: int = Field(default=10, ge=1)  # jobs per scheduled batch
+    planner_trend_priority: int = Field(default=10, ge=1)  # a trend's jobs travel expedited at this priority
+    planner_trend_max_jobs: int = Field(default=20, ge=1)  # per trend, unless the trend asks for fewer
+    # "shot:model,model;shot:model": the first model of the template's shot whose licence fits the job
+    planner_model_rules: str = "close-up:hyperswap_1a_256,ghost_2_256;wide:inswapper_128,ghost_1_256"
+    planner_closeup_face_share: float = Field(default=0.2, gt=0.0, le=1.0)  # face height / frame height
+
+    # analytics (services/analytics): rewards, posteriors, rules
+    analytics_reward: str = "auto"  # auto (completion rate where reported, else interactions) | completion | interactions
+    analytics_prior_alpha: float = Field(default=1.0, gt=0.0)
+    analytics_prior_beta: float = Field(default=1.0, gt=0.0)
+    analytics_policy_flush_s: float = Field(default=1.0, gt=0.0)  # changed posteriors are published this often
+    analytics_strike_reasons: str = "spam_risk,moderation_rejected,content_violation"  # job.failed reason codes
+    analytics_strike_limit: int = Field(default=3, ge=1)  # strikes within the window disable the subject
+    analytics_strike_window_s: float = Field(default=7 * 86400.0, gt=0.0)
+    analytics_elimination_mean: float = Field(default=0.02, ge=0.0, le=1.0)  # a template's posterior mean under this ...
+    analytics_elimination_min_posts: int = Field(default=20, ge=1)  # ... after this many posts: elimination candidate
+    analytics_max_count: int = Field(default=10**12, ge=1)  # engagement counters above this are refused as absurd
+
     # service process
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: the service's default port

@@ -10,6 +10,7 @@ from reelfab.contracts.topics import (
     RENDER_COMPLETED,
     SUBJECT_FLAGGED,
     SWAP_COMPLETED,
+    SWAP_EXPEDITED,
     SWAP_REQUESTED,
     TREND_DETECTED,
 )
@@ -34,6 +35,7 @@ SPEC = ServiceSpec(
     ),
     produces=(
         SWAP_REQUESTED,
+        SWAP_EXPEDITED,
         JOB_FAILED,
     ),
     description="Templates, music, trends and policy in; swap jobs out.",

@@ -10,7 +10,7 @@ import os
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
-from reelfab.contracts.topics import CONSENT_CHANGED, JOB_FAILED, SWAP_COMPLETED, SWAP_REQUESTED
+from reelfab.contracts.topics import CONSENT_CHANGED, JOB_FAILED, SWAP_COMPLETED, SWAP_EXPEDITED, SWAP_REQUESTED
 from reelfab.media.workroot import claim_work_root
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 from reelfab.settings import Settings
@@ -26,7 +26,7 @@ SPEC = ServiceSpec(
     package=__package__ or "reelfab_swapper_gpu",
     db_schema="swapper_gpu",
     default_port=8083,
-    consumes=(CONSENT_CHANGED, SWAP_REQUESTED),
+    consumes=(CONSENT_CHANGED, SWAP_REQUESTED, SWAP_EXPEDITED),
     produces=(SWAP_COMPLETED, JOB_FAILED),
     description="Swap jobs in; swapped mezzanine and face track out.",
 )

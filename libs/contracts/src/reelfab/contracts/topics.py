@@ -14,7 +14,6 @@ from reelfab.contracts.topic_types import DLQ_SUFFIX, SCHEMA_NAMESPACE, Party, T
 
 __all__ = [
     "BY_NAME",
-    "BY_RECORD",
     "DLQ_SUFFIX",
     "PARTIES",
     "PARTY_BY_NAME",
@@ -30,7 +29,6 @@ __all__ = [
 __all__ += _generated.__all__
 
 BY_NAME: dict[str, Topic] = {t.name: t for t in TOPICS}
-BY_RECORD: dict[str, Topic] = {t.record: t for t in TOPICS}
 PARTY_BY_NAME: dict[str, Party] = {p.name: p for p in PARTIES}
 
 

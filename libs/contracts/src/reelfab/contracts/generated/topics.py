@@ -10,6 +10,7 @@ from reelfab.contracts.topic_types import Party, Topic
 CONSENT_CHANGED: Final = "reelfab.consent.changed.v1"
 TREND_DETECTED: Final = "reelfab.trend.detected.v1"
 SWAP_REQUESTED: Final = "reelfab.swap.requested.v1"
+SWAP_EXPEDITED: Final = "reelfab.swap.expedited.v1"
 SWAP_COMPLETED: Final = "reelfab.swap.completed.v1"
 RENDER_COMPLETED: Final = "reelfab.render.completed.v1"
 PUBLISH_COMPLETED: Final = "reelfab.publish.completed.v1"
@@ -48,6 +49,16 @@ TOPICS: Final[tuple[Topic, ...]] = (
         compacted=False,
         description="A planned swap job: face, template, model, priority, lineage.",
         producers=("planner", "jobs-cli", "demo"),
+        consumers=("swapper-gpu",),
+    ),
+    Topic(
+        name=SWAP_EXPEDITED,
+        record="reelfab.events.SwapRequested",
+        key_field="job_id",
+        partitions=6,
+        compacted=False,
+        description="A planned swap job at high priority (a trend's, with its deadline): the swapper starts these before any queued normal job.",
+        producers=("planner",),
         consumers=("swapper-gpu",),
     ),
     Topic(
@@ -170,6 +181,7 @@ __all__ = [
     "RENDER_COMPLETED",
     "SUBJECT_FLAGGED",
     "SWAP_COMPLETED",
+    "SWAP_EXPEDITED",
     "SWAP_REQUESTED",
     "TOPICS",
     "TREND_DETECTED",
