@@ -10,7 +10,13 @@ import os
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
-from reelfab.contracts.topics import CONSENT_CHANGED, JOB_FAILED, SWAP_COMPLETED, SWAP_EXPEDITED, SWAP_REQUESTED
+from reelfab.contracts.topics import (
+    CONSENT_CHANGED,
+    JOB_FAILED,
+    SWAP_COMPLETED,
+    SWAP_EXPEDITED,
+    SWAP_REQUESTED,
+)
 from reelfab.media.workroot import claim_work_root
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 from reelfab.settings import Settings
