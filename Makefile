@@ -91,7 +91,7 @@ sizes: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/reelfab up
-	@status=0; $(BIN)/python bench/bus.py && $(BIN)/python bench/faces.py && $(BIN)/python bench/media.py || status=$$?; \
+	@status=0; $(BIN)/python bench/bus.py && $(BIN)/python bench/faces.py && $(BIN)/python bench/media.py && $(BIN)/python bench/planner.py || status=$$?; \
 	$(BIN)/reelfab down; exit $$status
 
 # The media path end to end (consent, swap, post-production) on the local stack; the planner,

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     analytics_reward: str = "auto"  # auto (completion rate where reported, else interactions) | completion | interactions
     analytics_prior_alpha: float = Field(default=1.0, gt=0.0)
     analytics_prior_beta: float = Field(default=1.0, gt=0.0)
+    # a post counts as this many Bernoulli trials at its observed rate (capped by its views): more than
+    # one view's evidence, bounded so that one viral post cannot swamp an arm (posts vary more than views)
+    analytics_post_weight: float = Field(default=20.0, ge=1.0)
     analytics_policy_flush_s: float = Field(default=1.0, gt=0.0)  # changed posteriors are published this often
     analytics_strike_reasons: str = "spam_risk,moderation_rejected,content_violation"  # job.failed reason codes
     analytics_strike_limit: int = Field(default=3, ge=1)  # strikes within the window disable the subject
