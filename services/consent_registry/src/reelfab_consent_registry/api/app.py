@@ -2,8 +2,10 @@
 bearer tokens (``tokens``): admin writes and reads, reader reads and asks for checks.
 
 Bad input is a 4xx, never a 5xx: request validation and refusals are 422, an unknown subject 404,
-a state conflict 409, erased data 410, an oversized upload 413. Every error body is
-``{"error": <class>, "detail": <message>}`` (validation errors add ``errors``). Requests are
+a state conflict 409, erased data 410, an oversized upload 413; an enrolled image is refused 403
+while the subject's consent is not active, and 409 if its stored copy fails the integrity check.
+Every error body is ``{"error": <class>, "detail": <message>}`` (validation errors add ``errors``,
+a refused image fetch its ``reason``). Requests are
 authenticated before their body is read, and bodies are limited per route while they stream in."""
 
 # no ``from __future__ import annotations``: FastAPI reads these signatures at runtime
@@ -27,7 +29,8 @@ def build_api(registry: Registry, pool: asyncpg.Pool, schema: str) -> FastAPI:
         title="Reelfab consent registry",
         version=__version__,
         description="Subjects, enrolment, consent versions with signed leases, revocation, erasure, "
-        "consent checks and the audit chain. Bearer tokens: admin writes, reader reads and checks.",
+        "consent checks, enrolled images by reference (while consent is active) and the audit chain. "
+        "Bearer tokens: admin writes, reader reads and checks.",
         openapi_url="/openapi.json",
         redoc_url=None,
     )

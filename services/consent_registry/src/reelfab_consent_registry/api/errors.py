@@ -1,6 +1,7 @@
 """How the API answers when it does not: every error body is ``{"error": <class>, "detail": <message>}``
-(validation errors add ``errors``); registry refusals keep their status (``errors.RegistryError``),
-erased data is 410, an outage of the registry's database or store 503 with Retry-After."""
+(validation errors add ``errors``; a refused image fetch adds its ``reason`` code); registry refusals
+keep their status (``errors.RegistryError``), erased data is 410, an outage of the registry's database
+or store 503 with Retry-After."""
 
 # no ``from __future__ import annotations``: FastAPI reads these signatures at runtime
 
@@ -34,12 +35,11 @@ _DESCRIBE = {
 }
 
 
-def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Every route may answer 401 (the gate), 413 (any body is limited) and 422 (bad input)."""
-    return {
-        code: {"model": ErrorBody, "description": _DESCRIBE[code]}
-        for code in sorted({401, 413, 422, *codes})
-    }
+def documented(*codes: int, describe: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """Every route may answer 401 (the gate), 413 (any body is limited) and 422 (bad input);
+    ``describe`` says what a status means on this route where that differs from the usual."""
+    said = {**_DESCRIBE, **(describe or {})}
+    return {code: {"model": ErrorBody, "description": said[code]} for code in sorted({401, 413, 422, *codes})}
 
 
 def error_response(
@@ -49,10 +49,13 @@ def error_response(
     *,
     headers: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
+    reason: str | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "detail": detail}
     if errors is not None:
         body["errors"] = errors
+    if reason is not None:
+        body["reason"] = reason
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -80,6 +80,14 @@ Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
 SubjectPath = Annotated[
     str, Path(pattern=SUBJECT_ID_PATTERN, description="The subject's id.", examples=["ada-01"])
 ]
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+Sha256Path = Annotated[
+    str,
+    Path(
+        pattern=SHA256_PATTERN,
+        description="The enrolled image's sha256 (64 lowercase hex digits), as the subject's lease lists it.",
+    ),
+]
 
 
 class _In(BaseModel):
@@ -147,6 +155,12 @@ class ErrorBody(BaseModel):
     )
     detail: str
     errors: list[FieldError] | None = Field(None, description="Per-field problems (validation errors only).")
+    reason: str | None = Field(
+        None,
+        description="Why an enrolled image was not handed over (image fetches only): a consent denial "
+        "reason (revoked, expired, not_yet_valid, no_consent), erased, unknown_subject, unknown_image, or "
+        "missing or tampered (the stored image failed its integrity check).",
+    )
 
 
 class SubjectOut(BaseModel):
