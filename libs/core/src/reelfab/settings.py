@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     planner_template_max_s: float = Field(default=30.0, gt=0)
     planner_template_min_short_side: int = Field(default=540, ge=1)  # pixels, the clip's shorter side
     planner_template_min_face_share: float = Field(default=0.8, ge=0.0, le=1.0)  # of sampled frames with a face
+    planner_template_qc_samples: int = Field(default=15, ge=1, le=500)  # frames the template QC looks at
     planner_caption_styles: Path | None = None  # a TOML file of caption styles; unset: the built-in ones
     planner_platform: str = "tiktok"  # what planned jobs are for
     planner_max_share: float = Field(default=0.25, gt=0.0, le=1.0)  # of a batch, per subject and per template
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     analytics_elimination_mean: float = Field(default=0.02, ge=0.0, le=1.0)  # a template's posterior mean under this ...
     analytics_elimination_min_posts: int = Field(default=20, ge=1)  # ... after this many posts: elimination candidate
     analytics_max_count: int = Field(default=10**12, ge=1)  # engagement counters above this are refused as absurd
+    analytics_max_interactions_per_view: float = Field(default=10.0, gt=0.0)  # likes/comments/shares above this × (views + 1): absurd
 
     # service process
     http_host: str = "127.0.0.1"
