@@ -1,14 +1,59 @@
-"""analytics: its handlers wired to real or fake adapters."""
+"""Builds analytics from its service context: the one place that knows which adapters are live
+(PostgreSQL with a pool, the in-memory twin without) and reads the rules' settings."""
 
 from __future__ import annotations
 
-from reelfab.bus.message import Handler
-from reelfab.service import ReceivedEvents, ServiceContext, record_received
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
-from .handlers import HANDLED
+from reelfab.bus import now_utc
+from reelfab.bus.unit_of_work import UnitOfWork
+from reelfab.service import ServiceContext, ServiceSpec
+
+from .posteriors import Prior
+from .repository import InMemoryRepository, PostgresRepository, Repository
+from .reward import MAX_PER_VIEW, RewardMode
+from .rules import EliminationRule, StrikeRule
+
+Clock = Callable[[], datetime]
 
 
-def bootstrap(ctx: ServiceContext, *, received: ReceivedEvents | None = None) -> dict[str, Handler]:
-    """One handler per consumed topic on ``ctx``'s unit of work, recording into the service's
-    received_events table (PostgreSQL with a pool, else in memory) or into ``received`` (a fake)."""
-    return {topic: record_received(ctx, name, received) for topic, name in HANDLED.items()}
+@dataclass
+class Analytics:
+    """What analytics' handlers and its policy flusher work with."""
+
+    spec: ServiceSpec
+    uow: UnitOfWork
+    repo: Repository
+    reward: RewardMode
+    prior: Prior
+    post_weight: float  # Bernoulli trials per post (posteriors.py)
+    strikes: StrikeRule
+    elimination: EliminationRule
+    max_count: int
+    max_per_view: float
+    clock: Clock
+
+
+def bootstrap(ctx: ServiceContext, *, repo: Repository | None = None, clock: Clock | None = None) -> Analytics:
+    """Analytics on ``ctx``: its tables in PostgreSQL when the context has a pool, else in memory.
+    A setting out of range (an unknown reward) raises ValueError naming it, before anything runs."""
+    settings = ctx.settings
+    assert ctx.uow is not None, "build_context gives every context its unit of work"
+    if repo is None:
+        repo = PostgresRepository(ctx.pool, ctx.spec.db_schema) if ctx.pool is not None else InMemoryRepository()
+    return Analytics(
+        spec=ctx.spec,
+        uow=ctx.uow,
+        repo=repo,
+        reward=RewardMode.parse(settings.analytics_reward),
+        prior=Prior(settings.analytics_prior_alpha, settings.analytics_prior_beta),
+        post_weight=settings.analytics_post_weight,
+        strikes=StrikeRule.from_settings(settings),
+        elimination=EliminationRule.from_settings(settings),
+        max_count=settings.analytics_max_count,
+        # not a setting yet: read it should one be added, else reward.py's bound
+        max_per_view=float(getattr(settings, "analytics_max_interactions_per_view", MAX_PER_VIEW)),
+        clock=clock or now_utc,
+    )

@@ -1,4 +1,5 @@
-"""analytics service: wiring only (the service shape: docs/architecture.md). Decisions live in its domain modules."""
+"""analytics service: wiring only (the service shape: docs/architecture.md). Decisions live in its domain
+modules (reward, posts, posteriors, rules, policy); the policy flusher runs beside the consumers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from reelfab.contracts.topics import (
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 
 from .bootstrap import bootstrap
+from .flusher import PolicyFlusher
+from .handlers import handlers
 
 SPEC = ServiceSpec(
     name="analytics",
@@ -33,8 +36,15 @@ SPEC = ServiceSpec(
 
 
 def wire(ctx: ServiceContext) -> None:
-    for topic, handle in bootstrap(ctx).items():
+    analytics = bootstrap(ctx)
+    for topic, handle in handlers(analytics).items():
         ctx.bus.subscribe(topic, handle)
+    flusher = PolicyFlusher(analytics, pool=ctx.pool, outbox=ctx.outbox, bus=ctx.bus,
+                            interval_s=ctx.settings.analytics_policy_flush_s)
+    ctx.extras["analytics"] = analytics
+    ctx.extras["policy_flusher"] = flusher
+    ctx.on_start.append(flusher.start)
+    ctx.on_stop.append(flusher.stop)
 
 
 main = entry_point(SPEC, wire)
