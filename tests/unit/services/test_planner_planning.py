@@ -156,12 +156,14 @@ def test_a_trend_with_unknown_tags_or_past_its_deadline_plans_nothing_and_says_s
 # --------------------------------------------------------------------------------------------- policy
 
 
-def test_policy_unknown_arms_older_versions_and_disabled_arms() -> None:
+def test_policy_unknown_arms_restarted_versions_and_disabled_arms() -> None:
     policy = Policy()
     update = policy.apply("subject", 3, arms(a=(5, 1), ghost=(9, 1)), known={"a", "b"})
-    assert update.applied and update.arms == 1 and update.unknown == 1
-    assert not policy.apply("subject", 2, arms(a=(1, 9)), known={"a"}).applied  # older: ignored
+    assert update.applied and update.arms == 1 and update.unknown == 1 and not update.detail
     assert policy.arm("subject", "a").alpha == 5
+    restarted = policy.apply("subject", 1, arms(a=(1, 9)), known={"a"})  # analytics' database was reset
+    assert restarted.applied and "restarted" in restarted.detail
+    assert policy.arm("subject", "a").alpha == 1 and policy.versions["subject"] == 1
     assert not policy.apply("no-such-space", 1, [], None).applied
     policy.apply("template", 1, arms(t1=(50, 1, True)), None)  # the best arm, disabled
     plan = plan_batch(request(10), inputs([terms("a")], [template("t1"), template("t2")], policy=policy), config())

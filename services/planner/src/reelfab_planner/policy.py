@@ -38,7 +38,7 @@ class SpaceUpdate:
     """What applying one policy record did."""
 
     space: str
-    applied: bool  # False: not a space the planner knows, or an older version than it holds
+    applied: bool  # False: not a space the planner knows
     arms: int  # arms kept
     unknown: int  # arms the planner has no such thing for (ignored, counted)
     detail: str = ""
@@ -52,12 +52,18 @@ class Policy:
     versions: dict[str, int] = field(default_factory=dict)
 
     def apply(self, space: str, version: int, arms: Iterable[Mapping[str, Any]], known: set[str] | None) -> SpaceUpdate:
-        """Take a space's posteriors when ``version`` is newer than the one held. ``known`` is the set of
-        arm ids the planner can plan (None: keep them all); others are ignored and counted."""
+        """Take a space's posteriors: the whole space, replacing what was held. ``known`` is the set of
+        arm ids the planner can plan (None: keep them all); others are ignored and counted.
+
+        Records arrive in the topic's order per space (the key), which is the order analytics wrote
+        them, and a redelivered record is caught by the processed-event mark; so a version that goes
+        back means analytics' state was reset (a restored or new database), not a stale record — it is
+        taken, and said so, rather than ignoring every update until the old number is passed again."""
         if space not in ARM_SPACES:
             return SpaceUpdate(space, False, 0, 0, f"unknown arm space {space!r} (known: {', '.join(ARM_SPACES)})")
-        if version <= self.versions.get(space, -1):
-            return SpaceUpdate(space, False, 0, 0, f"version {version} is not newer than {self.versions[space]}")
+        held = self.versions.get(space)
+        detail = (f"version {version} after {held}: analytics' versions restarted; taken in topic order"
+                  if held is not None and version <= held else "")
         kept: dict[str, ArmPosterior] = {}
         unknown = 0
         for arm in arms:
@@ -72,7 +78,7 @@ class Policy:
             kept[arm_id] = ArmPosterior(alpha, beta, int(arm.get("pulls", 0)), bool(arm.get("disabled", False)))
         self.spaces[space] = kept
         self.versions[space] = version
-        return SpaceUpdate(space, True, len(kept), unknown)
+        return SpaceUpdate(space, True, len(kept), unknown, detail)
 
     def arm(self, space: str, arm_id: str) -> ArmPosterior:
         return self.spaces.get(space, {}).get(arm_id) or ArmPosterior(*PRIOR)
