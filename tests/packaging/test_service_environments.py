@@ -128,6 +128,20 @@ def test_reelfab_help_lists_serve_but_not_the_dev_tools(planner_env: Path) -> No
         assert dev_only not in commands, f"{dev_only!r} in the planner's CLI:\n{proc.stdout}"
 
 
+def test_the_catalogue_qc_says_what_the_planner_image_lacks(planner_env: Path, tmp_path: Path) -> None:
+    """`templates add` needs the face engine the planner's image leaves out: a clear refusal, exit 2."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a video")
+    proc = subprocess.run([str(planner_env / "bin" / "reelfab"), "templates", "add", str(clip), "--tag", "dance"],
+                          cwd=planner_env, env=_clean_env(COLUMNS="200", NO_COLOR="1", TERM="dumb"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "reelfab-planner[qc]" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "plan" in _commands(subprocess.run([str(planner_env / "bin" / "reelfab"), "--help"], cwd=planner_env,
+                                              env=_clean_env(COLUMNS="120", NO_COLOR="1", TERM="dumb"),
+                                              capture_output=True, text=True, timeout=60).stdout)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

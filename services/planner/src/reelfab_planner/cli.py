@@ -190,6 +190,18 @@ async def _catalogue(schema: str | None) -> AsyncIterator[CatalogueStore]:
         await pool.close()
 
 
+def _require_qc() -> None:
+    """The clip QC reads media with the face engine (reelfab-faces, reelfab-media), which the planner's
+    own image leaves out to stay small: say how to get them rather than fail on an import."""
+    try:
+        from . import template_qc  # noqa: F401
+    except ModuleNotFoundError as exc:
+        err.print(f"[red]error:[/red] the catalogue's clip QC needs the face engine and media tools ({exc.name} is "
+                  f"not installed here): install {escape('reelfab-planner[qc]')}, or run this command from the all-in-one "
+                  "environment (`make venv`)")
+        raise typer.Exit(2) from None
+
+
 def _run(work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work``; a refusal or a catalogue error prints its reasons and exits 1."""
     try:
@@ -221,6 +233,7 @@ def templates_add(
     from reelfab.settings import get_settings
     from reelfab.storage import open_store
 
+    _require_qc()
     from .template_qc import qc_engine, template_limits
 
     settings = get_settings()
@@ -316,6 +329,7 @@ def music_add(
     from reelfab.settings import get_settings
     from reelfab.storage import open_store
 
+    _require_qc()
     settings = get_settings()
 
     async def work() -> MusicBed:
