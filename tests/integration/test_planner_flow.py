@@ -167,8 +167,11 @@ async def test_a_flag_disables_a_subject_for_the_next_plan_and_the_ledger_shows_
     assert [s.status for s in row.steps] == ["requested", "swapped", "rendered", "published"]
     assert row.origin == "trend" and row.trend_id == value["trend_id"] and row.subject_id == ben
     assert row.lineage["final_sha256"] == "c" * 64 and row.lineage["post_id"] == f"p-{planner['run']}"
+    # stage events other tests left on the shared topics arrive as jobs of origin "external": count ours
+    ours = [r for r in await store.jobs(limit=1000) if r.origin == "trend"]
+    assert sorted(r.status for r in ours).count("published") == 1 and len(ours) >= 3
     counts = await store.counts(datetime.now(UTC))
-    assert counts.by_status["published"] == 1 and counts.by_status["requested"] >= 2
+    assert counts.by_status["published"] >= 1 and counts.by_status["requested"] >= len(ours) - 1
 
 
 async def _disabled(store: PostgresPlannerStore, subject: str) -> bool:

@@ -82,7 +82,7 @@ def _ok(port: int, path: str, proc: subprocess.Popen[bytes], name: str) -> bool:
     return r is not None and r.status_code == 200
 
 
-async def test_a_trend_reaches_the_planner_and_is_recorded(running_services: Any, stack: Any) -> None:
+async def test_a_trend_reaches_the_planner_and_is_processed(running_services: Any, stack: Any) -> None:
     settings = make_settings()
     _, port = running_services["planner"]
     await eventually(
@@ -112,7 +112,7 @@ async def test_a_trend_reaches_the_planner_and_is_recorded(running_services: Any
 
         async def recorded() -> bool:
             return bool(
-                await pool.fetchval("SELECT 1 FROM planner.received_events WHERE event_id = $1", event_id)
+                await pool.fetchval("SELECT 1 FROM planner.processed_events WHERE event_id = $1", event_id)
             )
 
         await eventually(recorded, timeout=30)
