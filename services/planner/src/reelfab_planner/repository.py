@@ -192,8 +192,8 @@ class PostgresPlannerStore:
     async def save_policy(self, conn: Any, space: str, version: int, arms: list[dict[str, Any]], at: datetime) -> None:
         await conn.execute(
             f"INSERT INTO {self._t('policy')} (arm_space, version, arms, updated_at) VALUES ($1, $2, $3::jsonb, $4) "
-            "ON CONFLICT (arm_space) DO UPDATE SET version = $2, arms = $3::jsonb, updated_at = $4 "
-            f"WHERE {self._t('policy')}.version < $2", space, version, json.dumps(arms), at)
+            "ON CONFLICT (arm_space) DO UPDATE SET version = $2, arms = $3::jsonb, updated_at = $4",
+            space, version, json.dumps(arms), at)  # the topic's order, as Policy.apply takes it
 
     async def policy(self) -> dict[str, tuple[int, list[dict[str, Any]]]]:
         rows = await self.pool.fetch(f"SELECT arm_space, version, arms FROM {self._t('policy')}")
@@ -262,8 +262,7 @@ class InMemoryPlannerStore:
         return frozenset(k for k, (action, _) in self.flags.items() if action == "DISABLED")
 
     async def save_policy(self, conn: Any, space: str, version: int, arms: list[dict[str, Any]], at: datetime) -> None:
-        if version > self.spaces.get(space, (-1, []))[0]:
-            self.spaces[space] = (version, arms)
+        self.spaces[space] = (version, arms)
 
     async def policy(self) -> dict[str, tuple[int, list[dict[str, Any]]]]:
         return dict(self.spaces)
