@@ -1,10 +1,10 @@
 """Builds the swapper from its adapters: the one place that decides which are live. ``main.wire``
-passes the real ones (ConsentGate over the registry, the file store, the face backends, run_swap);
+passes the real ones (ConsentGate over the registry, the registry's image fetcher, the file store, the
+face backends, run_swap);
 unit tests pass fakes and an in-memory unit of work, and run every handler path in milliseconds."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +19,7 @@ from reelfab.media.delivery import render_spec
 from reelfab.service import ServiceContext
 from reelfab.storage import FileStore, purge_job_media
 
+from . import metrics
 from .adapters import (
     EngineCache,
     EngineFactory,
@@ -29,8 +30,9 @@ from .adapters import (
     track_with,
 )
 from .domain import ModelPolicy
+from .priority import Admission, Lane
 from .swap import run_swap
-from .workflow import Gate, SwapClip, SwapPorts
+from .workflow import Gate, ImageFetcher, SwapClip, SwapPorts
 
 
 class ConsentWatch(Protocol):
@@ -45,10 +47,12 @@ def utc_now() -> datetime:
 
 @dataclass
 class Swapper:
-    """What the swapper's handlers get: the service context, its unit of work and the job's ports."""
+    """What the swapper's handlers get: the service context, its unit of work, the run slots' admission
+    and the job's ports."""
 
     ctx: ServiceContext
     uow: UnitOfWork
+    admission: Admission
     ports: SwapPorts
     store: FileStore
     view: ConsentWatch
@@ -71,6 +75,7 @@ def bootstrap(
     view: ConsentWatch,
     gate: Gate,
     engine_factory: EngineFactory,
+    fetch_image: ImageFetcher | None = None,
     swap_clip: SwapClip = run_swap,
     clock: Callable[[], datetime] = utc_now,
     new_id: Callable[[], str] = new_event_id,
@@ -85,7 +90,9 @@ def bootstrap(
     batch_size: int = 8,
 ) -> Swapper:
     """``manifest``: model name -> (licence, commercial use allowed); ``installed``: model files here;
-    ``slots``: jobs at once (reelfab_swapper_gpu.domain.jobs_that_fit); ``workdir``: the work root
+    ``slots``: jobs at once (reelfab_swapper_gpu.domain.jobs_that_fit), the admission's run slots
+    (priority.py); ``fetch_image``: enrolled images by reference (RegistryClient.fetch_image; None
+    without a registry token); ``workdir``: the work root
     (default: <state_dir>/swapper-work). Settings: ``swap_track_cache_mb`` (templates' face tracks
     kept), ``fused_render`` (render to the platform spec as the frames are swapped)."""
     assert ctx.uow is not None, "build_context gives every context its unit of work"
@@ -105,11 +112,22 @@ def bootstrap(
         new_id=new_id,
         models=ModelPolicy(settings.face_backend, settings.commercial_mode, dict(manifest or {}),
                            frozenset(installed)),
-        slots=asyncio.Semaphore(slots),
         workdir=workdir or Path(settings.state_dir) / "swapper-work",
         producer=ctx.spec.name,
         batch_size=batch_size,
         quality=QualityGate(settings.swap_min_swapped_share),
         render=render_spec(settings) if settings.fused_render else None,
+        fetch_image=fetch_image,
     )
-    return Swapper(ctx=ctx, uow=ctx.uow, ports=ports, store=store, view=view, engines=engines, tracks=tracks)
+    admission = Admission(slots, watch=_waiting, admitted=_admitted)
+    return Swapper(ctx=ctx, uow=ctx.uow, admission=admission, ports=ports, store=store, view=view, engines=engines,
+                   tracks=tracks)
+
+
+def _waiting(lane: Lane, waiting: int) -> None:
+    metrics.WAITING.labels(lane.value).set(waiting)
+
+
+def _admitted(lane: Lane, waited_s: float) -> None:
+    metrics.ADMISSIONS.labels(lane.value).inc()
+    metrics.SLOT_WAIT.labels(lane.value).observe(waited_s)

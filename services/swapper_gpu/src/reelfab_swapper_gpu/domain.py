@@ -30,8 +30,9 @@ CLASSICAL_LICENCE = "dlib models (68-point predictor trained on iBUG 300-W: non-
 
 @dataclass(frozen=True)
 class Failure:
-    """The job fails (job.failed, not retryable) with ``code`` (``consent.<reason>``, ``model_refused``,
-    ``template.<reason>``, ``source_unavailable``, ``swap_quality``) and a detail for people."""
+    """The job fails (job.failed, not retryable) with ``code`` (``deadline_passed``, ``consent.<reason>``,
+    ``model_refused``, ``template.<reason>``, ``source_unavailable``, ``swap_quality``) and a detail for
+    people."""
 
     code: str
     detail: str
@@ -63,6 +64,16 @@ class Completed:
 Outcome = Completed | Failure
 
 
+def past_deadline(job: SwapRequested, now: datetime) -> Failure | None:
+    """A job whose deadline (a trend's) passed before it could start is not worth starting: it fails
+    (``deadline_passed``, not retryable) instead of spending a run slot on a video nobody wants now."""
+    if job.deadline is None or now <= job.deadline:
+        return None
+    late = (now - job.deadline).total_seconds()
+    return Failure("deadline_passed", f"the job's deadline {job.deadline.isoformat()} had passed {late:.1f} s "
+                                      "before the job could start; it was not started")
+
+
 def consent_failure(decision: Decision) -> Failure | None:
     """A consent denial fails the job as ``consent.<reason>``; an allowed decision is no failure."""
     return None if decision.allowed else Failure(f"consent.{decision.reason}", decision.detail)
@@ -83,6 +94,40 @@ def source_unavailable(detail: str) -> Failure:
     """The source image is gone or is not the bytes its sha256 says: the job fails (a URI outside the
     store is no decision but a poison message, dead-lettered)."""
     return Failure("source_unavailable", detail)
+
+
+def foreign_source(job: SwapRequested, subject: str, sha256: str) -> Failure | None:
+    """A registry reference (``registry://subjects/<subject>/images/<sha256>``) must name the job's own
+    subject and the job's source sha256: another subject's face never goes into a job, whatever the
+    planner wrote. None when it does."""
+    uri = job.source_image_uri
+    if subject != job.subject_id:
+        return source_unavailable(f"source image {uri} is an enrolled image of subject {subject}, "
+                                  f"not of the job's subject {job.subject_id}")
+    if sha256 != job.source_image_sha256:
+        return source_unavailable(f"source image {uri} names sha256 {sha256}, not the job's source_image_sha256 "
+                                  f"{job.source_image_sha256}")
+    return None
+
+
+def no_registry(job: SwapRequested) -> Failure:
+    """A registry reference on a worker with no registry to fetch it from (no reader token)."""
+    return source_unavailable(
+        f"source image {job.source_image_uri} is held by the consent registry, and this swapper has no registry "
+        "client to fetch it with: set REELFAB_CONSENT_TOKEN (a reader token: `reelfab consent tokens create NAME`) "
+        "and REELFAB_CONSENT_REGISTRY_URL"
+    )
+
+
+def fetch_refused(job: SwapRequested, status: int, reason: str | None, detail: str) -> Failure:
+    """The registry would not hand over the job's enrolled image (``ImageFetchRefused``): 403, the
+    subject's consent is not active, and 410, the subject was erased, are consent decisions
+    (``consent.<reason>``: ``consent.revoked``, ``consent.erased``, ...); 404 (no such image) and 409
+    (the stored image failed its integrity check) leave the job without a face (``source_unavailable``)."""
+    why = f"the consent registry did not hand over source image {job.source_image_uri}: {detail}"
+    if status in (403, 410):
+        return Failure(f"consent.{reason or ('erased' if status == 410 else 'not_active')}", why)
+    return source_unavailable(why)
 
 
 def swap_quality(detail: str) -> Failure:

@@ -40,17 +40,22 @@ SPEC = ServiceSpec(
 
 def wire(ctx: ServiceContext) -> None:
     settings = ctx.settings
-    registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
+    registry = RegistryClient.from_settings(settings) if settings.consent_token else None
     view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
     manifest, installed = _models(settings)
     budget = int(os.environ.get("REELFAB_SWAPPER_MEMORY_BYTES", str(4 * 2**30)))
     swapper = bootstrap(
         ctx, store=open_store(settings.storage_root), view=view, gate=ConsentGate(view, registry),
         engine_factory=backend_engines(settings), manifest=manifest, installed=installed,
+        fetch_image=registry.fetch_image if registry is not None else None,
         slots=jobs_that_fit(budget, per_job_bytes(1080, 1920, 8)),
     )
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
-    ctx.bus.subscribe(SWAP_REQUESTED, handlers.on_swap_requested(swapper))
+    # priority: each topic has its own consumer (one job at a time each), so an expedited job never waits
+    # behind the normal topic's backlog; both share the run slots, expedited first (priority.Admission)
+    handle = handlers.on_swap_requested(swapper)
+    ctx.bus.subscribe(SWAP_EXPEDITED, handle)
+    ctx.bus.subscribe(SWAP_REQUESTED, handle)
     ctx.extras["swapper"] = swapper
     ctx.on_start.append(lambda: _claim_workdir(swapper))
     ctx.on_start.append(lambda: _catch_up(view, ctx))

@@ -1,4 +1,5 @@
-"""The swapper's own metrics (docs/architecture.md "Observability"): frames/s, batch size, queue lag, jobs by outcome; and GPU
+"""The swapper's own metrics (docs/architecture.md "Observability"): frames/s, batch size, queue lag, jobs by outcome,
+the priority admission's jobs waiting for a run slot, admissions and time waited, by lane; and GPU
 utilisation, memory and temperature through NVML where an NVIDIA GPU and its library are present
 (absent: those gauges are simply not exported)."""
 
@@ -20,6 +21,15 @@ QUEUE_LAG = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
 )
 JOBS = Counter("reelfab_swap_jobs_total", "Swap jobs by outcome.", ["outcome"])
+# the priority admission (priority.py): lane = expedited (reelfab.swap.expedited.v1 or priority > 0) or normal
+WAITING = Gauge("reelfab_swap_jobs_waiting", "Swap jobs waiting for a run slot, by lane.", ["lane"])
+ADMISSIONS = Counter("reelfab_swap_admissions_total", "Swap jobs admitted to a run slot, by lane.", ["lane"])
+SLOT_WAIT = Histogram(
+    "reelfab_swap_slot_wait_seconds",
+    "How long a swap job waited for a run slot, by lane.",
+    ["lane"],
+    buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900),
+)
 FRAMES = Counter(
     "reelfab_swap_frames_total",
     "Frames of finished swaps by status: swapped, held (a lost face held, then faded), lost, rejected "

@@ -1,12 +1,18 @@
-"""One swap job, start to finish, over ports: the consent gate, the object store, the template's
-quality gate, the engine and the clip swapper. The order is the policy:
+"""One swap job, start to finish, over ports: the consent gate, the object store, the registry's
+image fetcher, the template's quality gate, the engine and the clip swapper. The handler runs it once
+the job holds a run slot (priority.py: expedited jobs first); the order is the policy:
 
+0. the deadline: a job whose deadline (a trend's) has passed is not started (``deadline_passed``): judged
+   when it arrives (``too_late``: it does not queue for a slot) and again when its run slot comes;
 1. consent, on the local view, before any byte of the face is read;
 2. the model the job may run with (licence, commercial use);
 3. the template: its bytes, then its quality gate, then its face track (made once per template and
    kept: reelfab.faces.template_track) and the swap quality gate on it (``swap_quality`` when the face
    would go into too few frames), all before the face is fetched and the daily cap spent;
-4. the face, then the consuming consent check that names the job (a redelivery spends the cap once);
+4. the face, then the consuming consent check that names the job (a redelivery spends the cap once).
+   A ``registry://subjects/<subject>/images/<sha256>`` reference (reelfab.consent.images) is fetched
+   from the consent registry with the worker's reader token (``SwapPorts.fetch_image``), after checking
+   that it names the job's subject and sha256; an object-store URI is read from the store;
 5. the swap, in a worker thread, stopping between batches when consent is withdrawn mid-clip; into a
    lossless mezzanine, or (fused mode, ``SwapPorts.render``) straight into the platform render;
 6. the outputs into the store, and the swap.completed record with the frame counts.
@@ -14,14 +20,19 @@ quality gate, the engine and the clip swapper. The order is the policy:
 Each step's time goes to the ``reelfab_stage_seconds`` histogram (consent, template, track, source,
 decode, swap, encode, finish, store), so an operator (and bench/job.py) sees where a job's time goes.
 
-A decision (a denial, a refused model or template, a missing source) comes back as a ``Failure``;
+A decision (a passed deadline, a denial, a refused model or template, a missing source, an image the
+registry will not hand over: ``consent.<reason>`` when the subject's consent is not active or the subject
+was erased, ``source_unavailable`` otherwise) comes back as a ``Failure``;
 a consent failure first purges everything the store holds for the job. A message that can never
-succeed (a URI outside the store, a template that is not the bytes its sha256 says, a source that is
-no image) raises a ``PermanentError``: the bus dead-letters it. The handler announces the outcome."""
+succeed (a URI outside the store, a malformed registry reference, a template that is not the bytes its
+sha256 says, a source that is no image) raises a ``PermanentError``: the bus dead-letters it; a registry
+that does not answer raises ``DependencyUnavailable`` (retried, never the job's fault). The handler
+announces the outcome."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from reelfab.consent.decision import Decision
+from reelfab.consent.images import ImageFetchRefused, ImageFetchRejected, parse_image_ref
 from reelfab.contracts.records import SwapRequested
 from reelfab.errors import ObjectMissing, PermanentError
 from reelfab.faces.errors import SwapQualityError
@@ -57,6 +69,10 @@ from .domain import (
     SwapProducts,
     choose_for,
     consent_failure,
+    fetch_refused,
+    foreign_source,
+    no_registry,
+    past_deadline,
     source_unavailable,
     stopped,
     stopped_mid_clip,
@@ -96,6 +112,9 @@ class Store(Protocol):
     def put_file(self, key: str, path: Path, *, move: bool = False) -> StoredObject: ...
 
 
+ImageFetcher = Callable[[str, str], bytes]  # (subject, sha256) -> bytes: RegistryClient.fetch_image; blocking
+
+
 class SwapClip(Protocol):
     """Swaps the source face into the template where its track says, streamed
     (reelfab_swapper_gpu.swap.run_swap). Blocking."""
@@ -119,7 +138,8 @@ class SwapClip(Protocol):
 @dataclass
 class SwapPorts:
     """What one job runs against. The blocking ones (``engine``, ``judge_template``, ``swap_clip``,
-    ``purge``) are called in worker threads."""
+    ``purge``, ``fetch_image``) are called in worker threads. How many jobs run at once is the
+    handler's admission (priority.Admission), not the workflow's."""
 
     gate: Gate
     store: Store
@@ -132,17 +152,32 @@ class SwapPorts:
     clock: Callable[[], datetime]
     new_id: Callable[[], str]
     models: ModelPolicy
-    slots: asyncio.Semaphore  # jobs (and template checks) at once, within the memory budget
     workdir: Path  # this process's work root (claimed at start: reelfab.media.workroot)
     producer: str = "swapper-gpu"
     batch_size: int = 8
     quality: QualityGate = QualityGate()
     render: RenderSpec | None = None  # fused mode: render to this spec as the frames are swapped
+    fetch_image: ImageFetcher | None = None  # enrolled images by reference; None: no registry token here
+
+
+async def too_late(job: SwapRequested, ports: SwapPorts) -> Failure | None:
+    """``deadline_passed`` (the job's media purged) when ``job``'s deadline has passed: judged before
+    the job waits for a run slot, and again by ``swap_job`` when the slot comes. None: still in time."""
+    late = past_deadline(job, ports.clock())
+    if late is not None:
+        await _ended(job, ports, late)
+    return late
 
 
 async def swap_job(job: SwapRequested, ports: SwapPorts) -> Outcome:
-    """Run ``job``; a failure purges the job's media (its copy of the face included) before it is returned."""
-    outcome = await _run(job, ports)
+    """Run ``job`` (it holds a run slot now); a failure purges the job's media (its copy of the face
+    included) before it is returned."""
+    late = past_deadline(job, ports.clock())  # the deadline may have passed while the job waited for its slot
+    outcome = late if late is not None else await _run(job, ports)
+    return await _ended(job, ports, outcome)
+
+
+async def _ended(job: SwapRequested, ports: SwapPorts, outcome: Outcome) -> Outcome:
     if isinstance(outcome, Failure) and outcome.purges_media:  # nothing made for the job outlives its end
         await asyncio.to_thread(ports.purge, job.job_id)
     return outcome
@@ -170,22 +205,19 @@ async def _steps(job: SwapRequested, p: SwapPorts, clock: StageClock) -> Outcome
         return choice
     with clock.stage("template"):
         template = await _template(job, p)
-        async with p.slots:
-            # the template's own quality gate, before the face is fetched and the daily cap spent: a clip
-            # without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled AI-generated
-            refused = await asyncio.to_thread(p.judge_template, choice, template, job.template_sha256)
+        # the template's own quality gate, before the face is fetched and the daily cap spent: a clip
+        # without a face (or a 2x2 one) would otherwise "swap" into an unchanged copy, labelled AI-generated
+        refused = await asyncio.to_thread(p.judge_template, choice, template, job.template_sha256)
     if refused is not None:
         return refused
-    with clock.stage("track"):
-        async with p.slots:  # tracked once per template; later jobs on it find it kept
-            track = await asyncio.to_thread(p.track, choice, template, job.template_sha256)
+    with clock.stage("track"):  # tracked once per template; later jobs on it find it kept
+        track = await asyncio.to_thread(p.track, choice, template, job.template_sha256)
     if (reason := p.quality.judge(track.report())) is not None:  # what the swap's report will be
         return swap_quality(reason)
     with clock.stage("source"):
-        try:
-            source_bytes = p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
-        except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
-            return source_unavailable(str(exc))
+        source_bytes = await _source(job, p)
+    if isinstance(source_bytes, Failure):
+        return source_bytes
     with clock.stage("consent"):
         decision = await p.gate.check(subject=job.subject_id, purpose="swap", platform=job.platform, tags=tags,
                                       commercial=job.commercial, image_sha256=job.source_image_sha256,
@@ -202,6 +234,32 @@ async def _steps(job: SwapRequested, p: SwapPorts, clock: StageClock) -> Outcome
     record = swap_completed(job, products, choice, consent_version=decision.consent_version, producer=p.producer,
                             event_id=p.new_id(), occurred_at=p.clock())
     return Completed(record)
+
+
+async def _source(job: SwapRequested, p: SwapPorts) -> bytes | Failure:
+    """The face's bytes: an enrolled image from the registry by reference, else from the object store."""
+    ref = parse_image_ref(job.source_image_uri)  # a malformed registry reference raises: dead-lettered
+    if ref is None:
+        try:
+            return p.store.get_bytes(job.source_image_uri, expect_sha256=job.source_image_sha256)
+        except ObjectMissing as exc:  # gone, or not those bytes: the job fails (outside the store: ObjectRefused)
+            return source_unavailable(str(exc))
+    subject, sha256 = ref
+    if (foreign := foreign_source(job, subject, sha256)) is not None:
+        return foreign
+    if p.fetch_image is None:
+        return no_registry(job)
+    try:  # an outage (DependencyUnavailable, TransientError) propagates: retried, the job is not at fault
+        data = await asyncio.to_thread(p.fetch_image, subject, sha256)
+    except ImageFetchRefused as exc:  # 403 consent not active, 410 erased: consent.<reason>; 404, 409: no face
+        return fetch_refused(job, exc.status, exc.reason, str(exc))
+    except ImageFetchRejected as exc:  # over the size limit, or other bytes than the reference names
+        return source_unavailable(f"the consent registry's answer for source image {job.source_image_uri} was "
+                                  f"refused: {exc}")
+    if (actual := hashlib.sha256(data).hexdigest()) != job.source_image_sha256:  # the fetcher is a port: check
+        return source_unavailable(f"source image {job.source_image_uri} came back from the registry as bytes whose "
+                                  f"sha256 is {actual}, not {job.source_image_sha256}")
+    return data
 
 
 async def _template(job: SwapRequested, p: SwapPorts) -> Path:
@@ -237,9 +295,8 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
                            should_stop=should_stop, gate=p.quality, render=order, clock=clock)
 
     try:
-        async with p.slots:
-            metrics.BATCH_SIZE.set(p.batch_size)
-            out = await asyncio.to_thread(run)
+        metrics.BATCH_SIZE.set(p.batch_size)
+        out = await asyncio.to_thread(run)
         with clock.stage("store"):
             name = "rendered.mp4" if out.rendered else "mezzanine.mkv"
             video = await asyncio.to_thread(p.store.put_file, f"jobs/{key}/{name}", out.video, move=True)
