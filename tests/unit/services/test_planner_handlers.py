@@ -79,6 +79,19 @@ async def test_a_trend_plans_expedited_jobs_once() -> None:
     assert all(r.status == "requested" and r.origin == "trend" and r.trend_id == "tr-1" for r in rows)
 
 
+async def test_a_trend_asks_for_its_max_jobs_and_a_plan_beyond_the_batch_limit_is_refused() -> None:
+    from reelfab_planner.limits import MAX_BATCH
+    from reelfab_planner.usecase import trend_request
+
+    planner = make_planner("vera")
+    assert trend_request(planner, trend(["dance"], max_jobs=3).record).count == 3
+    assert trend_request(planner, trend(["dance"], max_jobs=None).record).count == planner.config.trend_max_jobs
+    assert trend_request(planner, trend(["dance"], max_jobs=10**6).record).count == planner.config.trend_max_jobs
+    with pytest.raises(PermanentError, match="count must be 1 to 100,000"):
+        await plan_now(planner, MAX_BATCH + 1, "cli")
+    assert published(planner, SWAP_REQUESTED) == []
+
+
 async def test_a_trend_nothing_matches_plans_nothing_and_counts_it() -> None:
     planner = make_planner("vera")
     before = planner_metrics.TRENDS_UNMATCHED.labels("no_template")._value.get()
@@ -88,11 +101,12 @@ async def test_a_trend_nothing_matches_plans_nothing_and_counts_it() -> None:
 
 
 @pytest.mark.parametrize(("field_name", "value", "says"), [("urgency", math.nan, "urgency"), ("urgency", 3.0, "urgency"),
-                                                          ("max_jobs", 0, "max_jobs")])
+                                                          ("max_jobs", 0, "max_jobs"),
+                                                          ("tags", [f"tag{i}" for i in range(65)], "65 tags")])
 async def test_a_trend_that_cannot_be_planned_is_refused_with_its_reason(field_name: str, value: Any, says: str) -> None:
     planner = make_planner("vera")
     with pytest.raises(PermanentError, match=says):
-        await handlers.on_trend(planner)(trend(["dance"], **{field_name: value}))
+        await handlers.on_trend(planner)(trend(["dance"], **{field_name: value}) if field_name != "tags" else trend(value))
     assert published(planner, SWAP_EXPEDITED) == []
 
 

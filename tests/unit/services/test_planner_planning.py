@@ -145,6 +145,17 @@ def test_a_trend_selects_templates_by_tag_and_goes_out_urgent() -> None:
     assert all(j.priority == 10 and j.deadline == deadline and j.trend_id == "tr-1" for j in plan.jobs)
 
 
+def test_a_trend_spreads_its_jobs_over_subjects_not_over_the_templates_it_chose() -> None:
+    subjects = [terms(f"s{i}") for i in range(4)]
+    templates = [template("hit", "challenge"), template("other", "dance")]
+    trend = TrendAsk("tr-1", frozenset({"challenge"}), NOW + timedelta(hours=1), 4)
+    plan = plan_batch(request(20, trend=trend), inputs(subjects, templates), config(max_share=0.25))
+    assert len(plan.jobs) == 4 and {j.combination.template for j in plan.jobs} == {"hit"}
+    assert Counter(j.combination.subject for j in plan.jobs) == {f"s{i}": 1 for i in range(4)}  # the subject cap holds
+    batch = plan_batch(request(4), inputs(subjects, [template("hit", "challenge")]), config(max_share=0.25))
+    assert len(batch.jobs) == 1  # an ordinary batch still spreads over templates
+
+
 def test_a_trend_with_unknown_tags_or_past_its_deadline_plans_nothing_and_says_so() -> None:
     base = inputs([terms("a")], [template("d1", "dance")])
     unknown = plan_batch(request(5, trend=TrendAsk("tr", frozenset({"knitting"}), None, None)), base, config())

@@ -118,10 +118,19 @@ def _plugins() -> None:
 _plugins()
 
 
+def configure_cli_logging() -> None:
+    """Logs of a command go to stderr, readable, warnings and up unless REELFAB_LOG_LEVEL says otherwise:
+    stdout is the command's output (``--json`` must parse)."""
+    from reelfab.logging import configure_logging
+
+    configure_logging("pretty", os.environ.get("REELFAB_LOG_LEVEL", "WARNING"))
+
+
 def main() -> None:
     """Entry point: a known failure prints one line naming what went wrong, not a traceback."""
     from reelfab.errors import ReelfabError
 
+    configure_cli_logging()
     try:
         app()
     except (ReelfabError, ValueError, OSError) as exc:

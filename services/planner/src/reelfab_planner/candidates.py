@@ -124,8 +124,11 @@ class Selection:
     limits: list[str] = field(default_factory=list)  # why fewer than asked, in words
 
 
-def select(space: Space, scores: NDArray[np.float32], count: int, *, max_share: float) -> Selection:
-    """The best ``count`` candidates under the diversity cap and the subjects' jobs left."""
+def select(space: Space, scores: NDArray[np.float32], count: int, *, max_share: float,
+           template_share: float | None = None) -> Selection:
+    """The best ``count`` candidates under the diversity cap and the subjects' jobs left.
+    ``template_share``: the per-template cap when it differs from the subjects' (a trend's batch: the
+    trend chose its templates, so they are not spread; 1.0 lifts the cap)."""
     flat = scores.reshape(-1)
     available = int(np.count_nonzero(np.isfinite(flat)))
     want = min(count, available)
@@ -135,21 +138,24 @@ def select(space: Space, scores: NDArray[np.float32], count: int, *, max_share: 
     if want == 0:
         return Selection([], available, limits)
     cap = max(1, math.ceil(max_share * want))
+    template_cap = cap if template_share is None else max(1, math.ceil(template_share * want))
     left = [s.jobs_left for s in space.subjects]
     shortlist = min(available, max(8 * want, 64))
     while True:
-        picks = _pick(space.shape, flat, shortlist, want, cap, left)
+        picks = _pick(space.shape, flat, shortlist, want, cap, template_cap, left)
         if len(picks) == want or shortlist == available:
             break
         shortlist = min(available, 4 * shortlist)
     if len(picks) < want:
-        limits.append(f"the diversity cap ({max_share:.0%} of the batch: {cap} per subject and per template) "
-                      f"and the subjects' daily caps allow {len(picks)}")
+        per = f"{cap} per subject and per template" if template_cap == cap else \
+            f"{cap} per subject, {template_cap} per template"
+        limits.append(f"the diversity cap ({max_share:.0%} of the batch: {per}) and the subjects' daily caps allow "
+                      f"{len(picks)}")
     return Selection(picks, available, limits)
 
 
 def _pick(shape: tuple[int, int, int, int], flat: NDArray[np.float32], shortlist: int, want: int, cap: int,
-          jobs_left: Sequence[int | None]) -> list[tuple[int, int, int, int]]:
+          template_cap: int, jobs_left: Sequence[int | None]) -> list[tuple[int, int, int, int]]:
     best = np.argpartition(-flat, shortlist - 1)[:shortlist]
     best = best[np.argsort(-flat[best], kind="stable")]
     best = best[np.isfinite(flat[best])]
@@ -160,7 +166,7 @@ def _pick(shape: tuple[int, int, int, int], flat: NDArray[np.float32], shortlist
     for s, t, m, c in zip(s_idx.tolist(), t_idx.tolist(), m_idx.tolist(), c_idx.tolist(), strict=True):  # the shortlist only
         used = per_subject.get(s, 0)
         left = jobs_left[s]
-        if used >= cap or per_template.get(t, 0) >= cap or (left is not None and used >= left):
+        if used >= cap or per_template.get(t, 0) >= template_cap or (left is not None and used >= left):
             continue
         per_subject[s] = used + 1
         per_template[t] = per_template.get(t, 0) + 1

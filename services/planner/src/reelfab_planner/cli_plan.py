@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .ledger import STATUSES
+from .limits import MAX_BATCH
 
 console = Console()
 err = Console(stderr=True)
@@ -42,11 +44,33 @@ async def _planner(*, bus_needed: bool) -> AsyncIterator[Any]:
         bus = KafkaBus(settings, SPEC.name, default_codec(settings))
         planner = bootstrap(build_context(SPEC, settings, bus, pool, lambda _ctx: None))
         if bus_needed:
-            await planner.view.catch_up(bus)
+            await asyncio.to_thread(_check_consent_keys, settings)
+            try:
+                await planner.view.catch_up(bus)
+            except Exception as exc:  # noqa: BLE001 - aiokafka's own errors: one line, not its traceback
+                raise CliRefusal(f"Kafka at {settings.kafka_bootstrap} does not answer ({type(exc).__name__}: "
+                                 f"{exc}); start the stack (`make up`) or set REELFAB_KAFKA_BOOTSTRAP") from None
             planner.policy = restore_policy(await planner.store.policy())
         yield planner, pool, bus
     finally:
         await pool.close()
+
+
+class CliRefusal(Exception):
+    """What stops a command before it plans anything, in one line."""
+
+
+def _check_consent_keys(settings: Any) -> None:
+    """A plan reads the consent topic's signed leases: without the keys to verify them every subject
+    would be skipped, and the plan would say only that nobody has consent."""
+    from reelfab.consent.gate import load_public_keys
+
+    try:
+        load_public_keys(settings)
+    except Exception as exc:  # noqa: BLE001 - no token, a refused token, the registry away: say which
+        raise CliRefusal(f"cannot verify consent leases: {exc}. Set REELFAB_CONSENT_TOKEN to a registry token "
+                         "(`reelfab consent tokens create planner --role reader`) or REELFAB_CONSENT_PUBLIC_KEYS "
+                         "to the registry's keys") from None
 
 
 async def _relay(pool: Any, schema: str, bus: Any) -> str:
@@ -68,11 +92,17 @@ async def _relay(pool: Any, schema: str, bus: Any) -> str:
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(work())  # type: ignore[arg-type]
+    from reelfab.errors import PermanentError
+
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except (CliRefusal, PermanentError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 def plan(
-    count: int = typer.Option(..., "--count", "-n", min=1, help="How many swap jobs to plan now."),
+    count: int = typer.Option(..., "--count", "-n", min=1, max=MAX_BATCH, help="How many swap jobs to plan now."),
     allow_repeats: bool = typer.Option(False, "--allow-repeats", help="Plan combinations already produced too."),
     seed: int | None = typer.Option(None, help="Seed the Thompson draw (the same inputs then plan the same batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),

@@ -128,7 +128,8 @@ def plan_batch(request: PlanRequest, inputs: Inputs, config: PlanConfig) -> Plan
                   [m.music_id if m else None for m in music], [s.style_id for s in styles])
     rng = np.random.default_rng(request.seed)
     scores = score(space, inputs.policy, rng, exclude=() if request.allow_repeats else inputs.produced)
-    selection = select(space, scores, count, max_share=config.max_share)
+    selection = select(space, scores, count, max_share=config.max_share,
+                       template_share=1.0 if request.trend is not None else None)  # a trend chose its templates
     notes += selection.limits
     jobs = []
     for at in selection.picks:

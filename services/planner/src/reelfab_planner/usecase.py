@@ -23,6 +23,7 @@ from reelfab.logging import get_logger
 
 from . import metrics
 from .bootstrap import Planner
+from .limits import MAX_BATCH, MAX_TREND_TAGS
 from .plan import Inputs, Plan, PlanRequest, TrendAsk, plan_batch, swap_requested
 from .repository import job_row
 
@@ -74,8 +75,8 @@ async def write_plan(planner: Planner, tx: Transaction, plan: Plan, trigger: str
 async def plan_now(planner: Planner, count: int, trigger: str, *, allow_repeats: bool = False,
                    seed: int | None = None) -> Plan:
     """A batch of up to ``count`` jobs now (the schedule, `reelfab plan`), written and announced."""
-    if count < 1:
-        raise PermanentError(f"a plan needs a count of at least 1, not {count}")
+    if not 1 <= count <= MAX_BATCH:
+        raise PermanentError(f"a plan's count must be 1 to {MAX_BATCH:,}, not {count}")
     plan_id = f"plan-{planner.new_id()}"
     plan = await make_plan(planner, PlanRequest(plan_id, count, planner.clock(), allow_repeats, None, seed), trigger)
     async with planner.uow.begin(plan_event(plan_id), "plan") as tx:
@@ -90,9 +91,12 @@ def trend_request(planner: Planner, trend: TrendDetected) -> PlanRequest:
         raise PermanentError(f"trend {trend.trend_id}: urgency {trend.urgency!r} is not between 0 and 1")
     if trend.max_jobs is not None and trend.max_jobs < 1:
         raise PermanentError(f"trend {trend.trend_id}: max_jobs {trend.max_jobs} is not at least 1")
+    if len(trend.tags) > MAX_TREND_TAGS:
+        raise PermanentError(f"trend {trend.trend_id}: {len(trend.tags)} tags, more than the {MAX_TREND_TAGS} a trend may name")
     ask = TrendAsk(trend.trend_id, frozenset(t.strip().lower() for t in trend.tags if t.strip()), trend.deadline,
                    trend.max_jobs, trend.title)
-    return PlanRequest(f"trend-{trend.event_id}", planner.config.trend_max_jobs, planner.clock(), trend=ask)
+    cap = planner.config.trend_max_jobs
+    return PlanRequest(f"trend-{trend.event_id}", min(trend.max_jobs or cap, cap), planner.clock(), trend=ask)
 
 
 def trend_outcome(plan: Plan) -> str | None:
