@@ -197,3 +197,23 @@ def test_routine_kafka_chatter_is_quiet_and_real_warnings_still_show(capsys: pyt
     assert not shown("reelfab.faststream", "Auto create topics is disabled. Make sure the topics exist.")
     assert shown("aiokafka.conn", "Unable connect to 127.0.0.1:9092")
     assert shown("aiokafka.consumer.group_coordinator", "because it is rebalancing", logging.ERROR)
+
+
+def test_asyncpg_pool_warnings_during_an_outage_keep_one_line_without_a_traceback() -> None:
+    import logging
+    import sys
+
+    from reelfab.logging import _PoolOutageOneLine
+
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5433)")
+    except ConnectionRefusedError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("asyncpg.pool", logging.WARNING, __file__, 1, "Failed to restore the pool connection floor",
+                               (), exc_info)
+    assert _PoolOutageOneLine().filter(record)
+    text = logging.Formatter("%(levelname)s %(name)s %(message)s").format(record)
+    assert "\n" not in text and "Traceback" not in text
+    assert "Failed to restore the pool connection floor: ConnectionRefusedError" in text and "5433" in text
+    other = logging.LogRecord("reelfab.x", logging.WARNING, __file__, 1, "kept", (), exc_info)
+    assert _PoolOutageOneLine().filter(other) and other.exc_info is exc_info  # others keep their traceback

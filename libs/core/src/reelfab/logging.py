@@ -31,6 +31,8 @@ def configure_logging(fmt: str = "json", level: str = "INFO", service: str | Non
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _RoutineKafkaChatter) for f in handler.filters):
             handler.addFilter(_RoutineKafkaChatter())
+        if not any(isinstance(f, _PoolOutageOneLine) for f in handler.filters):
+            handler.addFilter(_PoolOutageOneLine())
     if service:
         structlog.contextvars.bind_contextvars(service=service)
 
@@ -51,3 +53,18 @@ class _RoutineKafkaChatter(logging.Filter):
             return True
         message = record.getMessage()
         return not any(text in message for text in self._ROUTINE)
+
+
+class _PoolOutageOneLine(logging.Filter):
+    """asyncpg's pool warns with a whole traceback each time it cannot reopen a connection while
+    PostgreSQL is away; the outage is already reported (readiness, ``reelfab_dependency_up``, one line
+    of ours), so its warning keeps one line: the message and the error, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("asyncpg") and record.levelno <= logging.WARNING and record.exc_info:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
