@@ -1,8 +1,10 @@
 """Analytics as a running service on the real Kafka and PostgreSQL: publications and engagement
 readings in, a PolicyUpdated on the compacted policy topic whose posterior for the good arm moved (by
 the post weight, each post's newest reading only); an impossible reading on the dead-letter topic
-naming its field; K moderation strikes within the window out as one SubjectFlagged DISABLED (and the
-subject disabled in the next policy), strikes spread wider than the window as nothing.
+naming its field; K moderation strikes (K distinct jobs) within the window out as one SubjectFlagged
+DISABLED (and the subject disabled in the next policy), strikes spread wider than the window, or one
+job failing K times, as nothing; a post id a second job claims dead-lettered naming the post and both
+jobs, its credit staying with the first job's arms.
 
 The service runs in-process (``run_service``) under a schema and consumer group of its own, and every
 subject, post and template is unique to the run, so what other tests left on the shared topics
@@ -79,8 +81,8 @@ def reading(post: str, *, completion: float | None, at: datetime, views: int = 1
                 avg_watch_time_s=9.5, completion_rate=completion)
 
 
-def strike(job: str, subject: str, at: datetime) -> dict[str, Any]:
-    return base(occurred_at=at, job_id=job, stage="publisher", reason_code="spam_risk",
+def strike(job: str, subject: str, at: datetime, reason_code: str = "spam_risk") -> dict[str, Any]:
+    return base(occurred_at=at, job_id=job, stage="publisher", reason_code=reason_code,
                 reason="the platform flagged the post as spam", retryable=False, subject_id=subject)
 
 
@@ -172,9 +174,12 @@ async def _nonempty(found: Any) -> bool:
 
 async def test_k_strikes_within_the_window_flag_and_disable_the_subject(analytics: dict[str, Any]) -> None:
     w, run, now = analytics, analytics["run"], datetime.now(UTC)
-    struck, spread = f"struck-{run}", f"spread-{run}"
+    struck, spread, repeated = f"struck-{run}", f"spread-{run}", f"repeated-{run}"
     wide = [strike(f"w{i}-{run}", spread, now - timedelta(hours=3 - 1.5 * i)) for i in range(3)]  # 1.5 h apart
-    for value in wide:
+    # one job announced failed three times (three event ids), a second job once: two strikes, not four
+    again = [strike(f"r0-{run}", repeated, now - timedelta(minutes=30 - 5 * i), "moderation_rejected") for i in range(3)]
+    again.append(strike(f"r1-{run}", repeated, now - timedelta(minutes=10), "moderation_rejected"))
+    for value in wide + again:
         await w["bus"].publish(FAILED, value)
     close = [strike(f"c{i}-{run}", struck, now - timedelta(minutes=30 - 10 * i)) for i in range(3)]  # within 1 h
     for value in close:
@@ -182,19 +187,23 @@ async def test_k_strikes_within_the_window_flag_and_disable_the_subject(analytic
     found: list[dict[str, Any]] = []
 
     async def flagged() -> bool:
-        found[:] = [v for v in await values_on(w, FLAGGED) if v["subject_id"] in (struck, spread)]
+        found[:] = [v for v in await values_on(w, FLAGGED) if v["subject_id"] in (struck, spread, repeated)]
         return bool(found)
 
     await eventually(flagged, timeout=60, interval=0.2)
-    await eventually(lambda: processed(w, *(v["event_id"] for v in wide + close)), timeout=30)
+    await eventually(lambda: processed(w, *(v["event_id"] for v in wide + again + close)), timeout=30)
     await asyncio.sleep(1.0)  # a second flag, were there one, would be on the topic by now
-    found[:] = [v for v in await values_on(w, FLAGGED) if v["subject_id"] in (struck, spread)]
-    assert len(found) == 1  # the struck subject, once; the spread one never reached 3 within an hour
+    found[:] = [v for v in await values_on(w, FLAGGED) if v["subject_id"] in (struck, spread, repeated)]
+    # the struck subject, once; the spread one never reached 3 within an hour; the repeated one has 2 jobs
+    assert len(found) == 1
     [flag] = found
     assert (flag["subject_id"], flag["subject_kind"], flag["action"]) == (struck, "FACE", "DISABLED")
     assert flag["producer"] == w["producer"] and "3 moderation strikes" in flag["reason"]
     evidence = json.loads(flag["evidence"])
     assert sorted(s["job_id"] for s in evidence["strikes"]) == sorted(v["job_id"] for v in close)
+    assert sorted(evidence["jobs"]) == sorted(v["job_id"] for v in close)
+    kept = await w["pool"].fetchval(f'SELECT count(*) FROM "{w["schema"]}".strikes WHERE target_id = $1', repeated)
+    assert kept == 4  # every failure kept, counted per job
     audit = await w["pool"].fetch(f'SELECT actor, rule, action FROM "{w["schema"]}".rule_audit WHERE target_id = $1',
                                   struck)
     assert [(r["actor"], r["rule"], r["action"]) for r in audit] == [(f"{w['producer']}/strikes", "strikes", "DISABLED")]
@@ -204,3 +213,33 @@ async def test_k_strikes_within_the_window_flag_and_disable_the_subject(analytic
         return bool(arms.get(struck, {}).get("disabled"))
 
     await eventually(disabled_in_policy, timeout=30, interval=0.2)  # the planner will never choose it
+
+
+async def test_a_post_id_claimed_by_a_second_job_is_dead_lettered_and_keeps_its_credit(analytics: dict[str, Any]) -> None:
+    w, run, now = analytics, analytics["run"], datetime.now(UTC)
+    post, first, second = f"reused-{run}", f"j1-{run}", f"j2-{run}"
+    mine, theirs = f"own-{run}~t0-{run}~-~bold", f"other-{run}~t1-{run}~-~bold"
+    await w["bus"].publish(PUBLISHED, publication(post, first, mine))
+    again = publication(post, first, mine)  # the same job announcing its post again: fine
+    await w["bus"].publish(PUBLISHED, again)
+    await eventually(lambda: processed(w, again["event_id"]), timeout=30, interval=0.2)
+    claim = publication(post, second, theirs)
+    await w["bus"].publish(PUBLISHED, claim)
+
+    async def dead_lettered() -> list[Any]:
+        return [m for m in await w["bus"].scan(PUBLISHED + ".dlq", w["since"])
+                if m.key == second.encode() and m.header("reelfab.service") == w["producer"].encode()]
+
+    await eventually(lambda: _nonempty(dead_lettered()), timeout=30)
+    [dead] = await dead_lettered()
+    message = (dead.header("reelfab.error.message") or b"").decode()
+    assert f"post_id {post}" in message and f"job {first}" in message and f"job {second}" in message
+    assert not await processed(w, claim["event_id"])
+    row = await w["pool"].fetchrow(f'SELECT job_id, subject_id FROM "{w["schema"]}".posts WHERE post_id = $1', post)
+    assert (row["job_id"], row["subject_id"]) == (first, f"own-{run}")
+    reading_ = reading(post, completion=0.6, at=now - timedelta(minutes=1))
+    await w["bus"].publish(OBSERVED, reading_)
+    await eventually(lambda: processed(w, reading_["event_id"]), timeout=30, interval=0.2)
+    arms = {r["arm_id"]: int(r["pulls"]) for r in await w["pool"].fetch(
+        f'SELECT arm_id, pulls FROM "{w["schema"]}".arms WHERE space = $1', "subject")}
+    assert arms.get(f"own-{run}") == 1 and f"other-{run}" not in arms  # the credit stays with the first job

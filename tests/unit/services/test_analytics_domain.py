@@ -5,6 +5,7 @@ strike window and the elimination rule."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -24,8 +25,23 @@ from reelfab_analytics.posteriors import (
     contribution_deltas,
     post_trials,
 )
-from reelfab_analytics.posts import ENGAGEMENT, PUBLISH, Lineage, Post
-from reelfab_analytics.reward import BadEngagement, RewardMode, check_reading, reward_of
+from reelfab_analytics.posts import (
+    ENGAGEMENT,
+    PUBLISH,
+    BadPublication,
+    Lineage,
+    Post,
+    PostReused,
+    check_publication,
+)
+from reelfab_analytics.reward import (
+    BadEngagement,
+    RewardMode,
+    allowed_interactions,
+    check_observed_at,
+    check_reading,
+    reward_of,
+)
 from reelfab_analytics.rules import (
     CLEARED,
     DISABLED,
@@ -35,6 +51,7 @@ from reelfab_analytics.rules import (
     EliminationRule,
     Strike,
     StrikeRule,
+    first_per_job,
 )
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -83,9 +100,10 @@ def test_the_reward_mode_setting_is_checked() -> None:
     ({"shares": -1}, "shares"),
     ({"views": 10**13}, "views"),
     ({"shares": 10**12 + 1}, "shares"),
-    ({"views": 100, "likes": 1011}, "likes"),  # over 10 per view: absurd
+    ({"views": 100, "likes": 1011}, "likes"),  # ten likes per view: absurd
+    ({"views": 100, "likes": 500}, "likes"),  # five per view: absurd too (at most 100 × 1.05 + 10)
     ({"views": 0, "comments": 11}, "comments"),
-    ({"views": 5, "shares": 61}, "shares"),
+    ({"views": 5, "shares": 16}, "shares"),
     ({"completion_rate": math.nan}, "completion_rate"),
     ({"completion_rate": math.inf}, "completion_rate"),
     ({"completion_rate": 1.2}, "completion_rate"),
@@ -105,8 +123,34 @@ def test_impossible_readings_are_refused_naming_the_field(overrides: dict[str, A
 
 def test_the_absurd_per_view_bound_is_a_parameter() -> None:
     check_reading(reading(views=100, likes=1000), 10**12, max_per_view=10)
-    with pytest.raises(BadEngagement, match=r"likes is 300 with 100 views, more than 2 per view"):
+    with pytest.raises(BadEngagement, match=r"likes is 300 with 100 views, more than 2 per view allows \(at most 220"):
         check_reading(reading(views=100, likes=300), 10**12, max_per_view=2)
+
+
+@pytest.mark.parametrize("field", ["likes", "comments", "shares"])
+def test_by_default_an_interaction_counter_is_at_most_the_views_plus_a_counting_lag_slack(field: str) -> None:
+    """500 likes on 100 views is no audience (the reward would clip it to a perfect 1.0): refused,
+    naming the counter. Up to views × 1.05 + 10 is counting lag, allowed."""
+    quiet = {"likes": 0, "comments": 0, "shares": 0}
+    with pytest.raises(BadEngagement, match=rf"post-1: {field} is 500 with 100 views, more than 1 per view"):
+        check_reading(reading(**{**quiet, "views": 100, field: 500}), 10**12)
+    check_reading(reading(**{**quiet, "views": 100, field: 115}), 10**12)  # 100 × 1.05 + 10
+    with pytest.raises(BadEngagement, match=rf"{field} is 116 with 100 views"):
+        check_reading(reading(**{**quiet, "views": 100, field: 116}), 10**12)
+    check_reading(reading(**{**quiet, "views": 100_000, field: 104_000}), 10**12)  # lag grows with the views
+    with pytest.raises(BadEngagement, match=rf"{field} is 106000 with 100000 views"):
+        check_reading(reading(**{**quiet, "views": 100_000, field: 106_000}), 10**12)
+    assert allowed_interactions(0) == 10 and allowed_interactions(100) == pytest.approx(115)
+
+
+def test_a_reading_from_the_future_is_refused_beyond_the_clock_skew() -> None:
+    now = T0
+    check_observed_at("post-1", now + timedelta(minutes=5), now)  # within the default 5 minutes of skew
+    check_observed_at("post-1", now - timedelta(days=30), now)  # the past is fine
+    with pytest.raises(BadEngagement, match=r"post post-1: observed_at is 2030-01-01T00:06:00\+00:00, 360 s ahead"):
+        check_observed_at("post-1", now + timedelta(minutes=6), now)
+    with pytest.raises(BadEngagement, match=r"observed_at .* 365.0 days ahead .* more than the 60 s"):
+        check_observed_at("post-1", now + timedelta(days=365), now, timedelta(seconds=60))
 
 
 def test_a_post_counts_as_post_weight_trials_capped_by_its_views() -> None:
@@ -203,6 +247,27 @@ def test_an_older_reading_never_overwrites_a_newer_one() -> None:
     assert not post.is_newer(T0 + timedelta(hours=2))  # the same instant is not newer either
 
 
+def test_a_post_belongs_to_one_job_and_another_job_claiming_it_is_refused() -> None:
+    ada = Lineage.named(PUBLISH, job_id="j1", subject_id="ada", template_id="t1", arm_id="ada~t1~m1~bold")
+    bo = Lineage.named(PUBLISH, job_id="j2", subject_id="bo", template_id="t2", arm_id="bo~t2~-~calm")
+    assert ada is not None and bo is not None
+    post = Post("p1").published(ada, "tiktok", T0)
+    again = post.published(ada, "tiktok", T0 + timedelta(minutes=1))  # the same job again: fine
+    assert again.lineage == ada
+    with pytest.raises(PostReused, match=r"post_id p1 is already published by job j1; job j2 cannot") as raised:
+        post.published(bo, "tiktok", T0)
+    assert isinstance(raised.value, PermanentError)
+    hinted = Post("p2").read(T0, 0.5, 20.0, replace(bo, source=ENGAGEMENT), "tiktok")  # a reading's lineage ...
+    assert hinted.published(ada, "tiktok", T0).lineage == ada  # ... gives way to the publication
+
+
+@pytest.mark.parametrize("version", [-7, 0])
+def test_a_publication_under_a_consent_version_the_registry_never_issues_is_refused(version: int) -> None:
+    with pytest.raises(BadPublication, match=rf"post p1 by job j1: consent_version is {version}; .* start at 1"):
+        check_publication(job_id="j1", post_id="p1", consent_version=version)
+    check_publication(job_id="j1", post_id="p1", consent_version=1)
+
+
 # ------------------------------------------------------------------------------ strikes
 
 
@@ -235,6 +300,33 @@ def test_the_strike_rule_fires_once_only() -> None:
 def test_a_late_strike_completes_the_window_it_belongs_to() -> None:
     flag = RULE.judge(FACE, "ada", strikes(30, 10, 20), None)  # arrived last, happened in the middle
     assert flag is not None
+
+
+def test_a_job_failing_again_and_again_is_one_strike() -> None:
+    """Three job.failed for ONE job (three event ids) are one strike, not three."""
+    one_job = [Strike(f"ev-{i}", FACE, "ada", "job-1", "moderation_rejected", T0 + timedelta(minutes=i))
+               for i in range(3)]
+    assert RULE.judge(FACE, "ada", one_job, None) is None
+    two_more = one_job + strikes(1, 2)  # job-0 and job-1 of strikes() : job-1 is the same job once more
+    assert RULE.judge(FACE, "ada", two_more, None) is None  # two distinct jobs
+    three = one_job + [Strike("ev-x", FACE, "ada", "job-2", "spam_risk", T0 + timedelta(hours=3)),
+                       Strike("ev-y", FACE, "ada", "job-3", "spam_risk", T0 + timedelta(hours=4))]
+    flag = RULE.judge(FACE, "ada", three, None)
+    assert flag is not None and flag.reason.endswith("(moderation_rejected, spam_risk) on 3 distinct jobs")
+    assert flag.evidence["jobs"] == ["job-1", "job-2", "job-3"]
+    assert [(s["job_id"], s["event_id"], s["failures"]) for s in flag.evidence["strikes"]] == [
+        ("job-1", "ev-0", 3), ("job-2", "ev-x", 1), ("job-3", "ev-y", 1)]  # each job at its first failure
+
+
+def test_a_job_counts_at_its_first_failure() -> None:
+    """A job that failed first long ago and again now does not join a window with today's jobs."""
+    rule = StrikeRule(RULE.reasons, 3, timedelta(hours=1))
+    old_job = [Strike("ev-a", FACE, "ada", "job-a", "spam_risk", T0),
+               Strike("ev-b", FACE, "ada", "job-a", "spam_risk", T0 + timedelta(hours=10))]
+    today = [Strike(f"ev-{i}", FACE, "ada", f"job-{i}", "spam_risk", T0 + timedelta(hours=10, minutes=i))
+             for i in range(2)]
+    assert rule.judge(FACE, "ada", old_job + today, None) is None
+    assert [s.event_id for s in first_per_job(old_job + today)] == ["ev-a", "ev-0", "ev-1"]
 
 
 def test_strike_reasons_come_from_the_setting() -> None:

@@ -32,12 +32,14 @@ from reelfab_analytics import main as analytics_main
 from reelfab_analytics.bootstrap import Analytics
 from reelfab_analytics.flusher import PolicyFlusher, flusher_of
 from reelfab_analytics.posteriors import ArmStats
+from reelfab_analytics.posts import PostReused
 from reelfab_analytics.repository import InMemoryRepository
 from tests.conftest import make_settings, unique
 
 from .samples import event
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)  # the service's clock here: readings at T0 (+ hours) are in its past
 ARM = "ada~t1~m1~bold"
 
 
@@ -72,6 +74,7 @@ def world_of(**settings: Any) -> World:
     analytics = ctx.extras["analytics"]
     assert isinstance(analytics, Analytics) and isinstance(analytics.repo, InMemoryRepository)
     assert isinstance(ctx.uow, InMemoryUnitOfWork)
+    analytics.clock = lambda: NOW
     return World(ctx, analytics, analytics.repo, ctx.uow, flusher_of(ctx.extras))
 
 
@@ -81,9 +84,10 @@ def world() -> World:
 
 
 def published(post: str, *, arm_id: str | None = ARM, subject: str = "ada", template: str | None = "t1",
-              job: str | None = None) -> Event[Any]:
+              job: str | None = None, consent_version: int = 1) -> Event[Any]:
     return event(PUBLISH_COMPLETED, job_id=job or unique("job"), post_id=post, subject_id=subject,
-                 template_id=template, arm_id=arm_id, platform="tiktok", published_at=T0)
+                 template_id=template, arm_id=arm_id, platform="tiktok", published_at=T0,
+                 consent_version=consent_version)
 
 
 def observed(post: str, *, at: datetime = T0, views: int = 100, likes: int = 10, comments: int = 0,
@@ -228,6 +232,73 @@ async def test_an_impossible_reading_raises_a_permanent_error_naming_the_field(
     assert world.repo.observations == [] and world.uow.done == {}  # nothing written, nothing marked
 
 
+@pytest.mark.parametrize("field", ["likes", "comments", "shares"])
+async def test_interactions_far_above_the_views_are_refused_naming_the_counter(field: str) -> None:
+    """500 likes on 100 views would count as a perfect post (the reward clips at 1): refused. A few
+    more than the views (counting lag) still count."""
+    w = world_of()  # the default: at most one of each per view (plus slack)
+    assert w.analytics.max_per_view == 1.0
+    await w.handle(published("p1"))
+    quiet = {"likes": 0, "comments": 0, "shares": 0}
+    with pytest.raises(PermanentError, match=rf"{field} is 500 with 100 views, more than 1 per view"):
+        await w.handle(observed("p1", **{**quiet, field: 500}))
+    assert w.repo.observations == [] and w.repo.arms == {}
+    await w.handle(observed("p1", **{**quiet, field: 104}))  # 4 more than the views: counting lag, allowed
+    assert w.seen("subject", "ada") == (1, 20.0, 1.0)
+
+
+async def test_a_reading_observed_in_the_future_is_refused_naming_observed_at(world: World) -> None:
+    await world.handle(published("p1"))
+    with pytest.raises(PermanentError, match=r"engagement of post p1: observed_at is 2031-01-03T03:04:05\+00:00, "
+                                             r"365.0 days ahead of this service's clock"):
+        await world.handle(observed("p1", at=NOW + timedelta(days=365), likes=90))
+    assert world.repo.observations == [] and world.uow.done == {next(iter(world.uow.done)): "publish.completed"}
+    await world.handle(observed("p1", at=NOW + timedelta(minutes=4), likes=30))  # clock skew: fine
+    await world.handle(observed("p1", at=NOW - timedelta(hours=1), likes=10))  # older than that one: stale
+    assert world.seen("subject", "ada") == (1, 20.0, 0.3)
+
+
+@pytest.mark.parametrize("version", [-7, 0])
+async def test_a_publication_under_an_impossible_consent_version_is_refused(world: World, version: int) -> None:
+    with pytest.raises(PermanentError, match=rf"consent_version is {version}; consent versions start at 1"):
+        await world.handle(published("p1", consent_version=version))
+    assert world.repo.posts == {} and world.uow.done == {}
+
+
+async def test_a_post_id_published_by_another_job_is_refused_and_keeps_its_credit(world: World) -> None:
+    first, again = published("p1", job="j1"), published("p1", job="j1")  # the same job twice (two event ids)
+    await world.handle(first)
+    await world.handle(observed("p1", likes=40))
+    await world.handle(again)  # idempotent: nothing moves
+    assert world.seen("subject", "ada") == (1, 20.0, 0.4) and again.event_id in world.uow.done
+    other = published("p1", job="j2", subject="bo", template="t2", arm_id="bo~t2~-~calm")
+    with pytest.raises(PostReused, match="post_id p1 is already published by job j1; job j2 cannot publish it"):
+        await world.handle(other)
+    assert world.seen("subject", "ada") == (1, 20.0, 0.4) and world.arm("subject", "bo") == ArmStats()
+    assert world.seen("template", "t1") == (1, 20.0, 0.4) and world.arm("template", "t2") == ArmStats()
+    assert world.repo.posts["p1"].lineage is not None and world.repo.posts["p1"].lineage.job_id == "j1"
+    assert other.event_id not in world.uow.done
+    await world.handle(observed("p1", at=T0 + timedelta(hours=1), likes=60))  # still j1's post
+    assert world.seen("subject", "ada") == (1, 20.0, 0.6) and world.arm("subject", "bo") == ArmStats()
+
+
+async def test_on_the_bus_a_reused_post_id_is_dead_lettered_naming_the_post_and_both_jobs(world: World) -> None:
+    bus = world.ctx.bus
+    assert isinstance(bus, InMemoryBus)
+    async with bus:
+        await bus.publish(PUBLISH_COMPLETED, published("p1", job="j1").record)
+        await bus.publish(PUBLISH_COMPLETED, published("p1", job="j1").record)
+        await bus.wait_idle(5)  # keyed by job: j2's would not wait for j1's otherwise
+        await bus.publish(PUBLISH_COMPLETED, published("p1", job="j2", arm_id="bo~t2~-~calm", subject="bo").record)
+        await bus.wait_idle(5)
+    dead = [dict(m.headers) for p in bus.log.log_for(PUBLISH_COMPLETED + ".dlq") for m in p]
+    [headers] = dead
+    message = (headers["reelfab.error.message"] or b"").decode()
+    assert "post_id p1" in message and "job j1" in message and "job j2" in message
+    assert (headers["reelfab.error.class"] or b"").endswith(b".PostReused")
+    assert world.repo.posts["p1"].lineage is not None and world.repo.posts["p1"].lineage.job_id == "j1"
+
+
 async def test_a_publication_with_a_malformed_arm_id_is_dead_lettered_naming_it(world: World) -> None:
     with pytest.raises(BadArm, match="arm_id 'arm-7'"):
         await world.handle(published("p1", arm_id="arm-7"))
@@ -290,6 +361,28 @@ async def test_only_strike_reasons_count_and_a_redelivered_strike_counts_once() 
     await w.handle(strike)
     await w.handle(failed("j2", "ada", at=T0, reason="spec_check_failed"))
     assert w.flags() == [] and len(w.repo.strikes) == 1
+
+
+async def test_one_job_failing_three_times_is_one_strike_not_three() -> None:
+    """Three job.failed for ONE job (distinct event ids, moderation_rejected) flag nothing; the
+    strikes count distinct jobs, and the flag's evidence lists them."""
+    w = world_of(analytics_strike_limit=3)
+    await w.handle(published("p1", job="j1"))
+    for minutes in (0, 5, 10):
+        await w.handle(failed("j1", "ada", at=T0 + timedelta(minutes=minutes), reason="moderation_rejected"))
+    assert w.flags() == [] and len(w.repo.strikes) == 6  # every failure kept (subject and template), one strike
+    await w.handle(published("p2", job="j2"))
+    await w.handle(failed("j2", "ada", at=T0 + timedelta(minutes=20), reason="moderation_rejected"))
+    await w.handle(failed("j1", "ada", at=T0 + timedelta(minutes=30), reason="spam_risk"))  # j1 yet again
+    assert w.flags() == []  # two distinct jobs
+    await w.handle(published("p3", job="j3"))
+    await w.handle(failed("j3", "ada", at=T0 + timedelta(minutes=40), reason="moderation_rejected"))
+    flags = {f.subject_kind: f for f in w.flags()}
+    assert set(flags) == {"FACE", "TEMPLATE"}
+    for flag in flags.values():
+        evidence = json.loads(flag.evidence or "{}")
+        assert evidence["jobs"] == ["j1", "j2", "j3"] and [s["failures"] for s in evidence["strikes"]] == [4, 1, 1]
+        assert "on 3 distinct jobs" in flag.reason
 
 
 async def test_a_strike_reaches_the_template_of_a_known_job_and_the_subject_of_its_lineage() -> None:

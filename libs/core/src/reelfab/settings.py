@@ -121,7 +121,8 @@ class Settings(BaseSettings):
     analytics_elimination_mean: float = Field(default=0.02, ge=0.0, le=1.0)  # a template's posterior mean under this ...
     analytics_elimination_min_posts: int = Field(default=20, ge=1)  # ... after this many posts: elimination candidate
     analytics_max_count: int = Field(default=10**12, ge=1)  # engagement counters above this are refused as absurd
-    analytics_max_interactions_per_view: float = Field(default=10.0, gt=0.0)  # likes/comments/shares above this × (views + 1): absurd
+    analytics_max_interactions_per_view: float = Field(default=1.0, gt=0.0)  # likes/comments/shares above this × views × 1.05 + 10 (counting-lag slack): absurd
+    analytics_max_clock_skew_s: float = Field(default=300.0, ge=0.0)  # an engagement reading observed further ahead of the clock than this is refused
 
     # service process
     http_host: str = "127.0.0.1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from reelfab.bus import now_utc
 from reelfab.bus.unit_of_work import UnitOfWork
@@ -13,7 +13,7 @@ from reelfab.service import ServiceContext, ServiceSpec
 
 from .posteriors import Prior
 from .repository import InMemoryRepository, PostgresRepository, Repository
-from .reward import MAX_PER_VIEW, RewardMode
+from .reward import RewardMode
 from .rules import EliminationRule, StrikeRule
 
 Clock = Callable[[], datetime]
@@ -32,7 +32,8 @@ class Analytics:
     strikes: StrikeRule
     elimination: EliminationRule
     max_count: int
-    max_per_view: float
+    max_per_view: float  # likes, comments, shares per view (reward.allowed_interactions)
+    max_skew: timedelta  # how far ahead of ``clock`` a reading's observed_at may be
     clock: Clock
 
 
@@ -53,7 +54,8 @@ def bootstrap(ctx: ServiceContext, *, repo: Repository | None = None, clock: Clo
         strikes=StrikeRule.from_settings(settings),
         elimination=EliminationRule.from_settings(settings),
         max_count=settings.analytics_max_count,
+        max_per_view=settings.analytics_max_interactions_per_view,
         # not a setting yet: read it should one be added, else reward.py's bound
-        max_per_view=float(getattr(settings, "analytics_max_interactions_per_view", MAX_PER_VIEW)),
+        max_skew=timedelta(seconds=settings.analytics_max_clock_skew_s),
         clock=clock or now_utc,
     )

@@ -4,7 +4,12 @@ engagement reading (its reward). Pure decisions, no I/O:
 - **lineage**: publish.completed is the authority (the job the publisher posted, with the planner's
   ``arm_id``); an engagement reading that carries a lineage of its own names the arms of a post not
   yet known from publish.completed (the two topics are keyed differently, so either may come first),
-  and publish.completed replaces it when it arrives. A reading of a post with no lineage at all is
+  and publish.completed replaces it when it arrives. A post belongs to ONE job: the same job
+  announcing it again is fine (idempotent; its lineage as announced last), but a publish.completed
+  naming a post already published by another job is refused (``PostReused``, dead-lettered naming
+  the post and both jobs) rather than moving the post's credit to the other job's arms. A
+  publication's ``consent_version`` must be a version the consent registry can have issued (they
+  start at 1), else ``BadPublication``. A reading of a post with no lineage at all is
   kept, unattributed, until publish.completed names the post: nothing is lost.
 - **arms**: the combination's arm in each space (``reelfab.contracts.arms``) when the lineage has an
   ``arm_id``; otherwise only the spaces it names (subject, template, and their pair when both).
@@ -26,11 +31,29 @@ from reelfab.contracts.arms import (
     pair_arm,
     parse_arm_id,
 )
+from reelfab.errors import PermanentError
 
 from .posteriors import Contribution
 
 PUBLISH = "publish"  # lineage from publish.completed
 ENGAGEMENT = "engagement"  # lineage from an engagement reading (until publish.completed comes)
+FIRST_CONSENT_VERSION = 1  # the consent registry numbers a subject's consent versions 1, 2, ...
+
+
+class BadPublication(PermanentError):
+    """A publish.completed no publisher can have sent; the message names the field."""
+
+
+class PostReused(PermanentError):
+    """A publish.completed names a post already published by another job; the message names the
+    post and both jobs."""
+
+
+def check_publication(*, job_id: str, post_id: str, consent_version: int) -> None:
+    """BadPublication naming the field of a publish.completed that cannot be true."""
+    if consent_version < FIRST_CONSENT_VERSION:
+        raise BadPublication(f"publication of post {post_id} by job {job_id}: consent_version is {consent_version}; "
+                             f"consent versions start at {FIRST_CONSENT_VERSION}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +137,13 @@ class Post:
         return Contribution(arms, self.reward, self.trials) if arms else None
 
     def published(self, lineage: Lineage, platform: str, published_at: datetime) -> Post:
-        """publish.completed names the post: its lineage replaces any the readings gave."""
+        """publish.completed names the post: its lineage replaces any the readings gave, or the one
+        the same job announced before. PostReused when another job published the post already."""
+        mine = self.lineage
+        if mine is not None and mine.source == PUBLISH and mine.job_id != lineage.job_id:
+            raise PostReused(f"post_id {self.post_id} is already published by job {mine.job_id}; "
+                             f"job {lineage.job_id} cannot publish it too (a reused post id): refused, "
+                             f"the post stays job {mine.job_id}'s")
         return replace(self, lineage=lineage, platform=platform, published_at=published_at)
 
     def is_newer(self, observed_at: datetime) -> bool:

@@ -78,7 +78,10 @@ class Repository(Protocol):
     async def add_strike(self, conn: Any, strike: Strike) -> None: ...
 
     async def strikes_near(self, conn: Any, kind: str, target_id: str, since: datetime,
-                           until: datetime) -> list[Strike]: ...
+                           until: datetime) -> list[Strike]:
+        """Every strike against the target of the jobs struck against it between ``since`` and
+        ``until``, their failures outside that span too (a job counts once, at its first failure:
+        rules.py), in time order."""
 
     async def record_flag(self, conn: Any, flag: Flag, *, actor: str, event_id: str | None) -> None:
         """The target's new flag, its audit entry, and (when what is disabled changes) its spaces as changed."""
@@ -204,9 +207,11 @@ class PostgresRepository:
 
     async def strikes_near(self, conn: Any, kind: str, target_id: str, since: datetime,
                            until: datetime) -> list[Strike]:
+        strikes = self._t('strikes')
         rows = await conn.fetch(
-            f"SELECT event_id, kind, target_id, job_id, reason_code, occurred_at FROM {self._t('strikes')} "
-            "WHERE kind = $1 AND target_id = $2 AND occurred_at BETWEEN $3 AND $4 ORDER BY occurred_at, event_id",
+            f"SELECT event_id, kind, target_id, job_id, reason_code, occurred_at FROM {strikes} "
+            f"WHERE kind = $1 AND target_id = $2 AND job_id IN (SELECT job_id FROM {strikes} "
+            "WHERE kind = $1 AND target_id = $2 AND occurred_at BETWEEN $3 AND $4) ORDER BY occurred_at, event_id",
             kind, target_id, since, until)
         return [Strike(r["event_id"], r["kind"], r["target_id"], r["job_id"], r["reason_code"], r["occurred_at"])
                 for r in rows]
@@ -335,9 +340,9 @@ class InMemoryRepository:
 
     async def strikes_near(self, conn: Any, kind: str, target_id: str, since: datetime,
                            until: datetime) -> list[Strike]:
-        return sorted((s for s in self.strikes.values()
-                       if s.kind == kind and s.target_id == target_id and since <= s.occurred_at <= until),
-                      key=lambda s: (s.occurred_at, s.event_id))
+        mine = [s for s in self.strikes.values() if s.kind == kind and s.target_id == target_id]
+        jobs = {s.job_id for s in mine if since <= s.occurred_at <= until}
+        return sorted((s for s in mine if s.job_id in jobs), key=lambda s: (s.occurred_at, s.event_id))
 
     async def record_flag(self, conn: Any, flag: Flag, *, actor: str, event_id: str | None) -> None:
         before = self.flags.get((flag.kind, flag.target_id))

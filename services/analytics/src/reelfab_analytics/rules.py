@@ -3,10 +3,13 @@ Every flag they raise is audited (who, what, why, evidence) and announced as Sub
 
 - **Strikes**: a job.failed whose ``reason_code`` is one of ``analytics_strike_reasons`` (moderation:
   spam risk, a rejection, a content violation) is a strike against the job's subject, and against its
-  template where the job's lineage is known. ``analytics_strike_limit`` strikes within any span of
-  ``analytics_strike_window_s`` (by when each failure happened, so a replay decides the same) disable
-  the subject or template: one DISABLED flag, not one per further strike. A strike that arrives late
-  still counts in the window it belongs to.
+  template where the job's lineage is known. Strikes count per distinct JOB, not per failure event: a
+  job announced failed several times (a retried stage, a redelivery under a new event id, a second
+  moderation pass) is one strike, at its first failure; every failure is still kept. ``analytics_strike_limit``
+  distinct jobs struck within any span of ``analytics_strike_window_s`` (by when each job first
+  failed, so a replay decides the same) disable the subject or template: one DISABLED flag, not one per
+  further strike; its evidence lists those jobs. A strike that arrives late still counts in the window
+  it belongs to.
 - **Elimination**: a template whose posterior mean is below ``analytics_elimination_mean`` after at
   least ``analytics_elimination_min_posts`` posts becomes an ELIMINATION_CANDIDATE, once: reported,
   not disabled (a person decides). Should its mean recover to the threshold or above, the candidacy is
@@ -77,9 +80,10 @@ class StrikeRule:
         return at - self.window, at + self.window
 
     def reached(self, strikes: Sequence[Strike]) -> list[Strike] | None:
-        """The first ``limit`` strikes lying within one window, if any do (``strikes``: every strike
-        of one target that can share a window with the newest); None otherwise."""
-        ordered = sorted(strikes, key=lambda s: (s.occurred_at, s.event_id))
+        """The first ``limit`` distinct jobs' strikes lying within one window, if any do (``strikes``:
+        every strike of one target that can share a window with the newest, and every other failure of
+        those jobs; a job counts once, at its first failure); None otherwise."""
+        ordered = first_per_job(strikes)
         for i in range(len(ordered) - self.limit + 1):
             if ordered[i + self.limit - 1].occurred_at - ordered[i].occurred_at <= self.window:
                 return ordered[i: i + self.limit]
@@ -94,13 +98,26 @@ class StrikeRule:
         if window is None:
             return None
         reason = (f"{self.limit} moderation strikes within {_duration(self.window)} "
-                  f"({', '.join(sorted({s.reason_code for s in window}))})")
+                  f"({', '.join(sorted({s.reason_code for s in window}))}) on {self.limit} distinct jobs")
+        failures = {s.job_id: 0 for s in window}
+        for s in strikes:
+            if s.job_id in failures:
+                failures[s.job_id] += 1
         evidence = {
             "strikes": [{"job_id": s.job_id, "reason_code": s.reason_code, "occurred_at": s.occurred_at.isoformat(),
-                         "event_id": s.event_id} for s in window],
+                         "event_id": s.event_id, "failures": failures[s.job_id]} for s in window],
+            "jobs": [s.job_id for s in window],
             "limit": self.limit, "window_s": self.window.total_seconds(), "reasons": sorted(self.reasons),
         }
         return Flag(kind, target_id, DISABLED, STRIKE_RULE, reason, evidence)
+
+
+def first_per_job(strikes: Sequence[Strike]) -> list[Strike]:
+    """One strike per job, its first failure (by when it happened, then event id), in time order."""
+    first: dict[str, Strike] = {}
+    for strike in sorted(strikes, key=lambda s: (s.occurred_at, s.event_id)):
+        first.setdefault(strike.job_id, strike)
+    return list(first.values())
 
 
 def _duration(span: timedelta) -> str:

@@ -19,8 +19,8 @@ from reelfab.contracts.generated.records import (
 
 from .bootstrap import Analytics
 from .posteriors import Posterior, contribution_deltas, post_trials
-from .posts import ENGAGEMENT, PUBLISH, Lineage, Observation, Post
-from .reward import check_reading, reward_of
+from .posts import ENGAGEMENT, PUBLISH, Lineage, Observation, Post, check_publication
+from .reward import check_observed_at, check_reading, reward_of
 from .rules import ELIMINATION_RULE, FACE, STRIKE_RULE, TEMPLATE_KIND, Flag, Strike
 
 COUNTED, STALE, UNATTRIBUTED, NO_REWARD = "counted", "stale", "unattributed", "no_reward"
@@ -30,7 +30,9 @@ COUNTED, STALE, UNATTRIBUTED, NO_REWARD = "counted", "stale", "unattributed", "n
 
 
 def lineage_of_publication(record: PublishCompleted) -> Lineage:
-    """The post's lineage; BadArm (dead-lettered) naming a malformed ``arm_id``."""
+    """The post's lineage; BadPublication / BadArm (dead-lettered) naming an impossible
+    ``consent_version`` or a malformed ``arm_id``."""
+    check_publication(job_id=record.job_id, post_id=record.post_id, consent_version=record.consent_version)
     lineage = Lineage.named(PUBLISH, job_id=record.job_id, subject_id=record.subject_id,
                             template_id=record.template_id, arm_id=record.arm_id)
     assert lineage is not None  # a publication always names its subject
@@ -50,6 +52,7 @@ class Reading:
 def checked_reading(analytics: Analytics, record: EngagementObserved) -> Reading:
     """BadEngagement / BadArm (PermanentErrors naming the field) for what no platform can report."""
     check_reading(record, analytics.max_count, analytics.max_per_view)
+    check_observed_at(record.post_id, record.observed_at, analytics.clock(), analytics.max_skew)
     lineage = Lineage.named(ENGAGEMENT, job_id=record.job_id, subject_id=record.subject_id,
                             template_id=record.template_id, arm_id=record.arm_id)
     reward = reward_of(record, analytics.reward)
@@ -63,7 +66,8 @@ def checked_reading(analytics: Analytics, record: EngagementObserved) -> Reading
 async def publication(analytics: Analytics, conn: Any, record: PublishCompleted, lineage: Lineage,
                       event_id: str) -> list[Flag]:
     """publish.completed names the post's lineage: the readings already kept are attributed (or
-    re-attributed, should a reading have named other arms)."""
+    re-attributed, should a reading have named other arms). PostReused (dead-lettered, nothing
+    written) when another job published the post already."""
     post = await analytics.repo.lock_post(conn, record.post_id)
     post = post.published(lineage, record.platform, record.published_at)
     await analytics.repo.save_post(conn, post)
