@@ -145,3 +145,50 @@ async def test_templates_and_music_by_command_end_to_end(catalogue: dict[str, An
     assert styles["source"] == str(media["styles"])
     assert styles["styles"] == [{"style_id": "shout", "captions": ["LOOK"], "font_size": 10, "position": "top",
                                  "colour": "#FFFFFF"}]
+
+
+async def test_every_refusal_by_command_exits_1_with_its_reasons_and_adds_nothing(
+        catalogue: dict[str, Any], media: dict[str, Path], tmp_path: Path) -> None:
+    """Each refusal names what is wrong in the same words for templates and music (a folder, an empty
+    file, an empty --id), a non-commercial licence cannot be marked commercial, and none of them leaves
+    a row or an object behind."""
+    schema, store = catalogue["schema"], catalogue["store"]
+    objects = tmp_path / "objects"
+    env = {"REELFAB_STORAGE_ROOT": objects.as_uri(), "REELFAB_PLANNER_TEMPLATE_MIN_S": "1",
+           "REELFAB_PLANNER_TEMPLATE_MIN_SHORT_SIDE": "256", "REELFAB_FACE_BACKEND": "classical"}
+    folder = tmp_path / "a folder.mp4"
+    folder.mkdir()
+    empty_clip, empty_bed = tmp_path / "empty.mp4", tmp_path / "empty.m4a"
+    empty_clip.write_bytes(b"")
+    empty_bed.write_bytes(b"")
+
+    async def refused(*args: str) -> str:
+        r = await asyncio.to_thread(reelfab, [*args, "--schema", schema], env)
+        assert r.exit_code == 1, (args, r.exit_code, r.output, r.stderr)
+        assert "Traceback" not in r.stderr and r.stdout == "", (args, r.stdout)
+        return " ".join(r.stderr.split())  # rich wraps long lines
+
+    template = ("templates", "add", "--tag", "dance")
+    music = ("music", "add", "--tag", "pop", "--licence", "CC0-1.0")
+    for says in (await refused(*template, str(folder)), await refused(*music, str(folder))):
+        assert f"not_a_file: {folder}: is a directory, not a file" in says, says
+    for args, path in ((template, empty_clip), (music, empty_bed)):
+        says = await refused(*args, str(path))
+        assert f"{path}: the file is empty (0 bytes)" in says and "moov atom" not in says, says
+    for args, path, kind in ((template, media["clip"], "template"), (music, media["bed"], "music")):
+        for blank in ("", " "):
+            says = await refused(*args, str(path), "--id", blank)
+            assert f"{kind}_id {blank!r} is empty" in says and "leave --id out" in says, says
+    for licence in ("CC-BY-NC-4.0", "CC-BY-NC-SA-4.0", "CC-BY-NC-ND-4.0", "Attribution-NonCommercial 4.0"):
+        says = await refused("music", "add", str(media["bed"]), "--tag", "pop", "--licence", licence, "--commercial")
+        assert f"licence {licence!r} does not allow commercial use" in says, says
+
+    assert await store.templates(include_retired=True) == [] and await store.music() == []
+    assert not objects.exists() or [p for p in objects.rglob("*") if p.is_file()] == []
+    listed = json.loads((await asyncio.to_thread(reelfab, ["music", "list", "--json", "--schema", schema], env)).stdout)
+    assert listed == []
+    # the same bed without --commercial is taken, and listed as not for commercial use
+    bed = await asyncio.to_thread(reelfab, ["music", "add", str(media["bed"]), "--tag", "pop", "--licence",
+                                            "CC-BY-NC-4.0", "--json", "--schema", schema], env)
+    assert bed.exit_code == 0, bed.output + bed.stderr
+    assert [(m.licence, m.commercial) for m in await store.music()] == [("CC-BY-NC-4.0", False)]

@@ -21,8 +21,11 @@ from reelfab_planner.catalogue import (
     TemplateLimits,
     caption_styles,
     check_catalogue_id,
+    check_licence,
+    chosen_id,
     classify_shot,
     id_from_name,
+    non_commercial,
     normalise_tags,
     parse_caption_styles,
 )
@@ -72,6 +75,18 @@ def test_a_file_name_without_letters_gives_no_id() -> None:
         id_from_name("!!!.mp4")
 
 
+def test_no_id_given_means_one_from_the_file_name() -> None:
+    assert chosen_id(None, "Beach Walk.mp4") == "beach-walk"
+    assert chosen_id("beach-02", "Beach Walk.mp4") == "beach-02"
+
+
+@pytest.mark.parametrize("given", ["", "   ", "\t"])
+def test_an_empty_or_blank_id_is_refused_not_replaced_by_the_file_name(given: str) -> None:
+    with pytest.raises(CatalogueError, match=re.escape(f"music_id {given!r} is empty")) as caught:
+        chosen_id(given, "bed.m4a", "music")
+    assert "--id" in str(caught.value) and "leave --id out" in str(caught.value)
+
+
 def test_tags_are_lower_cased_without_hash_each_once_in_order() -> None:
     assert normalise_tags(["#Dance", "dance", " POP ", "k-pop", "summer_2030"]) == ("dance", "pop", "k-pop", "summer_2030")
 
@@ -102,6 +117,46 @@ def test_template_limits_refuse_nonsense() -> None:
                 dict(samples=0)):
         with pytest.raises(CatalogueError, match="template"):
             TemplateLimits(**bad)
+
+
+# ------------------------------------------------------------------------------------------- licences
+
+NON_COMMERCIAL = ["CC-BY-NC-4.0", "CC-BY-NC-SA-4.0", "CC-BY-NC-ND-4.0", "cc-by-nc-3.0", "CC BY-NC-SA 4.0",
+                  "CC-BY-NC-ND-2.5-UK", "Attribution-NonCommercial 4.0 International", "non-commercial use only",
+                  "Non Commercial", "noncommercial", "NON_COMMERCIAL", "free, not for commercial use",
+                  "no commercial use"]
+COMMERCIAL_OR_UNSAID = ["CC0-1.0", "CC0", "CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-ND-4.0", "MIT", "Pixabay Content License",
+                        "royalty-free, commercial use allowed", "SYNC licence 2030", "Proprietary (bought for ads)"]
+
+
+@pytest.mark.parametrize("licence", NON_COMMERCIAL)
+def test_a_non_commercial_licence_is_known_as_such(licence: str) -> None:
+    assert non_commercial(licence)
+
+
+@pytest.mark.parametrize("licence", COMMERCIAL_OR_UNSAID)
+def test_other_licences_are_not_taken_for_non_commercial(licence: str) -> None:
+    assert not non_commercial(licence)
+
+
+@pytest.mark.parametrize("licence", NON_COMMERCIAL)
+def test_commercial_use_under_a_non_commercial_licence_is_refused_naming_it(licence: str) -> None:
+    with pytest.raises(CatalogueError, match=re.escape(f"licence {licence!r} does not allow commercial use")):
+        check_licence(licence, commercial=True)
+    assert check_licence(f" {licence} ", commercial=False) == licence
+
+
+@pytest.mark.parametrize("licence", COMMERCIAL_OR_UNSAID)
+def test_any_other_named_licence_may_be_marked_either_way(licence: str) -> None:
+    """Commercial use is said by hand (--commercial): leaving it off a commercial licence is merely
+    conservative (the bed goes to non-commercial jobs only)."""
+    assert check_licence(licence, commercial=True) == check_licence(licence, commercial=False) == licence
+
+
+@pytest.mark.parametrize("text", ["", "   ", "x" * 201, "CC\nBY"])
+def test_a_licence_must_be_named_in_printable_text(text: str) -> None:
+    with pytest.raises(CatalogueError, match="1 to 200 printable characters"):
+        check_licence(text, commercial=False)
 
 
 # ---------------------------------------------------------------------------------------- caption styles
@@ -221,8 +276,11 @@ async def music_rules(store: CatalogueStore, run: str) -> None:
         await store.add_music(dataclasses.replace(one, music_id=f"three-{run}"))
     with pytest.raises(IdTaken, match=f"music bed id '{one.music_id}'"):
         await store.add_music(dataclasses.replace(one, sha256=f"3{run}".ljust(64, "0")))
-    with pytest.raises(CatalogueError, match="needs a licence"):
+    with pytest.raises(CatalogueError, match="1 to 200 printable characters"):
         await store.add_music(dataclasses.replace(one, music_id=f"four-{run}", sha256=f"4{run}".ljust(64, "0"), licence=" "))
+    with pytest.raises(CatalogueError, match="licence 'CC-BY-NC-SA-4.0' does not allow commercial use"):
+        await store.add_music(dataclasses.replace(one, music_id=f"five-{run}", sha256=f"5{run}".ljust(64, "0"),
+                                                  licence="CC-BY-NC-SA-4.0", commercial=True))
     assert len(await store.music()) == 2
 
 

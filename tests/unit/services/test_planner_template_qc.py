@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from reelfab.devtools.synthetic import music_bed, template_clip
+from reelfab.errors import DependencyUnavailable
 from reelfab.faces.types import FaceEngine
 from reelfab.media.tools import tool
 from reelfab.settings import Settings
@@ -167,7 +168,25 @@ def test_a_file_that_is_not_a_video_is_refused_with_the_reason(clips: dict[str, 
 def test_a_missing_file_is_refused(tmp_path: Path, engine: FaceEngine) -> None:
     refused = refusal(tmp_path / "nowhere.mp4", engine)
     assert refused.codes == ["missing"] and refused.reasons == [f"{tmp_path / 'nowhere.mp4'}: no such file"]
-    assert refusal(tmp_path, engine).reasons == [f"{tmp_path}: not a file"]
+
+
+def test_a_folder_is_refused_as_a_folder_for_templates_and_music_alike(tmp_path: Path, engine: FaceEngine) -> None:
+    folder = tmp_path / "clips.mp4"
+    folder.mkdir()
+    for_template = refusal(folder, engine)
+    with pytest.raises(Refused) as for_music:
+        music_qc(folder)
+    for refused in (for_template, for_music.value):
+        assert refused.codes == ["not_a_file"] and refused.reasons == [f"{folder}: is a directory, not a file"]
+
+
+def test_an_empty_file_is_refused_in_the_same_words_for_templates_and_music(clips: dict[str, Path],
+                                                                          engine: FaceEngine) -> None:
+    with pytest.raises(Refused) as for_music:
+        music_qc(clips["empty"])
+    assert for_music.value.codes == ["not_audio"]
+    assert for_music.value.reasons == refusal(clips["empty"], engine).reasons == [
+        f"{clips['empty']}: the file is empty (0 bytes)"]
 
 
 # ------------------------------------------------------------------------------------------------- music
@@ -242,6 +261,80 @@ async def test_a_refused_clip_leaves_nothing_behind(clips: dict[str, Path], engi
     assert list((tmp_path / "objects").rglob("*")) == []
 
 
+async def test_a_refusal_before_the_qc_leaves_nothing_behind_either(clips: dict[str, Path], engine: FaceEngine,
+                                                                     tmp_path: Path) -> None:
+    catalogue, objects = InMemoryCatalogueStore(), FileStore(tmp_path / "objects")
+    with pytest.raises(CatalogueError, match="template_id '' is empty"):  # not the file name's id instead
+        await add(catalogue, objects, clips["face"], engine, template_id="")
+    with pytest.raises(CatalogueError, match="template_id '  ' is empty"):
+        await add(catalogue, objects, clips["face"], engine, template_id="  ")
+    with pytest.raises(Refused, match="is a directory, not a file") as folder:
+        await add(catalogue, objects, tmp_path, engine)
+    assert folder.value.codes == ["not_a_file"]
+    with pytest.raises(Refused, match="the file is empty") as empty:
+        await add(catalogue, objects, clips["empty"], engine)
+    assert empty.value.codes == ["not_video"]
+    assert await catalogue.templates(include_retired=True) == []
+    assert list((tmp_path / "objects").rglob("*")) == []
+
+
+async def test_a_file_that_cannot_be_read_is_refused_naming_why(clips: dict[str, Path], engine: FaceEngine,
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(path: Path) -> str:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("reelfab.storage.sha256_file", denied)
+    catalogue, objects = InMemoryCatalogueStore(), FileStore(tmp_path / "objects")
+    with pytest.raises(Refused, match="cannot read it: Permission denied") as template_refused:
+        await add(catalogue, objects, clips["face"], engine)
+    with pytest.raises(Refused, match="cannot read it: Permission denied") as music_refused:
+        await add_music_file(catalogue, objects, clips["audio"], ["pop"], music_id=None, licence="CC0", commercial=False,
+                             now=NOW)
+    assert template_refused.value.codes == music_refused.value.codes == ["unreadable"]
+    assert await catalogue.templates(include_retired=True) == [] and await catalogue.music() == []
+    assert list((tmp_path / "objects").rglob("*")) == []
+
+
+class FailingCatalogue(InMemoryCatalogueStore):
+    """A catalogue whose add fails after the clip was stored (an outage, or a writer that won a race)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def add_template(self, t: Any) -> Any:
+        raise self.error
+
+    async def add_music(self, m: Any) -> Any:
+        raise self.error
+
+
+async def test_a_failed_add_takes_back_the_object_it_stored(clips: dict[str, Path], engine: FaceEngine,
+                                                            tmp_path: Path) -> None:
+    objects = FileStore(tmp_path / "objects")
+    outage = FailingCatalogue(DependencyUnavailable("postgresql", "connection refused"))
+    with pytest.raises(DependencyUnavailable):
+        await add(outage, objects, clips["face"], engine)
+    with pytest.raises(DependencyUnavailable):
+        await add_music_file(outage, objects, clips["audio"], ["pop"], music_id=None, licence="CC0", commercial=False,
+                             now=NOW)
+    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+
+
+async def test_a_failed_add_keeps_an_object_that_was_there_before(clips: dict[str, Path], engine: FaceEngine,
+                                                                  tmp_path: Path) -> None:
+    """The same bytes added twice at once: the loser's Duplicate must not delete the winner's clip."""
+    objects = FileStore(tmp_path / "objects")
+    sha = sha256_file(clips["face"])
+    first = objects.put_file(content_key("catalogue/templates", sha, clips["face"]), clips["face"])
+    with pytest.raises(Duplicate):
+        await add(FailingCatalogue(Duplicate("template", "performer", sha)), objects, clips["face"], engine)
+    with pytest.raises(CatalogueError, match="concurrent"):  # not a Duplicate: still not ours to delete
+        await add(FailingCatalogue(CatalogueError("could not be added (a concurrent change)")), objects, clips["face"],
+                  engine)
+    assert objects.exists(first.uri) and sha256_file(objects.local_path(first.uri)) == sha
+
+
 async def test_no_fitting_model_still_adds_the_template_and_says_why(clips: dict[str, Path], engine: FaceEngine,
                                                                       tmp_path: Path) -> None:
     added = await add(InMemoryCatalogueStore(), FileStore(tmp_path / "o"), clips["face"], engine, commercial=True,
@@ -262,6 +355,27 @@ async def test_a_music_bed_is_stored_by_content_with_its_licence(clips: dict[str
                              now=NOW)
     with pytest.raises(CatalogueError, match="licence ''"):
         await add_music_file(catalogue, objects, clips["audio"], ["pop"], music_id="x", licence="", commercial=False, now=NOW)
+
+
+async def test_a_music_bed_refused_before_its_qc_leaves_nothing_behind(clips: dict[str, Path], tmp_path: Path) -> None:
+    catalogue, objects = InMemoryCatalogueStore(), FileStore(tmp_path / "objects")
+
+    async def add_bed(path: Path, **kw: Any) -> Any:
+        values: dict[str, Any] = dict(music_id=None, licence="CC-BY-4.0", commercial=False, now=NOW)
+        values.update(kw)
+        return await add_music_file(catalogue, objects, path, ["pop"], **values)
+
+    with pytest.raises(CatalogueError, match="licence 'CC-BY-NC-4.0' does not allow commercial use"):
+        await add_bed(clips["audio"], licence="CC-BY-NC-4.0", commercial=True)
+    with pytest.raises(CatalogueError, match="music_id '' is empty"):
+        await add_bed(clips["audio"], music_id="")
+    with pytest.raises(Refused, match="is a directory, not a file"):
+        await add_bed(tmp_path)
+    with pytest.raises(Refused, match="the file is empty"):
+        await add_bed(clips["empty"])
+    assert await catalogue.music() == [] and list((tmp_path / "objects").rglob("*")) == []
+    bed = await add_bed(clips["audio"], licence="CC-BY-NC-4.0")  # a non-commercial bed, said so: taken
+    assert (bed.licence, bed.commercial) == ("CC-BY-NC-4.0", False)
 
 
 def test_content_keys_keep_only_a_plain_extension() -> None:

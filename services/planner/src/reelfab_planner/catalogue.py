@@ -132,6 +132,17 @@ def id_from_name(name: str, kind: str = "template") -> str:
     return check_catalogue_id(slug, kind)
 
 
+def chosen_id(given: str | None, file_name: str, kind: str = "template") -> str:
+    """The id given with --id, checked; none given: one from the file name. An empty or blank id is
+    refused (it is a mistake, not a request for the file name's)."""
+    if given is None:
+        return id_from_name(file_name, kind)
+    if not given.strip():
+        raise CatalogueError(f"{kind}_id {given!r} is empty: give an id with --id, or leave --id out to take it "
+                             f"from the file name")
+    return check_catalogue_id(given, kind)
+
+
 def normalise_tags(tags: Iterable[str], kind: str = "template") -> tuple[str, ...]:
     """Tags lower-cased, stripped of a leading ``#``, each once, in the order given; at least one."""
     out: list[str] = []
@@ -154,6 +165,33 @@ def normalise_tags(tags: Iterable[str], kind: str = "template") -> tuple[str, ..
 def classify_shot(face_height_share: float, closeup_face_share: float) -> str:
     """A close-up when the face fills at least ``closeup_face_share`` of the frame's height."""
     return CLOSE_UP if face_height_share >= closeup_face_share else WIDE
+
+
+# ------------------------------------------------------------------------------------------- licences
+
+_NC_TOKEN = re.compile(r"[^a-z0-9]+")  # SPDX-like ids: CC-BY-NC-4.0, CC BY-NC-SA 4.0 -> ..., "nc", ...
+_NC_TEXT = re.compile(r"(?<![a-z])(non[\s_-]?commercial|not?\s+(for\s+)?commercial)")
+
+
+def non_commercial(licence: str) -> bool:
+    """Whether ``licence`` says it forbids commercial use: an SPDX-like id with an ``NC`` part
+    (CC-BY-NC-4.0, CC-BY-NC-SA-*, CC-BY-NC-ND-*) or text saying NonCommercial, non-commercial, not for
+    commercial use, no commercial use. Any other licence is taken at the word of whoever adds it."""
+    text = licence.lower()
+    return "nc" in _NC_TOKEN.split(text) or _NC_TEXT.search(text) is not None
+
+
+def check_licence(text: str, *, commercial: bool) -> str:
+    """The licence named (stripped); refused when it is blank or too long, or when it is a known
+    non-commercial licence and the bed is said to allow commercial use. Not saying a commercial
+    licence allows it is allowed: the bed then goes to non-commercial jobs only."""
+    licence = text.strip()
+    if not licence or len(licence) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in licence):
+        raise CatalogueError(f"licence {text!r}: name it in 1 to 200 printable characters (e.g. CC-BY-4.0)")
+    if commercial and non_commercial(licence):
+        raise CatalogueError(f"licence {licence!r} does not allow commercial use (it is a non-commercial licence): "
+                             "add the bed without --commercial, or under a licence that allows it")
+    return licence
 
 
 # ------------------------------------------------------------------------------------ caption styles

@@ -15,7 +15,16 @@ import asyncpg
 
 from reelfab.db import check_schema_name
 
-from .catalogue import SHOTS, CatalogueError, Duplicate, IdTaken, MusicBed, Template, check_catalogue_id
+from .catalogue import (
+    SHOTS,
+    CatalogueError,
+    Duplicate,
+    IdTaken,
+    MusicBed,
+    Template,
+    check_catalogue_id,
+    check_licence,
+)
 
 TEMPLATE, MUSIC = "template", "music bed"
 
@@ -42,11 +51,15 @@ def check_template(t: Template) -> Template:
 
 
 def check_music(m: MusicBed) -> MusicBed:
+    """What the store refuses to keep: a bad id, no tags, no licence, commercial use under a licence
+    that forbids it (whoever built the bed: the CLI checks the same before its QC)."""
     check_catalogue_id(m.music_id, "music")
     if not m.tags:
         raise CatalogueError(f"music bed {m.music_id!r} has no tags")
-    if not m.licence.strip():
-        raise CatalogueError(f"music bed {m.music_id!r} needs a licence")
+    try:
+        check_licence(m.licence, commercial=m.commercial)
+    except CatalogueError as exc:
+        raise CatalogueError(f"music bed {m.music_id!r}: {exc}") from None
     if not m.uri or not m.sha256:
         raise CatalogueError(f"music bed {m.music_id!r} needs the uri and sha256 of its file")
     return m

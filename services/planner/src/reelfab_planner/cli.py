@@ -30,8 +30,8 @@ from .catalogue import (
     Refused,
     Template,
     TemplateLimits,
-    check_catalogue_id,
-    id_from_name,
+    check_licence,
+    chosen_id,
     normalise_tags,
 )
 from .catalogue_store import MUSIC, TEMPLATE, CatalogueStore
@@ -96,6 +96,41 @@ async def refuse_known(catalogue: CatalogueStore, item_id: str, sha256: str) -> 
         raise IdTaken(TEMPLATE, item_id)
 
 
+async def hash_file(path: Path, what: str) -> str:
+    """The file's sha256; a file that cannot be read is Refused naming why (not a traceback)."""
+    from reelfab.storage import sha256_file
+
+    try:
+        return await asyncio.to_thread(sha256_file, path)
+    except OSError as exc:
+        raise Refused(what, [f"{path}: cannot read it: {exc.strerror or exc}"], ["unreadable"]) from None
+
+
+async def store_then_add(objects: Any, key: str, path: Path, sha256: str, add: Callable[[str], Awaitable[T]],
+                         catalogued: Callable[[], Awaitable[bool]]) -> T:
+    """Put ``path`` under ``key``, then ``add(uri)`` its row. When the add fails the object is taken
+    back, so nothing is half-added, but only if this call created it and no row names its bytes once
+    asked again (an add that committed before failing, or a writer of the same bytes, keeps it: a
+    Duplicate never takes it back); when that cannot be asked, it stays (an unlisted object harms nothing)."""
+    created = await asyncio.to_thread(objects.stat_key, key) is None
+    stored = await asyncio.to_thread(objects.put_file, key, path)
+    try:
+        if stored.sha256 != sha256:
+            raise CatalogueError(f"{path} changed while it was being added (sha256 {sha256[:12]}… then "
+                                 f"{stored.sha256[:12]}…)")
+        return await add(stored.uri)
+    except Duplicate:
+        raise
+    except BaseException:
+        if created:
+            try:
+                if not await catalogued():
+                    await asyncio.to_thread(objects.delete_key, key)
+            except Exception:  # the add's error is the one to report
+                pass
+        raise
+
+
 async def add_template_file(
     catalogue: CatalogueStore,
     objects: Any,  # reelfab.storage.ObjectStore
@@ -113,60 +148,60 @@ async def add_template_file(
 ) -> Added:
     """QC ``path``; on a pass store it by content and add it to the catalogue. Refused naming every
     failed rule; Duplicate / IdTaken / CatalogueError for what the catalogue refuses."""
-    from reelfab.storage import sha256_file
-
-    from .template_qc import template_qc
+    from .template_qc import check_file, template_qc
 
     clean_tags = normalise_tags(tags, "template")
-    item_id = check_catalogue_id(template_id, "template") if template_id else id_from_name(path.name, "template")
-    if not path.is_file():  # before hashing it: the QC would say the same, after a needless probe
-        raise Refused(f"template {path.name}", [f"{path}: no such file"], ["missing"])
-    sha256 = await asyncio.to_thread(sha256_file, path)
+    item_id = chosen_id(template_id, path.name, "template")
+    what = f"template {path.name}"
+    check_file(path, what, empty_code="not_video")  # before hashing it: the QC would say the same, after a probe
+    sha256 = await hash_file(path, what)
     await refuse_known(catalogue, item_id, sha256)
     qc = await asyncio.to_thread(template_qc, path, engine, limits, closeup_face_share=closeup_face_share)
-    stored = await asyncio.to_thread(objects.put_file, content_key(TEMPLATE_PREFIX, sha256, path), path)
-    if stored.sha256 != sha256:
-        raise CatalogueError(f"{path} changed while it was being added (sha256 {sha256[:12]}… then {stored.sha256[:12]}…)")
     template = Template(
-        template_id=item_id, uri=stored.uri, sha256=sha256, tags=clean_tags, duration_s=qc.duration_s, width=qc.width,
+        template_id=item_id, uri="", sha256=sha256, tags=clean_tags, duration_s=qc.duration_s, width=qc.width,
         height=qc.height, shot=qc.shot, face_share=qc.face_share, recommended_model=None, retired=False, added_at=now,
         face_height_share=qc.face_height_share, qc=qc.metrics,
     )
     pick, note = recommend(template, commercial=commercial, backend=backend, rules_text=rules_text)
-    added = await catalogue.add_template(replace(template, recommended_model=pick.model if pick else None))
+
+    async def add(uri: str) -> Template:
+        return await catalogue.add_template(replace(template, uri=uri, recommended_model=pick.model if pick else None))
+
+    async def catalogued() -> bool:
+        return any(t.sha256 == sha256 for t in await catalogue.templates(include_retired=True))
+
+    added = await store_then_add(objects, content_key(TEMPLATE_PREFIX, sha256, path), path, sha256, add, catalogued)
     return Added(added, qc.metrics, pick, note)
 
 
 async def add_music_file(catalogue: CatalogueStore, objects: Any, path: Path, tags: Sequence[str], *,
                          music_id: str | None, licence: str, commercial: bool, now: datetime) -> MusicBed:
-    from reelfab.storage import sha256_file
-
+    """Check ``path`` (an audio stream that lasts) and its licence; store it by content and add it.
+    Refused / CatalogueError (a non-commercial licence said to allow commercial use among them) before
+    anything is stored."""
     from .template_qc import music_qc
 
     clean_tags = normalise_tags(tags, "music")
-    item_id = check_catalogue_id(music_id, "music") if music_id else id_from_name(path.name, "music")
-    licence = check_licence(licence)
+    item_id = chosen_id(music_id, path.name, "music")
+    licence = check_licence(licence, commercial=commercial)
     qc = await asyncio.to_thread(music_qc, path)
-    sha256 = await asyncio.to_thread(sha256_file, path)
+    sha256 = await hash_file(path, f"music bed {path.name}")
     beds = await catalogue.music()
     same = next((m for m in beds if m.sha256 == sha256), None)
     if same is not None:
         raise Duplicate(MUSIC, same.music_id, sha256)
     if any(m.music_id == item_id for m in beds):
         raise IdTaken(MUSIC, item_id)
-    stored = await asyncio.to_thread(objects.put_file, content_key(MUSIC_PREFIX, sha256, path), path)
-    if stored.sha256 != sha256:
-        raise CatalogueError(f"{path} changed while it was being added")
-    return await catalogue.add_music(MusicBed(music_id=item_id, uri=stored.uri, sha256=sha256, tags=clean_tags,
-                                              licence=licence, commercial=commercial, duration_s=qc.duration_s,
-                                              added_at=now))
 
+    async def add(uri: str) -> MusicBed:
+        return await catalogue.add_music(MusicBed(music_id=item_id, uri=uri, sha256=sha256, tags=clean_tags,
+                                                  licence=licence, commercial=commercial, duration_s=qc.duration_s,
+                                                  added_at=now))
 
-def check_licence(text: str) -> str:
-    licence = text.strip()
-    if not licence or len(licence) > 200 or any(ord(c) < 32 for c in licence):
-        raise CatalogueError(f"licence {text!r}: name it in 1 to 200 printable characters (e.g. CC-BY-4.0)")
-    return licence
+    async def catalogued() -> bool:
+        return any(m.sha256 == sha256 for m in await catalogue.music())
+
+    return await store_then_add(objects, content_key(MUSIC_PREFIX, sha256, path), path, sha256, add, catalogued)
 
 
 # ------------------------------------------------------------------------------------------ the commands
@@ -320,7 +355,8 @@ def music_add(
     tag: list[str] = typer.Option(..., "--tag", "-t", help="A tag; repeat."),
     licence: str = typer.Option(..., "--licence", "-l", help="Its licence, e.g. CC-BY-4.0."),
     commercial: bool = typer.Option(False, "--commercial/--no-commercial",
-                                    help="Whether the licence allows commercial use."),
+                                    help="Whether the licence allows commercial use (refused for a non-commercial "
+                                         "licence such as CC-BY-NC-*)."),
     music_id: str | None = typer.Option(None, "--id", help="The bed's id (default: from the file name)."),
     as_json: bool = typer.Option(False, "--json"),
     schema: str | None = SchemaOption,

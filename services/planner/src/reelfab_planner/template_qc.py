@@ -3,7 +3,8 @@ detector on frames sampled evenly over the clip: how often a face shows, and how
 height it fills, which tells a close-up from a wide shot) and a music bed (an audio stream that lasts).
 
 Every failing rule is reported, not just the first. A file that cannot be measured at all (missing,
-empty, not a video, no video stream) is refused at once with the reason. The detector is the face
+a directory, empty, not a video, no video stream) is refused at once with the reason, in the same
+words for a clip and a bed (check_file). The detector is the face
 engine's (reelfab.faces): the configured frame backend, the classical one where the backend works on
 whole clips."""
 
@@ -130,7 +131,7 @@ def music_qc(path: Path, *, min_seconds: float = 1.0) -> MusicQC:
     """A music bed: a readable file with an audio stream that lasts at least ``min_seconds`` (the
     render loops a bed shorter than the clip). Refused with every reason otherwise."""
     what = f"music bed {path.name}"
-    _exists(path, what)
+    check_file(path, what, empty_code="not_audio")
     proc = children.run(
         [tool("ffprobe"), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
         capture_output=True, text=True,
@@ -154,16 +155,22 @@ def music_qc(path: Path, *, min_seconds: float = 1.0) -> MusicQC:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _exists(path: Path, what: str) -> None:
+def check_file(path: Path, what: str, *, empty_code: str) -> None:
+    """Refused, in the same words for templates and music beds, unless ``path`` is a regular file with
+    something in it: missing, a directory (or another kind of non-file), empty (``empty_code``)."""
     if not path.exists():
         raise Refused(what, [f"{path}: no such file"], ["missing"])
+    if path.is_dir():
+        raise Refused(what, [f"{path}: is a directory, not a file"], ["not_a_file"])
     if not path.is_file():
-        raise Refused(what, [f"{path}: not a file"], ["missing"])
+        raise Refused(what, [f"{path}: is not a regular file"], ["not_a_file"])
+    if path.stat().st_size == 0:
+        raise Refused(what, [f"{path}: the file is empty (0 bytes)"], [empty_code])
 
 
 def _probe_video(path: Path) -> VideoInfo:
     what = f"template {path.name}"
-    _exists(path, what)
+    check_file(path, what, empty_code="not_video")
     try:
         return probe(path)
     except MediaError as exc:  # empty, unreadable, no video stream, no size, zero length: says which
