@@ -207,7 +207,14 @@ async def test_an_altered_stored_image_is_refused_409_not_served(api: Api) -> No
     [(_, action, details)] = await _audited(api, subject_id)
     assert (action, details["reason"], details["status"]) == ("image.fetch_refused", "tampered", 409)
     stored.unlink()  # the object gone: refused as well, with its own reason
-    _refused(await api.client.get(f"/subjects/{subject_id}/images/{sha}", headers=api.auth()), 409, "missing")
+    r = await api.client.get(f"/subjects/{subject_id}/images/{sha}", headers=api.auth())
+    detail = _refused(r, 409, "missing")
+    assert f"{subject_id}'s enrolled image {sha}" in detail
+    # where the registry keeps its objects is its own business: no path, no URI in the answer
+    for internal in (str(stored), stored.name, str(api.objects), "file:", "://", ".sealed"):
+        assert internal not in r.text, (internal, r.text)
+    [*_, (_, action, details)] = await _audited(api, subject_id)
+    assert (action, details["reason"], details["status"]) == ("image.fetch_refused", "missing", 409)
 
 
 @pytest.mark.parametrize(
@@ -232,6 +239,39 @@ async def test_a_path_that_is_not_exactly_the_route_gets_no_image(api: Api, path
     assert r.status_code in (404, 405, 422), (url, r.status_code, r.text[:200])
     assert image not in r.content and r.headers["content-type"].startswith("application/json")
     assert await _audited(api, subject_id) == []  # refused before any use case ran
+
+
+async def test_head_answers_as_get_does_without_the_bytes_and_is_audited(api: Api, served: str) -> None:
+    """HEAD is one of the route's methods, as the 405 of any other says: the same checks, the same
+    status and headers as GET (the length of the image included), no body, audited as a HEAD."""
+    subject_id, sha, image = await _subject(api)
+    path = f"/subjects/{subject_id}/images/{sha}"
+    async with httpx.AsyncClient(base_url=served) as http:  # real HTTP: a HEAD answer has no body on the wire
+        head = await http.head(path, headers=api.auth())
+        got = await http.get(path, headers=api.auth())
+        assert (head.status_code, head.content, got.status_code, got.content) == (200, b"", 200, image)
+        for name in ("content-type", "content-length", "cache-control", "pragma", "x-content-type-options"):
+            assert head.headers[name] == got.headers[name], name
+        assert head.headers["content-length"] == str(len(image))
+        assert (await http.head(path)).status_code == 401  # the token gate first, as for GET
+        await api.registry.revoke(subject_id, actor="ops", reason="asked to")
+        refused = await http.head(path, headers=api.auth())
+        assert (refused.status_code, refused.content) == (403, b"")
+        assert refused.headers["cache-control"] == "no-store, private"
+    audited = await _audited(api, subject_id)
+    assert [(act, d.get("method"), d.get("reason")) for _, act, d in audited] == [
+        ("image.fetched", "HEAD", None), ("image.fetched", None, None), ("image.fetch_refused", "HEAD", "revoked")]
+    verified = (await api.client.get("/audit/verify", headers=api.auth())).json()
+    assert verified["ok"], verified
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "POST", "OPTIONS"])
+async def test_other_methods_are_405_naming_get_and_head(api: Api, method: str) -> None:
+    subject_id, sha, image = await _subject(api)
+    r = await api.client.request(method, f"/subjects/{subject_id}/images/{sha}", headers=api.auth())
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", r.text
+    assert r.json()["error"] == "MethodNotAllowed" and r.json()["detail"].endswith("allowed: GET, HEAD")
+    assert image not in r.content and await _audited(api, subject_id) == []
 
 
 async def test_the_route_is_documented(api: Api) -> None:

@@ -21,6 +21,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import structlog
 
 from reelfab.bus.memory import InMemoryBus
 from reelfab.bus.outage import outage_of
@@ -520,10 +521,19 @@ async def test_a_stored_image_that_fails_its_integrity_check_is_refused_409_and_
         reg.objects.objects[uri] = reg.objects.objects[vera_uri]
     else:
         del reg.objects.objects[uri]
-    verdict, data = await fetch_enrolled_image(registry, "ada", sha, actor="swapper")
+    with structlog.testing.capture_logs() as logs:
+        verdict, data = await fetch_enrolled_image(registry, "ada", sha, actor="swapper")
     reason = "missing" if how == "gone" else "tampered"
     assert (verdict.status, verdict.reason, verdict.error, data) == (409, reason, "ImageUnreadable", None)
     assert (_fetches(reg)[-1][0], _fetches(reg)[-1][2]["reason"]) == ("image.fetch_refused", reason)
+    # the answer names the subject and the image, never where or how the registry keeps it
+    assert f"ada's enrolled image {sha}" in verdict.detail
+    assert uri not in verdict.detail and "://" not in verdict.detail
+    assert not any(uri in json.dumps(d, default=str) for _, _, d in _fetches(reg))
+    [logged] = [e for e in logs if e["log_level"] == "error"]
+    assert (logged["subject_id"], logged["sha256"], logged["reason"]) == ("ada", sha, reason)
+    if how == "gone":  # the operator's log keeps what the caller is not told
+        assert uri in logged["cause"]
 
 
 async def test_an_erased_or_unknown_subject_and_an_unknown_image_are_refused(reg: InMemoryRegistry) -> None:
@@ -537,3 +547,34 @@ async def test_an_erased_or_unknown_subject_and_an_unknown_image_are_refused(reg
     verdict, data = await fetch_enrolled_image(registry, "ada", sha, actor="s")
     assert (verdict.status, verdict.reason, data) == (410, "erased", None)
     assert [d["reason"] for _, _, d in _fetches(reg)] == ["unknown_image", "unknown_subject", "erased"]
+
+
+async def test_an_unexpected_error_answers_500_without_its_internals() -> None:
+    """An error the registry has no answer for is a 500 that names no path, URI or message of its
+    own: those go to the log, the caller gets the class and a pointer to it."""
+    from fastapi import FastAPI
+
+    from reelfab_consent_registry.api.errors import install_error_handlers
+
+    secret = "/srv/registry/objects/consent/ada/0123-4567.sealed"
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/denied")
+    async def denied() -> None:
+        raise PermissionError(13, "Permission denied", secret)
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError(f"cannot open file://{secret}")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with structlog.testing.capture_logs() as logs:
+            r = await client.get("/denied")
+        assert r.status_code == 500 and r.json()["error"] == "InternalError", r.text
+        assert secret not in r.text and "PermissionError" in r.json()["detail"]
+        [logged] = [e for e in logs if e["log_level"] == "error"]
+        assert secret in logged["error"] and logged["path"] == "/denied"
+        r = await client.get("/bug")  # no handler of ours: the server's plain 500, which names nothing either
+        assert r.status_code == 500 and secret not in r.text

@@ -16,11 +16,14 @@ from starlette.exceptions import HTTPException
 
 from reelfab.bus.outage import outage_of
 from reelfab.errors import DependencyUnavailable
+from reelfab.logging import get_logger
 
 from .. import keys
 from ..crypto import ErasedError
 from ..errors import RegistryError
 from .models import ErrorBody
+
+log = get_logger("reelfab.consent_registry")
 
 _DESCRIBE = {
     400: "The body could not be parsed (JSON that is not UTF-8, malformed multipart).",
@@ -110,11 +113,14 @@ def install_error_handlers(app: FastAPI) -> None:
             name = "HTTPError"
         return error_response(exc.status_code, name, detail, headers=dict(exc.headers or {}))
 
-    async def outage(_: Request, exc: Exception) -> JSONResponse:
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
         # the registry's database (or store) is away: a 503 the clients treat as an outage, not a "no"
         dependency = outage_of(exc)
-        if dependency is None:
-            return error_response(500, "InternalError", f"{type(exc).__name__}: {exc}"[:500])
+        if dependency is None:  # its message may name the store's paths: the log's, not the caller's
+            log.error("an unexpected error answered 500", method=request.method, path=request.url.path,
+                      error=f"{type(exc).__name__}: {exc}"[:1000])
+            return error_response(500, "InternalError",
+                                  f"an unexpected {type(exc).__name__}; the registry's log has the detail")
         return unavailable(dependency)
 
     for cls in (DependencyUnavailable, OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,

@@ -38,13 +38,16 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 class ImageUnreadable(RegistryError):
     """An enrolled image the registry holds a row for but cannot produce as the bytes its hash names:
     ``reason`` ``missing`` (the sealed object is gone or outside the store) or ``tampered`` (it does
-    not decrypt under the subject's key, or decrypts to other bytes)."""
+    not decrypt under the subject's key, or decrypts to other bytes). The message is what the caller
+    is told (the subject and the image); ``cause`` is for the operator's log only (where the object
+    was looked for: internal paths and URIs never go into an answer)."""
 
     status = 409
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: str, cause: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,10 @@ class FetchVerdict:
     def error(self) -> str:
         return {403: "ConsentNotActive", 404: "NotFound", 409: "ImageUnreadable", 410: "ErasedError"}.get(self.status, "")
 
-    def entry(self, actor: str, subject_id: str, sha256: str) -> AuditEntry:
+    def entry(self, actor: str, subject_id: str, sha256: str, method: str = "GET") -> AuditEntry:
         details: dict[str, Any] = {"sha256": sha256, "consent_version": self.consent_version}
+        if method != "GET":  # a HEAD: checked and answered as a GET is, the bytes not sent
+            details["method"] = method
         if self.allowed:
             return AuditEntry(actor, "image.fetched", subject_id, details)
         return AuditEntry(actor, "image.fetch_refused", subject_id, {**details, "status": self.status, "reason": self.reason})
@@ -104,30 +109,35 @@ def media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-async def fetch_enrolled_image(registry: Registry, subject_id: str, sha256: str, *, actor: str) -> tuple[FetchVerdict, bytes | None]:
+async def fetch_enrolled_image(
+    registry: Registry, subject_id: str, sha256: str, *, actor: str, method: str = "GET"
+) -> tuple[FetchVerdict, bytes | None]:
     """The verdict (audited) and, when it allows, the decrypted bytes, which hash to ``sha256``. A
     stored image that cannot be produced as those bytes (its object gone, altered or swapped for
     another's) is refused 409, audited like any refusal: the registry never serves a face it cannot
-    vouch for, and the caller's job fails rather than retrying what will not heal."""
+    vouch for, and the caller's job fails rather than retrying what will not heal. ``method``: the
+    HTTP method asked with (a HEAD is checked the same way and audited as one)."""
     async with registry.repository.connection() as store:
         first, subject, uri = await _look(store, subject_id, sha256, registry.clock(), for_update=False)
     data: bytes | None = None
     unreadable: FetchVerdict | None = None
+    cause = ""
     if first.allowed and subject is not None and subject.wrapped_key is not None and uri is not None:
         try:
             data = await _read(registry, subject_id, sha256, subject.wrapped_key, uri)
         except ImageUnreadable as exc:
             unreadable = FetchVerdict(409, exc.reason, str(exc), first.consent_version)
+            cause = exc.cause
     async with registry.repository.transaction() as store:
         verdict, _, _ = await _look(store, subject_id, sha256, registry.clock(), for_update=True)
         if verdict.allowed and unreadable is not None:
             verdict = unreadable
         elif verdict.allowed and data is None:
             verdict = first  # allowed only since the first look (granted, enrolled): what was answered stands
-        await store.append_audit(verdict.entry(actor, subject_id, sha256))
+        await store.append_audit(verdict.entry(actor, subject_id, sha256, method))
     if verdict is unreadable:
         log.error("an enrolled image failed its integrity check; it is not served", subject_id=subject_id,
-                  sha256=sha256, reason=verdict.reason, detail=verdict.detail)
+                  sha256=sha256, reason=verdict.reason, detail=verdict.detail, cause=cause)
     FETCHES.labels(verdict.reason).inc()
     return verdict, data if verdict.allowed else None
 
@@ -147,8 +157,9 @@ async def _read(registry: Registry, subject_id: str, sha256: str, wrapped_key: b
     key = registry.wrapper.unwrap(wrapped_key, context)  # a key that does not unwrap is the registry's fault: a 500
     try:
         sealed = await asyncio.to_thread(registry.objects.get_bytes, uri)
-    except (ObjectMissing, ObjectRefused) as exc:
-        raise ImageUnreadable(f"{subject_id}'s enrolled image {sha256} is not in the store: {exc}", reason="missing") from None
+    except (ObjectMissing, ObjectRefused) as exc:  # its message names the object's URI: the log's, not the caller's
+        raise ImageUnreadable(f"{subject_id}'s enrolled image {sha256} is not in the registry's store",
+                              reason="missing", cause=str(exc)) from None
     try:
         data = unseal(key, sealed, context)
     except DecryptError:  # AES-GCM authenticates: altered bytes, or another subject's sealed object
