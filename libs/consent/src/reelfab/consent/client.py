@@ -8,6 +8,8 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +84,18 @@ class RegistryClient:
         data = self._call("POST", "/check", json=body)
         return Decision(bool(data["allowed"]), data["reason"], data["detail"], data.get("consent_version"))
 
+    @contextmanager
+    def _transport(self, method: str, path: str) -> Iterator[None]:
+        """httpx's failures as ours: no answer is the registry's outage, another HTTP error transient."""
+        try:
+            yield
+        except httpx.TransportError as exc:  # an outage of the registry, not the fault of the job asking
+            raise DependencyUnavailable(
+                "consent registry", f"{self.url} does not answer ({type(exc).__name__}: {exc}); is it running?"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TransientError(f"consent registry {method} {path}: {exc}") from None
+
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         return {k: public_key_from_text(v) for k, v in self._call("GET", "/keys").items()}
 
@@ -100,24 +114,18 @@ class RegistryClient:
         check_sha256(sha256)
         path = f"/subjects/{subject_id}/images/{sha256}"
         limit, deadline = self.max_image_bytes, time.monotonic() + self.fetch_timeout_s
-        try:  # streamed: an oversized answer is cut off at the limit, never held whole
-            with self.http.stream("GET", path, headers={"Accept-Encoding": "identity"}) as response:
-                if response.status_code != 200:
-                    body, _ = _read_at_most(response, _ERROR_BODY_BYTES, deadline)
-                    self._raise_for("GET", path, response.status_code, body, refusals=_IMAGE_REFUSALS)
-                    raise PermanentError(f"consent registry GET {path} answered {response.status_code}, not 200 with the image")
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise ImageFetchRejected(
-                        f"consent registry GET {path} announced {declared} bytes, over the {limit}-byte image limit"
-                    )
-                data, over = _read_at_most(response, limit, deadline)
-        except httpx.TransportError as exc:  # an outage of the registry, not the fault of the job asking
-            raise DependencyUnavailable(
-                "consent registry", f"{self.url} does not answer ({type(exc).__name__}: {exc}); is it running?"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise TransientError(f"consent registry GET {path}: {exc}") from None
+        with self._transport("GET", path), self.http.stream("GET", path, headers={"Accept-Encoding": "identity"}) as response:
+            # streamed: an oversized answer is cut off at the limit, never held whole
+            if response.status_code != 200:
+                body, _ = _read_at_most(response, _ERROR_BODY_BYTES, deadline)
+                self._raise_for("GET", path, response.status_code, body, refusals=_IMAGE_REFUSALS)
+                raise PermanentError(f"consent registry GET {path} answered {response.status_code}, not 200 with the image")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ImageFetchRejected(
+                    f"consent registry GET {path} announced {declared} bytes, over the {limit}-byte image limit"
+                )
+            data, over = _read_at_most(response, limit, deadline)
         if over:
             raise ImageFetchRejected(f"consent registry GET {path} answered more than the {limit}-byte image limit")
         actual = hashlib.sha256(data).hexdigest()
@@ -128,14 +136,8 @@ class RegistryClient:
         return data
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
+        with self._transport(method, path):
             response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:  # an outage of the registry, not the fault of the job asking
-            raise DependencyUnavailable(
-                "consent registry", f"{self.url} does not answer ({type(exc).__name__}: {exc}); is it running?"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise TransientError(f"consent registry {method} {path}: {exc}") from None
         self._raise_for(method, path, response.status_code, response.content)
         return response.json()
 
