@@ -153,7 +153,7 @@ async def test_an_expedited_job_starts_before_100_queued_normal_jobs(running: di
                                                                         size=(180, 320), with_audio=False).path)
     clip = store.put_file(f"templates/{run}/dance.mp4", template_clip(tmp / "dance.mp4", seed=7, seconds=5.0,
                                                                        size=(540, 960), with_audio=False).path)
-    busy, urgent, late = f"busy-{run}", f"urgent-{run}", f"late-{run}"
+    busy, urgent, urgent2, late = f"busy-{run}", f"urgent-{run}", f"urgent2-{run}", f"late-{run}"
     normal = [f"n{i:03d}-{run}" for i in range(BACKLOG)]
     order = f["order"] = StartOrder(swapper.ports.gate, run, hold=busy)
     swapper.ports.gate = order
@@ -168,8 +168,10 @@ async def test_an_expedited_job_starts_before_100_queued_normal_jobs(running: di
     now = datetime.now(UTC)
     jobs[late] = await _job(f, late, face, clip, priority=10, deadline=now - timedelta(seconds=1), trend_id="tr-late")
     jobs[urgent] = await _job(f, urgent, face, clip, priority=10, deadline=now + timedelta(minutes=30), trend_id="tr-hot")
+    jobs[urgent2] = await _job(f, urgent2, face, clip, priority=10, deadline=now + timedelta(minutes=30), trend_id="tr-hot")
     await bus.publish(EXPEDITED, jobs[late])
     await bus.publish(EXPEDITED, jobs[urgent])
+    await bus.publish(EXPEDITED, jobs[urgent2])  # a trend's second job: its consumer hands it in after the first
     await eventually(lambda: swapper.admission.waiting(Lane.EXPEDITED) == 1, timeout=60)  # the urgent job waits
     assert order.started == [busy], "no queued normal job may start while the only slot is busy"
     order.release.set()
@@ -184,9 +186,9 @@ async def test_an_expedited_job_starts_before_100_queued_normal_jobs(running: di
 
     await eventually(all_decided, timeout=240, interval=0.5)
 
-    # start order: the running job, then the expedited one, then the backlog; the late job never started
-    assert order.started[:2] == [busy, urgent], order.started[:5]
-    assert sorted(order.started[2:]) == normal and late not in order.started
+    # start order: the running job, then the expedited ones, then the backlog; the late job never started
+    assert order.started[:3] == [busy, urgent, urgent2], order.started[:5]
+    assert sorted(order.started[3:]) == normal and late not in order.started
     outcome = {ids[job_id]: (topic, value) for job_id, (topic, value) in found.items()}
     topic, done = outcome[urgent]
     assert topic == COMPLETED, done
@@ -194,11 +196,13 @@ async def test_an_expedited_job_starts_before_100_queued_normal_jobs(running: di
     # the events agree: with one run slot, the expedited job was swapped (its record is made in its slot)
     # before any queued normal job was decided
     assert all(outcome[s][1]["occurred_at"] > done["occurred_at"] for s in normal)
+    topic, done2 = outcome[urgent2]
+    assert topic == COMPLETED and all(outcome[s][1]["occurred_at"] > done2["occurred_at"] for s in normal), done2
     topic, failed = outcome[late]
     assert topic == FAILED and failed["reason_code"] == "deadline_passed" and not failed["retryable"], failed
     assert failed["stage"] == swapper.ctx.spec.name and "not started" in failed["reason"]
     codes = {outcome[s][1]["reason_code"] for s in [busy, *normal]}
     [code] = codes  # every normal job ran its workflow and was decided, on the one verdict for the template
     assert code.startswith("template.") and outcome[busy][1]["stage"] == swapper.ctx.spec.name, codes
-    assert _admissions(Lane.EXPEDITED) == admitted[Lane.EXPEDITED] + 1  # the late job took no slot
+    assert _admissions(Lane.EXPEDITED) == admitted[Lane.EXPEDITED] + 2  # the late job took no slot
     assert _admissions(Lane.NORMAL) == admitted[Lane.NORMAL] + BACKLOG + 1

@@ -64,7 +64,7 @@ class Jobs:
 
 
 async def test_free_slots_admit_at_once_and_a_full_admission_makes_jobs_wait() -> None:
-    jobs = Jobs(Admission(2))
+    jobs = Jobs(Admission(2, expedited_grace_s=0.0))
     await jobs.submit("a", N)
     await jobs.submit("b", E)
     await jobs.submit("c", N)
@@ -78,7 +78,7 @@ async def test_free_slots_admit_at_once_and_a_full_admission_makes_jobs_wait() -
 
 
 async def test_an_expedited_job_behind_many_waiting_normal_ones_starts_first() -> None:
-    jobs = Jobs(Admission(1))
+    jobs = Jobs(Admission(1, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     for i in range(50):
         await jobs.submit(f"n{i}", N)
@@ -93,7 +93,7 @@ async def test_an_expedited_job_behind_many_waiting_normal_ones_starts_first() -
 
 
 async def test_every_waiting_expedited_job_goes_before_any_normal_one_each_lane_in_arrival_order() -> None:
-    jobs = Jobs(Admission(1))
+    jobs = Jobs(Admission(1, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     order = [("n0", N), ("e0", E), ("n1", N), ("e1", E), ("n2", N), ("e2", E)]
     for name, lane in order:
@@ -104,7 +104,7 @@ async def test_every_waiting_expedited_job_goes_before_any_normal_one_each_lane_
 
 
 async def test_a_normal_job_that_would_start_while_an_expedited_one_waits_yields() -> None:
-    jobs = Jobs(Admission(1))
+    jobs = Jobs(Admission(1, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     await jobs.submit("urgent", E)
     await jobs.done("busy")  # the slot went to the waiting expedited job, not to whoever asks next
@@ -113,7 +113,7 @@ async def test_a_normal_job_that_would_start_while_an_expedited_one_waits_yields
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_a_slot_given_to_one_is_handed_on() -> None:
-    jobs = Jobs(Admission(1))
+    jobs = Jobs(Admission(1, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     await jobs.submit("gone", E)
     await jobs.submit("next", N)
@@ -125,8 +125,36 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_slot_given_to_one_is_ha
     await jobs.done("next")
 
 
+async def test_a_freed_expedited_slot_is_held_a_moment_for_the_next_expedited_job() -> None:
+    """A consumer hands in one job at a time: the next expedited job arrives just after the last one
+    ends, while a normal job already waits. The slot waits for it (the grace), then goes to the
+    normal job when no expedited job comes."""
+    jobs = Jobs(Admission(1, expedited_grace_s=0.2))
+    await jobs.submit("e1", E)
+    await jobs.submit("n1", N)
+    await jobs.done("e1")
+    assert jobs.started == ["e1"]  # held: n1 does not take it at once
+    await jobs.submit("e2", E)  # the expedited consumer's next job, a moment later
+    assert jobs.started == ["e1", "e2"]
+    await jobs.done("e2")
+    assert jobs.started == ["e1", "e2"]
+    await asyncio.sleep(0.3)  # no expedited job came: the normal one has the slot after the grace
+    await _settle()
+    assert jobs.started == ["e1", "e2", "n1"]
+    await jobs.done("n1")
+
+
+async def test_without_a_normal_job_waiting_nothing_is_held() -> None:
+    jobs = Jobs(Admission(1, expedited_grace_s=30.0))
+    await jobs.submit("e1", E)
+    await jobs.done("e1")
+    await jobs.submit("n1", N)
+    assert jobs.started == ["e1", "n1"]  # the free slot is taken at once
+    await jobs.done("n1")
+
+
 async def test_a_slot_handed_to_a_waiter_cancelled_before_it_runs_is_handed_on() -> None:
-    admission = Admission(1)
+    admission = Admission(1, expedited_grace_s=0.0)
     await admission.acquire(N)  # a running job, held by hand so its release is one synchronous step
     started: list[str] = []
 
@@ -148,7 +176,7 @@ async def test_the_admission_reports_waiting_counts_and_admissions_by_lane() -> 
     seen: list[tuple[Lane, int]] = []
     admitted: list[tuple[Lane, float]] = []
     ticks = iter(range(100))
-    jobs = Jobs(Admission(1, clock=lambda: float(next(ticks)), watch=lambda lane, n: seen.append((lane, n)),
+    jobs = Jobs(Admission(1, expedited_grace_s=0.0, clock=lambda: float(next(ticks)), watch=lambda lane, n: seen.append((lane, n)),
                           admitted=lambda lane, s: admitted.append((lane, s))))
     await jobs.submit("busy", N)
     await jobs.submit("n", N)
@@ -169,7 +197,7 @@ def test_an_admission_needs_a_slot() -> None:
 
 
 async def test_a_normal_job_is_not_starved_by_a_stream_of_expedited_ones() -> None:
-    jobs = Jobs(Admission(1, expedited_burst=2))
+    jobs = Jobs(Admission(1, expedited_burst=2, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     await jobs.submit("n0", N)
     for i in range(5):
@@ -182,7 +210,7 @@ async def test_a_normal_job_is_not_starved_by_a_stream_of_expedited_ones() -> No
 
 
 async def test_only_expedited_jobs_admitted_while_a_normal_one_waits_count_towards_the_burst() -> None:
-    jobs = Jobs(Admission(1, expedited_burst=1))
+    jobs = Jobs(Admission(1, expedited_burst=1, expedited_grace_s=0.0))
     await jobs.submit("busy", N)
     await jobs.submit("e0", E)
     await jobs.submit("e1", E)
@@ -456,3 +484,16 @@ async def test_a_malformed_registry_reference_is_dead_lettered(tmp_path: Path, u
     failed = [codec.decode(m.value).value for p in w.bus.log.log_for(JOB_FAILED) for m in p]
     assert dead == [ev.record.job_id.encode()] and fetch.calls == [] and w.swap.calls == []
     assert [(f["job_id"], f["reason_code"]) for f in failed] == [(ev.record.job_id, "dead_lettered.PermanentError")]
+
+
+async def test_a_negative_priority_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:
+    w = make_world(tmp_path)
+    w.bus.subscribe(SWAP_EXPEDITED, handlers.on_swap_requested(w.swapper))
+    ev = job(w, priority=-5)
+    async with w.bus:
+        await w.bus.publish(SWAP_EXPEDITED, ev.record)
+        await w.bus.wait_idle(5)
+    dead = [m for p in w.bus.log.log_for(SWAP_EXPEDITED + ".dlq") for m in p]
+    assert [m.key for m in dead] == [ev.record.job_id.encode()]
+    assert b"priority -5 is negative" in (dead[0].header("reelfab.error.message") or b"")
+    assert w.gate.calls == [] and w.swap.calls == []

@@ -33,7 +33,7 @@ def on_swap_requested(swapper: Swapper) -> Handler:
         outcome: Outcome | None = await too_late(job, swapper.ports)  # already late: it does not queue for a slot
         if outcome is None:
             async with swapper.admission.slot(lane):  # freed before the outcome is written: the next job starts
-                log.debug("job started", job_id=job.job_id, lane=lane.value, waiting=swapper.admission.waiting())
+                log.info("job started", job_id=job.job_id, lane=lane.value, waiting=swapper.admission.waiting())
                 outcome = await swap_job(job, swapper.ports)
         if isinstance(outcome, Failure):  # a decision: announced, never retried
             await fail_job(ctx, event, "swap", outcome.code, outcome.detail)
