@@ -180,7 +180,8 @@ class Admission:
         expedited ones in a row that it waited through (``normal_allowed``: False while the only free
         slots are held for the expedited lane)."""
         normal_waits = self._first(Lane.NORMAL, pop=False) is not None
-        order = (Lane.NORMAL, Lane.EXPEDITED) if normal_waits and self._burst >= self.expedited_burst else LANES
+        order: tuple[Lane, ...] = ((Lane.NORMAL, Lane.EXPEDITED) if normal_waits and self._burst >= self.expedited_burst
+                                   else LANES)
         if not normal_allowed:
             order = (Lane.EXPEDITED,)
         for lane in order:
