@@ -79,9 +79,18 @@ def test_a_ruled_model_the_manifest_does_not_know_is_skipped_and_named() -> None
         check_rules(parse_rules(rules), manifest_licences())
 
 
-def test_the_classical_backend_needs_no_model_and_no_licence() -> None:
-    p = pick(CLOSE, commercial=True, backend="classical")
+def test_the_classical_backend_needs_no_model_but_cannot_make_commercial_jobs() -> None:
+    p = pick(CLOSE, commercial=False, backend="classical")
     assert p.model == CLASSICAL and "classical backend" in p.reason
+    with pytest.raises(NoModel, match="classical backend cannot make commercial jobs.*iBUG"):
+        pick(CLOSE, commercial=True, backend="classical")
+
+
+def test_the_planner_and_the_swapper_agree_on_the_classical_backends_licence() -> None:
+    from reelfab_planner.model_rules import CLASSICAL_COMMERCIAL_USE, CLASSICAL_LICENCE
+    from reelfab_swapper_gpu.domain import CLASSICAL as SWAPPER_CLASSICAL
+
+    assert (SWAPPER_CLASSICAL.licence, SWAPPER_CLASSICAL.commercial_use) == (CLASSICAL_LICENCE, CLASSICAL_COMMERCIAL_USE)
 
 
 def test_an_unknown_backend_is_named() -> None:

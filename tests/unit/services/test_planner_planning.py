@@ -48,7 +48,7 @@ def test_each_consent_rule_leaves_out_exactly_its_subject(lease: object, reason:
 def test_commercial_mode_needs_commercial_consent_and_licensed_music() -> None:
     subjects = [terms("pro", commercial=True), terms("amateur", commercial=False)]
     beds = [music("free", commercial=True), music("nc", commercial=False)]
-    plan = plan_batch(request(50), inputs(subjects, [template("t1")], beds=beds), config(commercial=True))
+    plan = plan_batch(request(50), inputs(subjects, [template("t1")], beds=beds), config(commercial=True, backend="onnx"))
     assert planned_subjects(plan) == {"pro"}
     assert plan.excluded["amateur"].startswith("commercial_not_allowed")
     assert {job.combination.music for job in plan.jobs} == {"free"}
@@ -128,6 +128,8 @@ def test_model_by_shot_and_licence() -> None:
     assert models == {"close": "ghost_2_256", "wide": "ghost_1_256"}  # Apache-2.0: commercial use allowed
     classical = plan_batch(request(9), inputs(subjects, templates), config(backend="classical"))
     assert {j.model.model for j in classical.jobs} == {"classical"}
+    refused = plan_batch(request(9), inputs(subjects, templates), config(backend="classical", commercial=True))
+    assert refused.jobs == [] and any("classical backend cannot make commercial jobs" in n for n in refused.notes)
 
 
 # ------------------------------------------------------------------------------------------- trends

@@ -48,8 +48,8 @@ def on_trend(planner: Planner) -> Handler:
 
 
 def _swapped(r: SwapCompleted) -> tuple[Step, Seen]:
-    detail = {"mezzanine_sha256": r.mezzanine_sha256, "face_track_sha256": r.face_track_sha256, "backend": r.backend,
-              "model": r.swapper_model, "model_licence": r.model_license, "frames": r.frames, "rendered": r.rendered,
+    detail = {"mezzanine_sha256": r.mezzanine_sha256, "face_track_sha256": r.face_track_sha256, "swap_backend": r.backend,
+              "swapped_model": r.swapper_model, "swapped_model_licence": r.model_license, "frames": r.frames, "rendered": r.rendered,
               "source_image_sha256": r.source_image_sha256, "template_sha256": r.template_sha256}
     return Step(SWAPPED, r.occurred_at, detail), Seen(r.subject_id, r.consent_version, r.template_id, r.arm_id, r.trend_id)
 

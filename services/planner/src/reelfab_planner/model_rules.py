@@ -13,7 +13,11 @@ from reelfab.errors import PermanentError
 from .catalogue import SHOTS, Template
 
 CLASSICAL = "classical"
-CLASSICAL_LICENCE = "project (no downloaded weights)"
+# The classical backend downloads no weights, but its dlib 68-point landmark predictor was trained on
+# iBUG 300-W, whose terms exclude commercial use: the swapper refuses it for commercial jobs
+# (reelfab_swapper_gpu.domain.CLASSICAL_LICENCE; a test keeps the two equal), so the planner does too.
+CLASSICAL_LICENCE = "dlib models (68-point predictor trained on iBUG 300-W: non-commercial)"
+CLASSICAL_COMMERCIAL_USE = False
 MODEL_BACKENDS = ("onnx", "facefusion")  # both run the manifest's models by name
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -93,6 +97,9 @@ def pick_model(template: Template, *, commercial: bool, backend: str, rules: Map
     no weights, so no licence limits it; otherwise the first model ruled for the template's shot that
     the manifest knows and whose licence fits, else NoModel naming the shot and every candidate."""
     if backend == CLASSICAL:
+        if commercial and not CLASSICAL_COMMERCIAL_USE:
+            raise NoModel(f"the classical backend cannot make commercial jobs: {CLASSICAL_LICENCE}; use a model "
+                          "backend (REELFAB_FACE_BACKEND=onnx) with a commercially licensed swapper")
         return ModelPick(CLASSICAL, CLASSICAL_LICENCE, f"classical backend ({template.shot} template)")
     if backend not in MODEL_BACKENDS:
         raise NoModel(f"unknown face backend {backend!r}: one of {CLASSICAL}, {', '.join(MODEL_BACKENDS)}")
