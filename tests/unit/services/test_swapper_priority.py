@@ -438,17 +438,17 @@ async def test_a_registry_outage_is_retried_not_failed(tmp_path: Path) -> None:
     assert w.failed() == [] and len(w.uow.on(SWAP_COMPLETED)) == 1 and len(fetch.calls) == 2
 
 
-@pytest.mark.parametrize(("subject", "sha256", "why"), [
-    ("ben", FACE_SHA, "an enrolled image of subject ben, not of the job's subject vera"),
-    ("vera", "0" * 64, f"names sha256 {'0' * 64}, not the job's source_image_sha256"),
+@pytest.mark.parametrize(("subject", "sha256", "reason", "why"), [
+    ("ben", FACE_SHA, "source_other_subject", "names subject ben, not the job's subject vera"),
+    ("vera", "0" * 64, "source_unavailable", f"names sha256 {'0' * 64}, not the job's source_image_sha256"),
 ], ids=["another-subject", "another-image"])
 async def test_a_reference_to_another_face_than_the_jobs_fails_it_unfetched(
-    tmp_path: Path, subject: str, sha256: str, why: str
+    tmp_path: Path, subject: str, sha256: str, reason: str, why: str
 ) -> None:
     w, fetch = ref_world(tmp_path)
     await handlers.on_swap_requested(w.swapper)(ref_job(w, subject, sha256))
     [(code, detail)] = w.failed()
-    assert code == "source_unavailable" and why in detail and fetch.calls == [] and w.swap.calls == []
+    assert code == reason and why in detail and fetch.calls == [] and w.swap.calls == []
 
 
 async def test_a_registry_that_hands_over_other_bytes_fails_the_job(tmp_path: Path) -> None:

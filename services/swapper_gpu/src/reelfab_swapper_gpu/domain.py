@@ -102,8 +102,8 @@ def foreign_source(job: SwapRequested, subject: str, sha256: str) -> Failure | N
     planner wrote. None when it does."""
     uri = job.source_image_uri
     if subject != job.subject_id:
-        return source_unavailable(f"source image {uri} is an enrolled image of subject {subject}, "
-                                  f"not of the job's subject {job.subject_id}")
+        return Failure("source_other_subject", f"source image {uri} names subject {subject}, not the job's subject "
+                                               f"{job.subject_id}: a job only ever takes its own subject's face")
     if sha256 != job.source_image_sha256:
         return source_unavailable(f"source image {uri} names sha256 {sha256}, not the job's source_image_sha256 "
                                   f"{job.source_image_sha256}")
