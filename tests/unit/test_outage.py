@@ -217,3 +217,43 @@ def test_asyncpg_pool_warnings_during_an_outage_keep_one_line_without_a_tracebac
     assert "Failed to restore the pool connection floor: ConnectionRefusedError" in text and "5433" in text
     other = logging.LogRecord("reelfab.x", logging.WARNING, __file__, 1, "kept", (), exc_info)
     assert _PoolOutageOneLine().filter(other) and other.exc_info is exc_info  # others keep their traceback
+
+
+async def test_a_dependency_with_a_probe_is_back_only_when_its_probe_answers() -> None:
+    """A registry outage seen by a job is not cleared by another message that went through without the
+    registry (a job failed for its deadline): only the registry's health probe clears it."""
+    from reelfab.errors import DependencyUnavailable
+    from reelfab.service import probe_dependencies
+
+    class Bus:
+        policy = type("P", (), {"outages": Outages("svc-registry-probe")})()
+
+        async def reachable(self) -> None:
+            return None
+
+    class LivePool:
+        async def fetchval(self, _sql: str) -> Any:
+            return 1
+
+    registry_up = False
+
+    async def ping() -> None:
+        if not registry_up:
+            raise DependencyUnavailable("consent registry", "http://127.0.0.1:8081 does not answer")
+
+    bus = Bus()
+    outages = bus.policy.outages
+    outages.probed_only.add("consent registry")
+    outages.waiting("consent registry", DependencyUnavailable("consent registry", "does not answer"))
+    outages.answered()  # a message that never asked the registry
+    assert set(outages.describe()) == {"consent registry"} and not outages.ready
+    await probe_dependencies(bus, LivePool(), {"consent registry": ping})  # type: ignore[arg-type]
+    assert not outages.ready
+    registry_up = True
+    await probe_dependencies(bus, LivePool(), {"consent registry": ping})  # type: ignore[arg-type]
+    assert outages.ready
+    labels = {"service": "svc-registry-probe", "dependency": "consent registry"}
+    assert REGISTRY.get_sample_value("reelfab_dependency_up", labels) == 1.0
+    outages.waiting("postgresql", ConnectionRefusedError("refused"))
+    outages.answered()  # what has no probe is still cleared by a message going through
+    assert outages.ready

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -58,6 +58,9 @@ class ServiceContext:
     extras: dict[str, object] = field(default_factory=dict)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after migrations, before consuming
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # after consuming stopped
+    # health probes of other dependencies (name as outage_of names it, e.g. "consent registry"): one that
+    # is down is cleared only when its probe answers, not when some message goes through without it
+    probes: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 
 
 Wire = Callable[[ServiceContext], None]
@@ -204,8 +207,10 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         bus = KafkaBus(settings, spec.name, default_codec(settings))
         ctx = build_context(spec, settings, bus, pool, wire)
 
+        bus.policy.outages.probed_only.update(ctx.probes)
+
         async def ready() -> bool:
-            await probe_dependencies(bus, pool)
+            await probe_dependencies(bus, pool, ctx.probes)
             return bus.started
 
         server = _QuietServer(
@@ -234,7 +239,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
             batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
         )
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
-        probe_task = asyncio.create_task(_probe_every(bus, pool, stop, settings.health_probe_interval_s),
+        probe_task = asyncio.create_task(_probe_every(bus, pool, stop, settings.health_probe_interval_s, ctx.probes),
                                          name="dependency-probe")
         log.info("started", port=settings.http_port or spec.default_port, consumes=list(spec.consumes))
         await stop.wait()
@@ -251,10 +256,20 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         await pool.close()
 
 
-async def probe_dependencies(bus: Bus, pool: asyncpg.Pool) -> None:
+async def probe_dependencies(bus: Bus, pool: asyncpg.Pool,
+                             probes: Mapping[str, Callable[[], Awaitable[None]]] | None = None) -> None:
     """Ask PostgreSQL and Kafka whether they answer, and record it: readiness and
-    reelfab_dependency_up{service,dependency} follow, even when no message is flowing."""
+    reelfab_dependency_up{service,dependency} follow, even when no message is flowing. Another
+    dependency with a probe (``ServiceContext.probes``) is asked while it is down."""
     outages = bus.policy.outages
+    for name, probe in (probes or {}).items():
+        if name in outages.down:
+            try:
+                await asyncio.wait_for(probe(), 2.0)
+            except Exception as exc:  # noqa: BLE001 - anything at all: it did not answer
+                outages.probed(name, exc)
+            else:
+                outages.probed(name, None)
     try:
         await asyncio.wait_for(pool.fetchval("SELECT 1"), 2.0)
     except Exception as exc:  # anything at all: the database did not answer
@@ -269,9 +284,10 @@ async def probe_dependencies(bus: Bus, pool: asyncpg.Pool) -> None:
         outages.probed("kafka", None)
 
 
-async def _probe_every(bus: Bus, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float) -> None:
+async def _probe_every(bus: Bus, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float,
+                       probes: Mapping[str, Callable[[], Awaitable[None]]]) -> None:
     while not stop.is_set():
-        await probe_dependencies(bus, pool)
+        await probe_dependencies(bus, pool, probes)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
 

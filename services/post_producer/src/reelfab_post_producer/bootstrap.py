@@ -4,7 +4,9 @@ consent view and gate, PostgreSQL); unit tests pass fakes for any of them."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from reelfab.bus import now_utc
@@ -73,6 +75,8 @@ def bootstrap(
     settings = ctx.settings
     assert ctx.uow is not None, "build_context gives every context its unit of work"
     registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
+    if registry is not None:  # its outage is cleared by its health check, not by a job that did not ask it
+        ctx.probes["consent registry"] = partial(asyncio.to_thread, registry.ping)
     if view is None:
         view = ConsentView(lambda: load_public_keys(settings, registry), service=ctx.spec.name)
     spec = spec or render_spec(settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import partial
 
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
@@ -50,6 +51,8 @@ def wire(ctx: ServiceContext) -> None:
         fetch_image=registry.fetch_image if registry is not None else None,
         slots=jobs_that_fit(budget, per_job_bytes(1080, 1920, 8)),
     )
+    if registry is not None:  # its outage is cleared by its health check, not by a job that did not ask it
+        ctx.probes["consent registry"] = partial(asyncio.to_thread, registry.ping)
     view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     # priority: each topic has its own consumer (one job at a time each), so an expedited job never waits
     # behind the normal topic's backlog; both share the run slots, expedited first (priority.Admission)

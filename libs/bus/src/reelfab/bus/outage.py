@@ -107,6 +107,7 @@ class Outages:
 
     service: str
     down: dict[str, _Down] = field(default_factory=dict)
+    probed_only: set[str] = field(default_factory=set)  # dependencies with a health probe: only it clears them
 
     def waiting(self, dependency: str, error: BaseException) -> None:
         state = self.down.get(dependency)
@@ -119,9 +120,10 @@ class Outages:
         OUTAGE_WAITS.labels(self.service, dependency).inc()
 
     def answered(self) -> None:
-        """A message went through: whatever was down answers again."""
+        """A message went through: whatever was down answers again, except what only a probe can tell
+        (a message may go through without asking it: a job failed for its deadline asks no registry)."""
         for dependency, state in list(self.down.items()):
-            if state.by_probe:
+            if state.by_probe or dependency in self.probed_only:
                 continue
             log.info("dependency is back; consumption resumed", service=self.service, dependency=dependency,
                      down_for_s=round(time.monotonic() - state.since, 1), waits=state.waits)

@@ -96,6 +96,11 @@ class RegistryClient:
         except httpx.HTTPError as exc:
             raise TransientError(f"consent registry {method} {path}: {exc}") from None
 
+    def ping(self) -> None:
+        """The registry answers its health check (DependencyUnavailable when it does not): the health
+        probe that clears its outage (reelfab.service.ServiceContext.probes)."""
+        self._call("GET", "/healthz")
+
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         return {k: public_key_from_text(v) for k, v in self._call("GET", "/keys").items()}
 
