@@ -187,7 +187,8 @@ async def test_an_expedited_job_starts_before_100_queued_normal_jobs(running: di
     await eventually(all_decided, timeout=240, interval=0.5)
 
     # start order: the running job, then the expedited ones, then the backlog; the late job never started
-    assert order.started[:3] == [busy, urgent, urgent2], order.started[:5]
+    # (the two expedited jobs' keys may fall in different partitions: Kafka orders them within one only)
+    assert order.started[0] == busy and set(order.started[1:3]) == {urgent, urgent2}, order.started[:5]
     assert sorted(order.started[3:]) == normal and late not in order.started
     outcome = {ids[job_id]: (topic, value) for job_id, (topic, value) in found.items()}
     topic, done = outcome[urgent]
