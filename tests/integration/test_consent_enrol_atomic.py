@@ -5,6 +5,7 @@ behind, no empty subject in `consent list` and no audit entry for a subject that
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -123,3 +124,32 @@ async def test_enrol_with_create_name_is_one_transaction(pg_pool: Any, stack: Se
         assert actions == ["subject.created", "image.enrolled"]
     finally:
         await drop_schema(pg_pool, schema)
+
+
+def test_consent_is_amended_from_the_command_line(cli_schema: str, stack: Settings, tmp_path: Path) -> None:
+    """`reelfab consent amend`: a new version with the changes given, the rest kept; nothing to amend,
+    or contradictory flags, refused before anything is written."""
+    runner = CliRunner()
+    ada = tmp_path / "ada.png"
+    ada.write_bytes(portrait_png(7))
+    doc = tmp_path / "consent.pdf"
+    doc.write_bytes(b"%PDF-1.4 signed consent")
+    assert runner.invoke(cli.app, ["enrol", "ada", str(ada), "--name", "Ada"]).exit_code == 0
+    r = runner.invoke(cli.app, ["grant", "ada", "--document", str(doc), "--tag", "dance", "--daily-cap", "5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli.app, ["grant", "ada", "--document", str(doc)])
+    assert r.exit_code != 0 and "reelfab consent amend ada" in str(r.exception), r.output
+
+    r = runner.invoke(cli.app, ["amend", "ada", "--tag", "dance", "--tag", "comedy", "--commercial", "--reason", "wider"])
+    assert r.exit_code == 0 and "consent v2" in r.output, r.output
+    r = runner.invoke(cli.app, ["show", "ada"])
+    assert r.exit_code == 0, r.output
+    latest = json.loads(r.output[r.output.index("{"):])["versions"][-1]
+    assert (latest["version"], latest["status"], latest["reason"]) == (2, "AMENDED", "wider")
+    assert latest["scope"]["allowed_tags"] == ["comedy", "dance"] and latest["scope"]["commercial_use"] is True
+    assert latest["scope"]["platforms"] == ["tiktok"] and latest["daily_cap"] == 5  # what was not given stays
+    for nothing in (["amend", "ada"], ["amend", "ada", "--tag", "x", "--any-tag"]):
+        r = runner.invoke(cli.app, nothing)
+        assert r.exit_code == 2, r.output
+    _subjects, log = asyncio.run(_subjects_and_audit(stack, cli_schema))
+    assert [a for a, _ in log].count("consent.amended") == 1, log

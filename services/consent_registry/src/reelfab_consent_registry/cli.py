@@ -131,6 +131,38 @@ def grant(
 
 
 @app.command()
+def amend(
+    subject: str,
+    platform: list[str] | None = typer.Option(None, help="Platforms covered, replacing the current ones (repeat)."),
+    tag: list[str] | None = typer.Option(None, help="Template tags allowed, replacing the current ones (repeat)."),
+    any_tag: bool = typer.Option(False, "--any-tag", help="Allow any template tag (clears the tag list)."),
+    territory: list[str] | None = typer.Option(None, help="Territories, replacing the current ones (repeat)."),
+    commercial: bool | None = typer.Option(None, "--commercial/--no-commercial", help="Commercial use."),
+    valid_until: datetime | None = typer.Option(None, help="New end of validity (ISO date/time, UTC)."),
+    daily_cap: int | None = typer.Option(None, min=1, help="Uses per day at most."),
+    reason: str | None = typer.Option(None, help="Why (kept in the audit chain)."),
+) -> None:
+    """Amend SUBJECT's current consent: a new version with the changes given; what is not given stays."""
+    if any_tag and tag:
+        err.print("[red]error:[/red] --any-tag and --tag contradict each other: give one")
+        raise typer.Exit(2)
+    changes: dict[str, Any] = {name: tuple(dict.fromkeys(values)) for name, values in
+                               (("platforms", platform), ("allowed_tags", tag), ("territories", territory)) if values}
+    if any_tag:
+        changes["allowed_tags"] = ()
+    if commercial is not None:
+        changes["commercial_use"] = commercial
+    if not changes and valid_until is None and daily_cap is None:
+        err.print("[red]error:[/red] nothing to amend: give --platform, --tag/--any-tag, --territory, "
+                  "--commercial/--no-commercial, --valid-until or --daily-cap")
+        raise typer.Exit(2)
+    until = valid_until.replace(tzinfo=UTC) if valid_until and valid_until.tzinfo is None else valid_until
+    terms = _run(lambda r: r.amend(subject, actor=ACTOR, scope_changes=changes, valid_until=until,
+                                   daily_cap=daily_cap, reason=reason))
+    console.print(f"amended {subject}: consent v{terms.consent_version} (lease key {terms.key_id})")
+
+
+@app.command()
 def revoke(subject: str, reason: str = typer.Option(..., help="Why (kept in the audit chain).")) -> None:
     """Revoke at once; lists the posts that used the face, for takedown."""
     terms, posts = _run(lambda r: r.revoke(subject, actor=ACTOR, reason=reason))

@@ -165,7 +165,7 @@ class Registry:
             await self._key(store, subject_id, for_update=True)
             latest = await store.latest_terms(subject_id)
             if latest is not None and latest.status in ACTIVE:
-                raise Conflict(f"{subject_id} already has consent v{latest.consent_version}; amend it instead")
+                raise Conflict(f"{subject_id} already has consent v{latest.consent_version}; amend it instead (`reelfab consent amend {subject_id} …`)")
             return await self._issue(store, subject_id, "GRANTED", actor, scope=scope, valid_from=valid_from,
                                      valid_until=valid_until, daily_cap=daily_cap,
                                      document_sha256=hashlib.sha256(document).hexdigest(), document_uri=document_uri)
