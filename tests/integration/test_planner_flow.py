@@ -159,12 +159,15 @@ async def test_a_flag_disables_a_subject_for_the_next_plan_and_the_ledger_shows_
 
     async def published() -> bool:
         row = await store.job(job["job_id"])
-        return row is not None and row.status == "published"
+        return row is not None and row.status == "published" and len(row.steps) == 4
 
     await eventually(published, timeout=20)
     row = await store.job(job["job_id"])
     assert row is not None
-    assert [s.status for s in row.steps] == ["requested", "swapped", "rendered", "published"]
+    # each stage's topic has its own consumer, so the steps may be recorded in any order; the status
+    # only moves forward (published is final whatever arrives after it)
+    assert row.steps[0].status == "requested"
+    assert sorted(s.status for s in row.steps[1:]) == ["published", "rendered", "swapped"]
     assert row.origin == "trend" and row.trend_id == value["trend_id"] and row.subject_id == ben
     assert row.lineage["final_sha256"] == "c" * 64 and row.lineage["post_id"] == f"p-{planner['run']}"
     # stage events other tests left on the shared topics arrive as jobs of origin "external": count ours
