@@ -209,20 +209,11 @@ async def add_music_file(catalogue: CatalogueStore, objects: Any, path: Path, ta
 
 @asynccontextmanager
 async def _catalogue(schema: str | None) -> AsyncIterator[CatalogueStore]:
-    from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
-    from reelfab.settings import get_settings
-
     from .catalogue_store import PostgresCatalogueStore
-    from .main import SPEC
+    from .cli_db import planner_database
 
-    settings = get_settings()
-    schema = schema or SPEC.db_schema
-    pool = await create_pool(settings)
-    try:
-        await migrate(pool, schema, delivery_migrations() + package_migrations(SPEC.package))
-        yield PostgresCatalogueStore(pool, schema)
-    finally:
-        await pool.close()
+    async with planner_database(schema) as (pool, used):
+        yield PostgresCatalogueStore(pool, used)
 
 
 def _require_qc() -> None:

@@ -29,18 +29,16 @@ T = TypeVar("T")
 async def _planner(*, bus_needed: bool) -> AsyncIterator[Any]:
     from reelfab.bus.kafka import KafkaBus
     from reelfab.contracts.codec import default_codec
-    from reelfab.db import create_pool, delivery_migrations, migrate, package_migrations
     from reelfab.service import build_context
     from reelfab.settings import get_settings
 
     from .bootstrap import bootstrap
+    from .cli_db import planner_database
     from .main import SPEC
     from .repository import restore_policy
 
     settings = get_settings()
-    pool = await create_pool(settings)
-    try:
-        await migrate(pool, SPEC.db_schema, delivery_migrations() + package_migrations(SPEC.package))
+    async with planner_database() as (pool, _schema):
         bus = KafkaBus(settings, SPEC.name, default_codec(settings))
         planner = bootstrap(build_context(SPEC, settings, bus, pool, lambda _ctx: None))
         if bus_needed:
@@ -52,8 +50,6 @@ async def _planner(*, bus_needed: bool) -> AsyncIterator[Any]:
                                  f"{exc}); start the stack (`make up`) or set REELFAB_KAFKA_BOOTSTRAP") from None
             planner.policy = restore_policy(await planner.store.policy())
         yield planner, pool, bus
-    finally:
-        await pool.close()
 
 
 class CliRefusal(Exception):
