@@ -214,5 +214,5 @@ def render_completed(job: SwapJob, outputs: Outputs, decision: Decision, *, even
         "final_uri": outputs.final_uri, "final_sha256": outputs.final_sha256, "spec_check": spec_record(outputs.check),
         "c2pa_manifest_label": outputs.manifest_label, "title": outputs.text.title,
         "hashtags": list(outputs.text.hashtags), "platform": job.platform, "is_aigc": True,
-        "template_id": job.template_id, "arm_id": job.arm_id, "commercial": announced_commercial(job.commercial),
+        "template_id": job.template_id, "template_tags": list(job.template_tags), "arm_id": job.arm_id, "commercial": announced_commercial(job.commercial),
     })

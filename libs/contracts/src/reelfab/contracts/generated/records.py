@@ -227,6 +227,7 @@ class RenderCompleted(Record):
     is_aigc: bool = Field(default=True, description="Whether the video is labelled as AI-generated content (always, for face swaps).")
     template_id: Identifier = Field(description="Id of the video template.")
     arm_id: Identifier | None = Field(default=None, description="Bandit arm the job was chosen from, if any.")
+    template_tags: list[str] = Field(default_factory=list, description="Tags of the video template, for the publisher's last consent check (allowed tags); empty from older post-producers.")
     commercial: bool | None = Field(default=None, description="Whether the job is commercial (from SwapCompleted.commercial), for the publisher's consent check. Null from older post-producers: the publisher then checks as commercial (the stricter question).")
 
 
