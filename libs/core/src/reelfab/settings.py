@@ -124,6 +124,31 @@ class Settings(BaseSettings):
     analytics_max_interactions_per_view: float = Field(default=1.0, gt=0.0)  # likes/comments/shares above this × views × 1.05 + 10 (counting-lag slack): absurd
     analytics_max_clock_skew_s: float = Field(default=300.0, ge=0.0)  # an engagement reading observed further ahead of the clock than this is refused
 
+    # publisher (services/publisher): TikTok Content Posting API, the review queue, read-back
+    tiktok_api_url: str = "https://open.tiktokapis.com"
+    tiktok_client_key: str = ""
+    tiktok_client_secret: str = ""
+    # base64 of 32 bytes (a Fernet key) that encrypts the accounts' OAuth tokens at rest; unset: a key
+    # file under state_dir (development)
+    publisher_token_key: str | None = None
+    publisher_review_secret: str | None = None  # signs the review page's sessions; unset: a key file (dev)
+    publisher_dryrun_dir: Path | None = None  # where dry-run posts go; default <state_dir>/dryrun-posts
+    publisher_simulator_seed: int = 7  # the dry-run engagement simulator's
+    publisher_refresh_margin_s: float = Field(default=600.0, ge=0.0)  # refresh an access token expiring this soon
+    publisher_tick_s: float = Field(default=1.0, gt=0.0)  # how often the poster looks for work
+    publisher_status_poll_s: float = Field(default=3.0, gt=0.0)  # a post's processing status is fetched this often
+    publisher_status_timeout_s: float = Field(default=6 * 3600.0, gt=0.0)  # still processing after this: failed
+    publisher_inbox_poll_s: float = Field(default=900.0, gt=0.0)  # an inbox draft's status, this often
+    publisher_inbox_timeout_s: float = Field(default=7 * 86400.0, gt=0.0)  # a draft not posted by then: given up
+    publisher_upload_url_ttl_s: float = Field(default=3600.0, gt=0.0)  # TikTok's upload URLs last an hour
+    publisher_chunk_mb: int = Field(default=10, ge=5, le=64)  # preferred upload chunk, MB (5-64 by the rules)
+    publisher_spam_pause_s: float = Field(default=24 * 3600.0, gt=0.0)  # an account warned of spam risk rests
+    publisher_retry_max_s: float = Field(default=600.0, gt=0.0)  # the longest wait between attempts of a post
+    publisher_max_attempts: int = Field(default=8, ge=1)  # a post that keeps failing for reasons of its own
+    publisher_readback_first_s: float = Field(default=300.0, gt=0.0)  # a new post's engagement, read this soon
+    publisher_readback_max_s: float = Field(default=86400.0, gt=0.0)
+    publisher_readback_horizon_s: float = Field(default=30 * 86400.0, gt=0.0)  # older posts are not read again
+
     # service process
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: the service's default port

@@ -9,7 +9,7 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import asyncpg
 import uvicorn
@@ -84,59 +84,6 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class ReceivedEvents(Protocol):
-    """Where a service notes the events it received and has no decision for yet."""
-
-    async def add(self, conn: Any, event: Event[Any]) -> None: ...
-
-
-class PostgresReceivedEvents:
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
-
-    async def add(self, conn: Any, event: Event[Any]) -> None:
-        await conn.execute(
-            f'INSERT INTO "{self.schema}".received_events (event_id, topic, key, record, kafka_partition, kafka_offset) '
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            event.event_id, event.topic, event.key, type(event.record).__avro_name__, event.partition, event.offset,
-        )
-
-
-@dataclass
-class InMemoryReceivedEvents:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)  # (event id, topic, record)
-
-    async def add(self, conn: Any, event: Event[Any]) -> None:
-        self.rows.append((event.event_id, event.topic, type(event.record).__avro_name__))
-
-
-def received_events(ctx: ServiceContext) -> ReceivedEvents:
-    """The context's received-events table: PostgreSQL when it has a pool, else one in memory (kept in
-    ``ctx.extras["received_events"]`` so tests can read it)."""
-    if ctx.pool is not None:
-        return PostgresReceivedEvents(ctx.spec.db_schema)
-    found = ctx.extras.setdefault("received_events", InMemoryReceivedEvents())
-    assert isinstance(found, InMemoryReceivedEvents)
-    return found
-
-
-def record_received(ctx: ServiceContext, handler_name: str,
-                    received: ReceivedEvents | None = None) -> Callable[[Event[Any]], Awaitable[None]]:
-    """A handler that records the event in the service's ``received_events`` (or ``received``) and
-    acknowledges it, idempotently: what a service does with a topic until its issue gives it a decision."""
-    received = received or received_events(ctx)
-
-    async def handle(event: Event[Any]) -> None:
-        assert ctx.uow is not None
-        async with ctx.uow.begin(event, handler_name) as tx:
-            if not tx.fresh:
-                get_logger("reelfab.service").info("duplicate ignored", topic=event.topic, event_id=event.event_id)
-                return
-            await received.add(tx.conn, event)
-
-    return handle
 
 
 def http_app(ctx: ServiceContext, ready: Callable[[], Awaitable[bool]]) -> ASGIApp:

@@ -68,11 +68,22 @@ def check_schemas(repo: Path = typer.Option(Path("."), help="Repository root."))
 
 
 @app.command()
-def demo(folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo's inputs and final video go.")) -> None:
+def demo(
+    folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo's inputs and final video go."),
+    publish_to: str = typer.Option("dryrun", "--publish-to", help="dryrun (a local folder), tiktok (the client, "
+                                   "to REELFAB_TIKTOK_API_URL) or none."),
+    account: str = typer.Option(None, "--account", help="The posting account (`reelfab accounts add`); "
+                                "dry-run default: demo-dryrun."),
+) -> None:
     """Run the media path end to end on the local stack with a generated person (`make up` first)."""
     from reelfab.devtools.demo import run_demo
 
-    asyncio.run(run_demo(get_settings(), folder, _say))  # it says what it made
+    if publish_to not in ("dryrun", "tiktok", "none"):
+        raise typer.BadParameter(f"{publish_to!r} is not dryrun, tiktok or none", param_hint="--publish-to")
+    if publish_to == "tiktok" and not account:
+        raise typer.BadParameter("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)",
+                                 param_hint="--account")
+    asyncio.run(run_demo(get_settings(), folder, _say, publish_to=publish_to, account=account))  # it says what it made
 
 
 @app.command()

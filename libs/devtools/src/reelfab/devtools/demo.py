@@ -1,7 +1,9 @@
 """`reelfab demo`: the factory's media path on this machine, end to end, with generated people
-(no real person). It starts the consent registry, swapper-gpu and post-producer in one process over
-the local stack, gives a virtual person consent, submits a swap job and follows it to a signed,
-platform-spec MP4."""
+(no real person). It starts the consent registry, swapper-gpu, post-producer and publisher in one
+process over the local stack, gives a virtual person consent, submits a swap job and follows it to a
+signed, platform-spec MP4, then through the publisher's review queue (the demo approves as an operator,
+recorded as "demo-operator") to a post: on the dry-run platform (a local folder) by default, or through
+the TikTok client to REELFAB_TIKTOK_API_URL with ``--publish-to tiktok --account NAME``."""
 
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ from typing import Any
 import cv2
 import httpx
 
-from reelfab.contracts.topics import JOB_FAILED, RENDER_COMPLETED, SWAP_COMPLETED, SWAP_REQUESTED
+from reelfab.contracts.topics import (
+    JOB_FAILED,
+    PUBLISH_COMPLETED,
+    RENDER_COMPLETED,
+    SWAP_COMPLETED,
+    SWAP_REQUESTED,
+)
 from reelfab.settings import Settings
 
 SUBJECT = "demo-vera"
@@ -31,9 +39,11 @@ class DemoResult:
     template: Path
     music: Path
     job_seconds: float  # from publishing the swap job to render.completed on the topic
+    post: dict[str, Any] | None = None  # publish.completed's value
 
 
-async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None]) -> DemoResult:
+async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None], *, publish_to: str = "dryrun",
+                   account: str | None = None) -> DemoResult:
     import asyncpg
 
     from reelfab.bus.kafka import KafkaBus
@@ -45,7 +55,13 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
     from reelfab_consent_registry import main as registry_main
     from reelfab_consent_registry import tokens
     from reelfab_post_producer import main as post_main
+    from reelfab_publisher import main as publisher_main
     from reelfab_swapper_gpu import main as swapper_main
+
+    if publish_to not in ("dryrun", "tiktok", "none"):
+        raise ValueError(f"--publish-to {publish_to!r}: one of dryrun, tiktok, none")
+    if publish_to == "tiktok" and not account:
+        raise ValueError("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)")
 
     settings = settings.model_copy(update={"consent_asset_kind": "synthetic", "log_level": "WARNING"})
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,11 +82,14 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
 
     workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url})
     swapper, post = RunningService(swapper_main, workers), RunningService(post_main, workers)
+    publisher = RunningService(publisher_main, workers) if publish_to != "none" else None
     bus = KafkaBus(settings, "demo", default_codec(settings))
     try:
         await swapper.ready()
         await post.ready()
-        say("swapper-gpu and post-producer up; submitting a swap job")
+        if publisher is not None:
+            await publisher.ready()
+        say("swapper-gpu, post-producer and publisher up; submitting a swap job")
         await bus.start()
         store = open_store(settings.storage_root)
         job_id = f"demo-{uuid.uuid4().hex[:8]}"
@@ -91,11 +110,64 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None])
         say(f"  C2PA Content Credentials: valid={manifest.valid}, label {manifest.active_label}")
         say(f"  title: {value['title']}   {' '.join('#' + t for t in value['hashtags'])}")
         say(f"  the job took {job_seconds:.1f} s from request to signed video")
-        return DemoResult(final, face, clip.path, music, job_seconds)
+        posted = None
+        if publisher is not None:
+            posted = await publish(bus, job_id, publish_to, account, say)
+        return DemoResult(final, face, clip.path, music, job_seconds, posted)
     finally:
         await bus.stop()
-        for service in (post, swapper, registry):
-            await service.stop()
+        for service in (publisher, post, swapper, registry):
+            if service is not None:
+                await service.stop()
+
+
+OPERATOR = "demo-operator"
+
+
+async def publish(bus: Any, job_id: str, publish_to: str, account: str | None, say: Callable[[str], None]) -> dict[str, Any]:
+    """The video through the publisher's review queue: the demo approves it as an operator (audited as
+    demo-operator), choosing a privacy level the account offers (SELF_ONLY where it can), then waits for
+    publish.completed."""
+    from reelfab_publisher.cli import publisher_session
+    from reelfab_publisher.desk import Approval, NotFound
+    from reelfab_publisher.review import ReviewDesk
+
+    since = datetime.now(UTC).replace(microsecond=0)
+    async with publisher_session() as p:
+        desk = ReviewDesk(p)
+        if publish_to == "dryrun" and account is None:
+            account = "demo-dryrun"
+            if await p.repo.account(account) is None:
+                from reelfab_publisher.repository import AccountRow
+
+                await p.repo.add_account(AccountRow(account, "dryrun", "direct", None, None, None, None, None, None,
+                                                    False, None, False, False, None, None))
+        assert account is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            try:
+                item = await desk.item(job_id)
+                break
+            except NotFound:
+                if loop.time() > deadline:
+                    raise TimeoutError(f"{job_id} did not reach the review queue within 60 s") from None
+                await asyncio.sleep(0.25)
+        choice = next((a for a in await desk.accounts() if a.name == account), None)
+        if choice is None:
+            raise RuntimeError(f"no account {account!r}: add it with `reelfab accounts add {account} …`")
+        if not choice.privacy_level_options:
+            raise RuntimeError(f"account {account} cannot post now: {choice.problem}")
+        privacy = "SELF_ONLY" if "SELF_ONLY" in choice.privacy_level_options else choice.privacy_level_options[0]
+        await desk.approve(item.job_id, Approval(account, privacy), OPERATOR)
+        say(f"review: approved by {OPERATOR} for {account} ({choice.platform}, {privacy}); labelled AI-generated")
+    topic, value = await _follow(bus, job_id, say, topics=(PUBLISH_COMPLETED, JOB_FAILED), since=since)
+    if topic == JOB_FAILED:
+        raise RuntimeError(f"publishing failed: {value['reason_code']}: {value['reason']}")
+    where = "dry-run folder" if value["dry_run"] else value["platform"]
+    say(f"published to the {where}: post {value['post_id']} on {value['account']}"
+        + (f" ({value['share_url']})" if value.get("share_url") else ""))
+    return dict(value)
 
 
 def swap_request(store: Any, job_id: str, face: Path, template: Path, music: Path, *, producer: str) -> dict[str, Any]:
@@ -127,10 +199,11 @@ async def give_consent(url: str, token: str, face: Path, say: Callable[[str], No
         say(f"{SUBJECT}: enrolled and consent granted (lease signed, published on the consent topic)")
 
 
-async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: float = 600) -> tuple[str, dict[str, Any]]:
+async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: float = 600,
+                  topics: tuple[str, ...] = (SWAP_COMPLETED, RENDER_COMPLETED, JOB_FAILED),
+                  since: datetime | None = None) -> tuple[str, dict[str, Any]]:
     codec = bus.codec
-    topics = (SWAP_COMPLETED, RENDER_COMPLETED, JOB_FAILED)
-    since = datetime.now(UTC).replace(microsecond=0)
+    since = since or datetime.now(UTC).replace(microsecond=0)
     seen: set[str] = set()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
