@@ -283,3 +283,35 @@ async def test_an_answer_that_breaks_the_contract_is_named_and_retried_later(set
     clock.advance(60)
     await run(worker, 4)
     assert len(emu.posts) == 1
+
+
+async def test_a_kill_between_the_last_chunk_and_its_record_does_not_upload_again(setup: Any) -> None:
+    p, worker, clock, tmp, emu, _ = setup
+
+    async def lose_the_last_write(job_id: str, index: int) -> None:
+        row = await p.repo.review(job_id)
+        if index == row["total_chunks"] - 1:  # the platform has every byte; our row never learnt it
+            await p.repo.update_review(None, job_id, chunks_done=index, upload_done=False)
+            raise Killed(job_id)
+
+    p.after_chunk = lose_the_last_write
+    await approved(p, tmp, size=11 * MB)
+    with pytest.raises(Killed):
+        await worker.post_due()
+    p.after_chunk = None
+    uploads = len(emu.requests_to("upload"))
+    clock.advance(p.claim_lease_s + 1)
+    await run(worker, 5)
+    assert len(emu.requests_to("upload")) == uploads, "no chunk was sent again"
+    assert len(emu.inits) == 1 and len(emu.posts) == 1 and len(await announced(p, PUBLISH_COMPLETED)) == 1
+
+
+async def test_an_unapproved_video_never_reaches_the_platform(setup: Any) -> None:
+    p, worker, clock, tmp, emu, _ = setup
+    uri, sha = video(p, tmp)
+    await handlers.on_render_completed(p)(rendered(uri, sha))
+    for _ in range(3):
+        await worker.once()
+        clock.advance(3600)
+    assert [r.endpoint for r in emu.requests if r.endpoint != "creator_info"] == []
+    assert emu.inits == [] and emu.posts == []

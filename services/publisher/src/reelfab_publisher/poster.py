@@ -27,7 +27,7 @@ from reelfab.storage import sha256_file
 from . import metrics
 from .accounts import NoValidToken, account_problem
 from .bootstrap import Publisher
-from .chunks import ChunkPlan, chunk_plan
+from .chunks import MAX_VIDEO_SIZE, ChunkPlan, chunk_plan
 from .desk import APPROVED, FAILED, IN_INBOX, POSTING, PUBLISHED, STOPPED
 from .post_rules import STRIKE, backoff_s, caption, fail_reason_code
 from .tiktok_api import (
@@ -39,6 +39,7 @@ from .tiktok_api import (
     SpamRisk,
     TikTokError,
     UnauditedClient,
+    UnknownPublish,
     UploadRefused,
 )
 
@@ -166,8 +167,13 @@ async def _upload_tiktok(p: Publisher, row: dict[str, Any], account: str, mode: 
     start = 0
     if row["publish_id"] and row["upload_url"] and not _expired(p, row):
         # a restart mid-upload: the platform says how much it holds
-        status = await p.tokens.call(account, lambda t: client.fetch_status(t, row["publish_id"]))
-        if status.status != "PROCESSING_UPLOAD":  # it has every byte already: only the status is left
+        try:
+            status = await p.tokens.call(account, lambda t: client.fetch_status(t, row["publish_id"]))
+        except UnknownPublish:  # the platform never kept it: nothing was posted under it, initialise again
+            await p.repo.update_review(None, job_id, upload_url=None, chunks_done=0)
+            raise Wait("the platform does not know the unfinished upload; initialising again", p.clock()) from None
+        if status.status != "PROCESSING_UPLOAD" or status.uploaded_bytes == row["video_size"]:
+            # it has every byte already: only the status is left
             await p.repo.update_review(None, job_id, upload_done=True, chunks_done=row["total_chunks"],
                                        next_attempt_at=p.clock(), waiting_for=None)
             return
@@ -207,6 +213,8 @@ async def _init(p: Publisher, row: dict[str, Any], account: str, mode: str, self
     assert p.client is not None
     client = p.client
     size = path.stat().st_size
+    if size > MAX_VIDEO_SIZE:
+        raise Fail("video_too_large", f"the video is {size} bytes; TikTok takes at most {MAX_VIDEO_SIZE} (4 GB)")
     plan = chunk_plan(size, preferred_chunk_size=p.settings.publisher_chunk_mb * 1024 * 1024)
     if mode == "inbox":
         init = await p.tokens.call(account, lambda t: client.init_inbox(t, plan))
@@ -241,10 +249,15 @@ async def _init(p: Publisher, row: dict[str, Any], account: str, mode: str, self
 
 
 def _resume_chunk(row: dict[str, Any], status: PublishStatus) -> int:
-    held = status.uploaded_bytes if status.uploaded_bytes is not None else 0
-    if row["chunk_size"] and held % row["chunk_size"] == 0:
-        return min(held // int(row["chunk_size"]), int(row["total_chunks"]))
-    return int(row["chunks_done"])
+    """The chunk to send next: after the bytes the platform says it holds (our own count may be one
+    behind when the process died between a chunk's answer and its row update)."""
+    if status.uploaded_bytes is None:
+        return int(row["chunks_done"])
+    plan = ChunkPlan(row["video_size"], row["chunk_size"], row["total_chunks"])
+    try:
+        return plan.resume_index(status.uploaded_bytes)
+    except ValueError:
+        return int(row["chunks_done"])
 
 
 def _expired(p: Publisher, row: dict[str, Any]) -> bool:
