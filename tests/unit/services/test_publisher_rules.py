@@ -110,3 +110,16 @@ def test_tokens_are_encrypted_at_rest_and_a_wrong_key_is_named(tmp_path: Path) -
     assert TokenCipher(key_file(tmp_path / "k.key")).open(sealed) == "act.secret-token"  # the same key, reused
     with pytest.raises(NoValidToken, match="REELFAB_PUBLISHER_TOKEN_KEY"):
         TokenCipher(key_file(tmp_path / "other.key")).open(sealed)
+
+
+def test_a_bad_token_key_setting_is_named() -> None:
+    from reelfab.errors import ReelfabError
+    from reelfab.settings import Settings
+
+    for bad in ("not base64 at all!!", "c2hvcnQ="):
+        with pytest.raises(ReelfabError, match="REELFAB_PUBLISHER_TOKEN_KEY"):
+            TokenCipher.from_settings(Settings(publisher_token_key=bad))
+    import base64
+    good = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    cipher = TokenCipher.from_settings(Settings(publisher_token_key=good))
+    assert cipher.open(cipher.seal("t")) == "t"

@@ -56,9 +56,13 @@ class TokenCipher:
 
 
 def _fernet_key(text: str) -> bytes:
-    raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    try:
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except ValueError:  # binascii.Error: not base64 at all
+        raw = b""
     if len(raw) != 32:
-        raise ReelfabError("REELFAB_PUBLISHER_TOKEN_KEY must be the base64 of 32 bytes")
+        raise ReelfabError("REELFAB_PUBLISHER_TOKEN_KEY must be the base64 of 32 bytes, e.g. `python3 -c "
+                           "'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'`")
     return base64.urlsafe_b64encode(raw)
 
 

@@ -14,6 +14,7 @@ from reelfab.contracts.topics import (
     PUBLISH_COMPLETED,
     RENDER_COMPLETED,
 )
+from reelfab.errors import StackError
 from reelfab.logging import get_logger
 from reelfab.service import ServiceContext, ServiceSpec, entry_point
 
@@ -44,6 +45,9 @@ SPEC = ServiceSpec(
 
 def review_secret(ctx: ServiceContext) -> bytes:
     configured = ctx.settings.publisher_review_secret
+    if configured and len(configured.encode()) < 32:
+        raise StackError("REELFAB_PUBLISHER_REVIEW_SECRET must be at least 32 bytes (it signs the review page's "
+                         "sessions); e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
     return configured.encode() if configured else key_file(Path(ctx.settings.state_dir) / "publisher-review.key")
 
 
