@@ -124,6 +124,12 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None],
 OPERATOR = "demo-operator"
 
 
+def settings_url() -> str:
+    from reelfab.settings import get_settings
+
+    return get_settings().tiktok_api_url
+
+
 async def publish(bus: Any, job_id: str, publish_to: str, account: str | None, say: Callable[[str], None]) -> dict[str, Any]:
     """The video through the publisher's review queue: the demo approves it as an operator (audited as
     demo-operator), choosing a privacy level the account offers (SELF_ONLY where it can), then waits for
@@ -164,8 +170,8 @@ async def publish(bus: Any, job_id: str, publish_to: str, account: str | None, s
     topic, value = await _follow(bus, job_id, say, topics=(PUBLISH_COMPLETED, JOB_FAILED), since=since)
     if topic == JOB_FAILED:
         raise RuntimeError(f"publishing failed: {value['reason_code']}: {value['reason']}")
-    where = "dry-run folder" if value["dry_run"] else value["platform"]
-    say(f"published to the {where}: post {value['post_id']} on {value['account']}"
+    where = "to the dry-run folder" if value["dry_run"] else f"on {value['platform']} through {settings_url()}"
+    say(f"published {where}: post {value['post_id']} by {value['account']} ({value['privacy_level']}, is_aigc)"
         + (f" ({value['share_url']})" if value.get("share_url") else ""))
     return dict(value)
 
