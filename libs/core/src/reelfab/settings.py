@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     publisher_simulator_seed: int = 7  # the dry-run engagement simulator's
     publisher_refresh_margin_s: float = Field(default=600.0, ge=0.0)  # refresh an access token expiring this soon
     publisher_tick_s: float = Field(default=1.0, gt=0.0)  # how often the poster looks for work
+    # a job a worker moves is its own this long, renewed while it works: a killed worker's job is taken
+    # over by another after at most this
+    publisher_claim_lease_s: float = Field(default=60.0, ge=1.0)
     publisher_status_poll_s: float = Field(default=3.0, gt=0.0)  # a post's processing status is fetched this often
     publisher_status_timeout_s: float = Field(default=6 * 3600.0, gt=0.0)  # still processing after this: failed
     publisher_inbox_poll_s: float = Field(default=900.0, gt=0.0)  # an inbox draft's status, this often

@@ -55,7 +55,7 @@ class Publisher:
     simulator: EngagementSimulator
     clock: Clock
     worker_id: str = field(default_factory=lambda: f"publisher-{uuid.uuid4().hex[:8]}")
-    claim_lease_s: float = 300.0  # a claimed job is this worker's this long (renewed after each chunk)
+    claim_lease_s: float = 60.0  # a claimed job is this worker's this long, renewed while it works on it
     # test hooks: called after the init is persisted / after each chunk is persisted (a kill injected here)
     after_init: Callable[[str], Awaitable[None]] | None = None
     after_chunk: Callable[[str, int], Awaitable[None]] | None = None
@@ -96,5 +96,5 @@ def bootstrap(
         tokens=AccountTokens(repo, TokenCipher.from_settings(settings), client, clock=clock,
                              margin_s=settings.publisher_refresh_margin_s),
         dryrun=DryRunPlatform(folder, clock=clock), simulator=EngagementSimulator(settings.publisher_simulator_seed),
-        clock=clock,
+        clock=clock, claim_lease_s=settings.publisher_claim_lease_s,
     )

@@ -158,6 +158,12 @@ class PublisherRepository:
             worker, now, lease_until, limit)
         return [r["job_id"] for r in rows]
 
+    async def renew(self, job_id: str, worker: str, until: datetime) -> bool:
+        """Keep the claim while working; False when it is no longer this worker's."""
+        return await self.pool.fetchval(
+            f"UPDATE {self._t('reviews')} SET claimed_until = $3 WHERE job_id = $1 AND claimed_by = $2 RETURNING 1",
+            job_id, worker, until) is not None
+
     async def release(self, job_id: str, worker: str) -> None:
         await self.pool.execute(
             f"UPDATE {self._t('reviews')} SET claimed_by = NULL, claimed_until = NULL "

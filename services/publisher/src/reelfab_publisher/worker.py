@@ -74,12 +74,27 @@ class Worker:
         moved = 0
         jobs = await self.p.repo.claim_due(self.p.worker_id, now, now + timedelta(seconds=self.p.claim_lease_s))
         for job_id in jobs:
+            heartbeat = asyncio.create_task(self._keep_claim(job_id), name=f"claim-{job_id}")
             try:
                 await advance(self.p, job_id)
                 moved += 1
             finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
                 await self.p.repo.release(job_id, self.p.worker_id)
         return moved
+
+    async def _keep_claim(self, job_id: str) -> None:
+        """Renew the claim while the job is moved (a chunk of 64 MB can take longer than the lease): a live
+        worker never loses its job to another, a killed one's claim runs out."""
+        every = self.p.claim_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):  # the database away: the claim may lapse; posting stops there too
+                until = self.p.clock() + timedelta(seconds=self.p.claim_lease_s)
+                if not await self.p.repo.renew(job_id, self.p.worker_id, until):
+                    log.error("claim lost while posting", job_id=job_id)
 
     async def read_back(self) -> int:
         now = self.p.clock()
