@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     # a job a worker moves is its own this long, renewed while it works: a killed worker's job is taken
     # over by another after at most this
     publisher_claim_lease_s: float = Field(default=60.0, ge=1.0)
-    publisher_status_poll_s: float = Field(default=3.0, gt=0.0)  # a post's processing status is fetched this often
+    # a post's processing status is fetched this often (TikTok allows 30 fetches a minute per account)
+    publisher_status_poll_s: float = Field(default=10.0, gt=0.0)
     publisher_status_timeout_s: float = Field(default=6 * 3600.0, gt=0.0)  # still processing after this: failed
     publisher_inbox_poll_s: float = Field(default=900.0, gt=0.0)  # an inbox draft's status, this often
     publisher_inbox_timeout_s: float = Field(default=7 * 86400.0, gt=0.0)  # a draft not posted by then: given up

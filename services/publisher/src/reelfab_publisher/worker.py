@@ -73,7 +73,9 @@ class Worker:
         now = self.p.clock()
         moved = 0
         jobs = await self.p.repo.claim_due(self.p.worker_id, now, now + timedelta(seconds=self.p.claim_lease_s))
-        for job_id in jobs:
+
+        async def move(job_id: str) -> None:
+            nonlocal moved
             heartbeat = asyncio.create_task(self._keep_claim(job_id), name=f"claim-{job_id}")
             try:
                 await advance(self.p, job_id)
@@ -83,6 +85,12 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
                 await self.p.repo.release(job_id, self.p.worker_id)
+
+        # the claimed jobs move side by side: one long upload does not hold up the others' status polls
+        results = await asyncio.gather(*(move(j) for j in jobs), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         return moved
 
     async def _keep_claim(self, job_id: str) -> None:
