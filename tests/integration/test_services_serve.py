@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,9 +32,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+LOGS: dict[int, Path] = {}  # a process's pid -> its log file
+
+
+def _log(proc: subprocess.Popen[bytes]) -> str:
+    """The process's output so far (a file, not a pipe: a service that logs more than a pipe holds
+    while nobody reads would block on its next line and look hung)."""
+    return LOGS[proc.pid].read_text(errors="replace")
+
+
 @pytest.fixture(scope="module")
-def running_services(stack: Any) -> Any:
+def running_services(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    logs = tmp_path_factory.mktemp("service-logs")
     for name in installed_services():
         port = _free_port()
         env = {
@@ -42,12 +53,11 @@ def running_services(stack: Any) -> Any:
             "REELFAB_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "REELFAB_CONSUMER_HEARTBEAT_INTERVAL_MS": "300",
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reelfab.cli", "serve", name],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        log = logs / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "reelfab.cli", "serve", name], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        LOGS[proc.pid] = log
         procs[name] = (proc, port)
     yield procs
     for proc, _ in procs.values():
@@ -76,7 +86,7 @@ async def test_every_service_is_healthy_ready_and_serves_metrics(running_service
 
 def _ok(port: int, path: str, proc: subprocess.Popen[bytes], name: str) -> bool:
     if proc.poll() is not None:
-        out = proc.stdout.read().decode() if proc.stdout else ""
+        out = _log(proc)
         raise AssertionError(f"{name} exited with {proc.returncode}:\n{out[-3000:]}")
     r = _get(port, path)
     return r is not None and r.status_code == 200
@@ -133,6 +143,6 @@ def test_every_service_stops_cleanly_on_sigterm(running_services: Any) -> None:
     deadline = time.monotonic() + 40
     for name, (proc, _port) in running_services.items():
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        out = proc.stdout.read().decode() if proc.stdout else ""
+        out = _log(proc)
         assert code == 0, f"{name} exited with {code}:\n{out[-3000:]}"
         assert '"event": "stopped"' in out, f"{name} did not log a clean stop:\n{out[-2000:]}"

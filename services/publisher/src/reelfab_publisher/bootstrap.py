@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from reelfab.bus.unit_of_work import UnitOfWork
 from reelfab.consent.client import RegistryClient
 from reelfab.consent.gate import ConsentGate, load_public_keys
 from reelfab.consent.view import ConsentView
+from reelfab.errors import StackError
 from reelfab.service import ServiceContext, ServiceSpec
 from reelfab.settings import Settings
 from reelfab.storage import FileStore, open_store
@@ -61,6 +62,14 @@ class Publisher:
     after_chunk: Callable[[str, int], Awaitable[None]] | None = None
 
 
+class _NoDatabase:
+    """A context without a pool (the AsyncAPI document wires every service that way): the publisher is
+    wired, but its queue lives in PostgreSQL, so any use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise StackError("the publisher keeps its review queue in PostgreSQL: this context has no database pool")
+
+
 def tiktok_client(settings: Settings) -> TikTokClient | None:
     """The client, when the app's credentials are set (without them only dry-run accounts can post)."""
     if not settings.tiktok_client_key or not settings.tiktok_client_secret:
@@ -80,18 +89,18 @@ def bootstrap(
 ) -> Publisher:
     settings = ctx.settings
     assert ctx.uow is not None, "build_context gives every context its unit of work"
-    assert ctx.pool is not None, "the publisher keeps its queue in PostgreSQL"
     registry = RegistryClient(settings.consent_registry_url, settings.consent_token) if settings.consent_token else None
     if registry is not None:
         ctx.probes["consent registry"] = partial(asyncio.to_thread, registry.ping)
     if view is None:
         view = ConsentView(lambda: load_public_keys(settings, registry), service=ctx.spec.name)
     clock = clock or now_utc
-    repo = PublisherRepository(ctx.pool, ctx.spec.db_schema)
+    pool = ctx.pool if ctx.pool is not None else cast("asyncpg.Pool", _NoDatabase())
+    repo = PublisherRepository(pool, ctx.spec.db_schema)
     client = client or tiktok_client(settings)
     folder = dryrun_dir or settings.publisher_dryrun_dir or Path(settings.state_dir) / "dryrun-posts"
     return Publisher(
-        spec=ctx.spec, settings=settings, uow=ctx.uow, pool=ctx.pool, outbox=ctx.outbox, bus=ctx.bus, repo=repo,
+        spec=ctx.spec, settings=settings, uow=ctx.uow, pool=pool, outbox=ctx.outbox, bus=ctx.bus, repo=repo,
         view=view, gate=gate or ConsentGate(view, registry), store=open_store(settings.storage_root), client=client,
         tokens=AccountTokens(repo, TokenCipher.from_settings(settings), client, clock=clock,
                              margin_s=settings.publisher_refresh_margin_s),
