@@ -119,9 +119,8 @@ def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
 
 
-def save_screenshot(driver: webdriver.Chrome, tmp_path: Path) -> Path:
-    """The whole page (Chromium's DevTools capture beyond the viewport), into tmp_path and the artefacts."""
-    shot = tmp_path / "review-page.png"
+def save_screenshot(driver: webdriver.Chrome, shot: Path) -> Path:
+    """The whole page (Chromium's DevTools capture beyond the viewport) into ``shot`` and the artefacts."""
     driver.execute_script("window.scrollTo(0, 0)")
     try:
         size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
@@ -133,7 +132,7 @@ def save_screenshot(driver: webdriver.Chrome, tmp_path: Path) -> Path:
     except (KeyError, WebDriverException):
         driver.save_screenshot(str(shot))  # the viewport only
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / "review-page.png")
+    shutil.copyfile(shot, ARTIFACTS / shot.name)
     return shot
 
 
@@ -218,7 +217,7 @@ def test_an_operator_watches_and_approves_a_video_in_chromium(
         hashtags.clear()
         hashtags.send_keys("#dance, rain #ai")
 
-        save_screenshot(browser, tmp_path)
+        save_screenshot(browser, tmp_path / "review-page.png")
 
         browser.find_element(By.ID, "consent").click()
         browser.find_element(By.ID, "approve").click()

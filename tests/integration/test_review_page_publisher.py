@@ -13,11 +13,9 @@ thread (asyncio.to_thread) while the loop serves the browser."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import secrets
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -56,6 +53,7 @@ from tests.integration.test_review_page_browser import (  # noqa: F401 - chromiu
     chromium,
     make_mp4,
     play_video,
+    save_screenshot,
     wait,
 )
 from tests.unit.services.planner_samples import terms
@@ -133,23 +131,6 @@ def store_video(p: Publisher, mp4: Path, job: str) -> tuple[str, str]:
     return stored.uri, stored.sha256
 
 
-def save_full_page(driver: webdriver.Chrome, shot: Path) -> Path:
-    """The whole page (Chromium's DevTools capture beyond the viewport) into ``shot`` and the artefacts."""
-    driver.execute_script("window.scrollTo(0, 0)")
-    try:
-        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        data = driver.execute_cdp_cmd(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-        )["data"]
-        shot.write_bytes(base64.b64decode(data))
-    except (KeyError, WebDriverException):
-        driver.save_screenshot(str(shot))  # the viewport only
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / shot.name)
-    return shot
-
-
 def log_in(driver: WebDriver, url: str, token: str) -> None:
     driver.get(f"{url}/review/")
     wait(driver).until(ec.presence_of_element_located((By.ID, "token")))  # no session yet: the login page
@@ -223,7 +204,7 @@ def published_page(driver: webdriver.Chrome, url: str, job: str, shot: Path) -> 
         "decided_by": driver.find_element(By.ID, "decided-by").text,
         "decision": driver.find_element(By.ID, "decision").text,
     }
-    save_full_page(driver, shot)
+    save_screenshot(driver, shot)
     return page
 
 
