@@ -164,13 +164,17 @@ async def test_revocation_event_stops_open_jobs_and_queues_takedowns(setup: Any)
     desk = ReviewDesk(p)
     assert (await desk.item(waiting.record.job_id)).status == "stopped"
     takedowns = await desk.takedowns()
-    assert sorted(t.post_id for t in takedowns) == sorted([pub["post_id"], "7000000000000000001"])
-    mine = next(t for t in takedowns if t.post_id == pub["post_id"])
+    assert [t.post_id for t in takedowns] == ["7000000000000000001"]  # the dry-run one is done already
+    mine = next(t for t in await desk.takedowns(include_done=True) if t.post_id == pub["post_id"])
     assert mine.job_id == published.record.job_id and mine.account == "dry" and "the subject asked" in mine.reason
+    assert mine.done_by == "publisher" and mine.done_at is not None and "removed" in (mine.note or "")
+    assert posted_files(tmp) == [] and not list((tmp / "dryrun").rglob("*.mp4"))  # the dry-run post is gone
     stops = [v for _, v in await announced(p, JOB_FAILED) if v["job_id"] == waiting.record.job_id]
     assert len(stops) == 1 and stops[0]["reason_code"] == "consent.revoked"
-    await desk.takedown_done(pub["post_id"], "alice", "removed in the app")
-    assert [t.post_id for t in await desk.takedowns()] == ["7000000000000000001"]
+    await desk.takedown_done("7000000000000000001", "alice", "removed in the app")
+    assert await desk.takedowns() == []
+    done = next(t for t in await desk.takedowns(include_done=True) if t.post_id == "7000000000000000001")
+    assert done.done_by == "alice" and done.note == "removed in the app"
 
 
 async def test_rejection_ends_the_job_and_is_audited(setup: Any) -> None:
@@ -203,8 +207,9 @@ async def test_approval_needs_an_offered_privacy_level_and_a_fitting_video(setup
         await desk.approve(ev.record.job_id, Approval("dry", "EVERYONE_PLEASE"), "alice")
     with pytest.raises(ReviewError, match="no account"):
         await desk.approve(ev.record.job_id, Approval("nobody", "SELF_ONLY"), "alice")
-    with pytest.raises(ReviewError, match="hashtag"):
-        await desk.approve(ev.record.job_id, Approval("dry", "SELF_ONLY", hashtags=("two words",)), "alice")
+    for bad in ("two words", "<b>x</b>", '"onmouseover=alert(1)'):
+        with pytest.raises(ReviewError, match="hashtag"):
+            await desk.approve(ev.record.job_id, Approval("dry", "SELF_ONLY", hashtags=(bad,)), "alice")
     assert (await desk.item(ev.record.job_id)).status == "waiting"
 
 
@@ -252,3 +257,37 @@ async def test_the_service_wires_every_consumed_topic_and_its_review_page(pg_poo
     ctx = build_context(spec, settings, InMemoryBus(settings, spec.name, default_codec()), pg_pool, main.wire)
     assert set(main.SPEC.consumes) <= {s.topic.name for s in ctx.bus.subscriptions}
     assert {"api", "desk", "worker"} <= set(ctx.extras)
+
+
+async def test_review_sessions_live_on_the_server_and_end_at_logout_or_a_new_token(setup: Any) -> None:
+    from reelfab_publisher.review import token_sha256
+
+    p, clock = setup[0], setup[2]
+    desk = ReviewDesk(p)
+    await p.repo.add_operator("alice", token_sha256("tok-1"))
+    assert await desk.start_session("wrong") is None
+    session, name = await desk.start_session("tok-1") or ("", "")
+    assert name == "alice" and "tok-1" not in session and await desk.session(session) == "alice"
+    other, _ = await desk.start_session("tok-1") or ("", "")
+    await desk.end_session(session)
+    assert await desk.session(session) is None and await desk.session(other) == "alice"  # logout ends only its own
+    clock.advance(1)
+    await p.repo.add_operator("alice", token_sha256("tok-2"))  # a new token ends the sessions of the old
+    assert await desk.session(other) is None
+    third, _ = await desk.start_session("tok-2") or ("", "")
+    assert await desk.session(third) == "alice"
+    clock.advance(13 * 3600)
+    assert await desk.session(third) is None  # expired
+    await p.repo.revoke_operator("alice")
+    assert await desk.start_session("tok-2") is None
+
+
+async def test_auto_approval_needs_its_own_privacy_level(setup: Any) -> None:
+    p, worker, clock, tmp = setup
+    uri, sha = video(p, tmp)
+    ev = rendered(uri, sha)
+    await handlers.on_render_completed(p)(ev)
+    await add_account(p, "auto-no-level", platform="dryrun", auto=True)  # (the CLI refuses this; a row may not)
+    for _ in range(3):
+        await worker.once()
+    assert posted_files(tmp) == [] and (await ReviewDesk(p).item(ev.record.job_id)).status == "waiting"

@@ -199,14 +199,15 @@ async def test_an_unaudited_client_is_understood(setup: Any) -> None:
     emu.unaudited = True
     ev = await approved(p, tmp, privacy="PUBLIC_TO_EVERYONE")
     await run(worker, 2)
-    assert emu.posts == []
-    (_, failed), = await announced(p, JOB_FAILED)
-    assert failed["job_id"] == ev.record.job_id and failed["reason_code"] == "unaudited_client"
-    assert "SELF_ONLY" in failed["reason"]
-    choice, = [a for a in await ReviewDesk(p).accounts() if a.name == "tt"]
+    assert emu.posts == [] and await announced(p, JOB_FAILED) == []
+    desk = ReviewDesk(p)
+    item = await desk.item(ev.record.job_id)  # back in the queue, saying why: an operator decides again
+    assert item.status == "waiting" and item.reason is not None and "SELF_ONLY" in item.reason
+    assert "not audited" in item.reason and item.account is None
+    choice, = [a for a in await desk.accounts() if a.name == "tt"]
     assert choice.privacy_level_options == ("SELF_ONLY",)  # the desk now offers only what is allowed
     emu.set_creator("open-ada", privacy_level_options=PRIVATE_ACCOUNT_OPTIONS)  # the creator made it private
-    await approved(p, tmp, privacy="SELF_ONLY")
+    await desk.approve(ev.record.job_id, Approval("tt", "SELF_ONLY"), "alice")
     await run(worker, 4)
     assert len(emu.posts) == 1 and emu.posts[0].post_info["privacy_level"] == "SELF_ONLY"  # type: ignore[index]
 
@@ -315,3 +316,54 @@ async def test_an_unapproved_video_never_reaches_the_platform(setup: Any) -> Non
         clock.advance(3600)
     assert [r.endpoint for r in emu.requests if r.endpoint != "creator_info"] == []
     assert emu.inits == [] and emu.posts == []
+
+
+async def test_a_withdrawal_while_the_last_chunk_is_in_flight_sends_the_post_to_takedown(
+        pg_pool: Any, delivery_schema: str, tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from reelfab.contracts.topics import CONSENT_CHANGED
+    from tests.integration.media_handlers_support import event, lease
+
+    entered, release = threading.Event(), threading.Event()
+    emu = Emulator()
+    inner = emu.app
+
+    async def held(scope: Any, receive: Any, send: Any) -> None:  # the chunk PUT waits until the test says
+        if scope["type"] == "http" and scope["method"] == "PUT":
+            entered.set()
+            await asyncio.to_thread(release.wait, 30)
+        await inner(scope, receive, send)
+
+    emu.app = held  # type: ignore[assignment]
+    with running_emulator(emu):
+        clock = Clock()
+        p, worker = await make_publisher(pg_pool, delivery_schema, tmp_path, client=client_for(emu), clock=clock)
+        user = emu.add_user("open-ada")
+        await add_account(p, "tt", open_id="open-ada", access=user.access_token, refresh=user.refresh_token)
+        ev = await approved(p, tmp_path)  # one chunk: the last one makes the post
+        posting = asyncio.create_task(worker.post_due())
+        await asyncio.to_thread(entered.wait, 30)
+        revoked = lease("ada", 2, "REVOKED")
+        await handlers.on_consent_changed(p)(event("ConsentChanged", CONSENT_CHANGED, {
+            "event_id": "ev-revoke-inflight", "occurred_at": clock(), "producer": "consent-registry",
+            "subject_id": "ada", "change": "REVOKED", "consent_version": 2, "display_name": "Ada",
+            "document_sha256": "e" * 64, "scope": {"platforms": ["tiktok"], "allowed_tags": ["dance"], "territories": [],
+                                                   "commercial_use": False},
+            "valid_from": clock(), "embedding_digest": "d" * 64, "lease": revoked["lease"], "takedown_post_ids": []}))
+        release.set()  # the chunk lands after the stop: TikTok makes the post
+        await posting
+        (_, stop), = await announced(p, JOB_FAILED)
+        assert stop["reason_code"] == "consent.revoked" and "being checked" in stop["reason"]
+        assert len(emu.posts) == 1
+        desk = ReviewDesk(p)
+        assert await desk.takedowns() == []
+        clock.advance(31)
+        await worker.verify_stopped()
+        takedown, = await desk.takedowns()
+        assert takedown.post_id == emu.posts[0].post_id and takedown.job_id == ev.record.job_id
+        assert "withdrawn" in takedown.reason
+        assert await worker.verify_stopped() == 0  # asked once, settled
+        assert p.client is not None
+        await p.client.aclose()

@@ -24,8 +24,9 @@ from reelfab.errors import ReelfabError
 from .accounts import MODES, NoValidToken, account_problem
 from .bootstrap import Publisher
 from .desk import Approval, ReviewError
+from .post_rules import PRIVACY_LEVELS
 from .repository import AccountRow
-from .review import ReviewDesk, token_sha256
+from .review import RESERVED_ACTORS, ReviewDesk, token_sha256
 
 accounts_app = typer.Typer(help="Posting accounts (TikTok or dry-run) and their OAuth tokens.", no_args_is_help=True)
 review_app = typer.Typer(help="The review queue: approve or reject rendered videos; takedowns.", no_args_is_help=True)
@@ -114,9 +115,9 @@ def accounts_add(
     _name(name, "NAME")
     if mode not in MODES:
         raise typer.BadParameter(f"mode {mode!r} is not one of {', '.join(MODES)}", param_hint="--mode")
-    if auto_approve and not (dry_run or sandbox):
-        raise typer.BadParameter("auto-approval is only for dry-run and sandbox accounts: TikTok's Direct Post "
-                                 "rules want the account owner to approve each post", param_hint="--auto-approve")
+    _auto_options(auto_approve, auto_privacy, dry_run=dry_run, sandbox=sandbox)
+    if dry_run and any((open_id, access_token, refresh_token, expires_in)):
+        raise typer.BadParameter("a dry-run account takes no --open-id or tokens (it posts into a local folder)")
     if not dry_run:
         missing = [o for o, v in (("--open-id", open_id), ("--access-token", access_token),
                                   ("--refresh-token", refresh_token), ("--expires-in", expires_in)) if not v]
@@ -153,6 +154,50 @@ def accounts_add(
     console.print(f"account {name} {done} ({'dry-run' if dry_run else 'tiktok'}, {mode})")
 
 
+def _auto_options(auto_approve: bool, auto_privacy: str | None, *, dry_run: bool, sandbox: bool) -> None:
+    if auto_approve and not (dry_run or sandbox):
+        raise typer.BadParameter("auto-approval is only for dry-run and sandbox accounts: TikTok's Direct Post "
+                                 "rules want the account owner to approve each post", param_hint="--auto-approve")
+    if auto_approve and not auto_privacy:
+        raise typer.BadParameter("auto-approval needs --auto-privacy LEVEL: there is no default privacy level",
+                                 param_hint="--auto-privacy")
+    if auto_privacy and auto_privacy not in PRIVACY_LEVELS:
+        raise typer.BadParameter(f"{auto_privacy!r} is not one of {', '.join(PRIVACY_LEVELS)}",
+                                 param_hint="--auto-privacy")
+
+
+@accounts_app.command("set")
+def accounts_set(
+    name: str = typer.Argument(...),
+    audited: bool = typer.Option(False, "--audited", help="The TikTok app passed its audit: offer every privacy "
+                                 "level again (an unaudited answer had restricted the account to SELF_ONLY)."),
+    auto_approve: bool = typer.Option(None, "--auto-approve/--no-auto-approve", help="Dry-run and sandbox accounts only."),
+    auto_privacy: str = typer.Option(None, "--auto-privacy", help="The privacy level auto-approved posts get."),
+    schema: str = SchemaOption,
+) -> None:
+    """Change an account's settings (tokens: `accounts add NAME --replace …`)."""
+
+    async def work(p: Publisher) -> list[str]:
+        a = await p.repo.account(name)
+        if a is None:
+            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        changes: dict[str, Any] = {}
+        if audited:
+            changes["self_only"] = False
+        if auto_approve is not None or auto_privacy is not None:
+            wanted = a.auto_approve if auto_approve is None else auto_approve
+            level = auto_privacy if auto_privacy is not None else a.auto_privacy
+            _auto_options(wanted, level, dry_run=a.platform == "dryrun", sandbox=a.sandbox)
+            changes.update(auto_approve=wanted, auto_privacy=level)
+        if not changes:
+            raise ReviewError("nothing to change: give --audited, --auto-approve/--no-auto-approve or --auto-privacy")
+        await p.repo.update_account(name, **changes)
+        return sorted(changes)
+
+    changed = _run(schema, work)
+    console.print(f"account {name}: {', '.join(changed)} changed")
+
+
 @accounts_app.command("list")
 def accounts_list(as_json: bool = typer.Option(False, "--json"), schema: str = SchemaOption) -> None:
     """Accounts, their token expiry and whether they can post now (tokens are never shown)."""
@@ -183,6 +228,11 @@ def accounts_refresh(name: str = typer.Argument(...), schema: str = SchemaOption
     """Refresh the account's access token now (the rotated refresh token is stored at once)."""
 
     async def work(p: Publisher) -> None:
+        a = await p.repo.account(name)
+        if a is None:
+            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        if a.platform == "dryrun":
+            raise ReviewError(f"account {name} is a dry-run account: it has no tokens to refresh")
         await p.tokens.refresh(name)
 
     _run(schema, work)
@@ -201,10 +251,16 @@ def accounts_remove(name: str = typer.Argument(...), schema: str = SchemaOption)
 @accounts_app.command("unpause")
 def accounts_unpause(name: str = typer.Argument(...), schema: str = SchemaOption) -> None:
     """Let a paused account (spam risk) post again before its pause ends."""
-    if not _run(schema, lambda p: p.repo.update_account(name, paused_until=None, paused_reason=None)):
-        console.print(f"[red]no account {name}[/red]")
-        raise typer.Exit(1)
-    console.print(f"account {name} may post again")
+
+    async def work(p: Publisher) -> bool:
+        a = await p.repo.account(name)
+        if a is None:
+            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        await p.repo.update_account(name, paused_until=None, paused_reason=None)
+        return a.paused_until is not None and a.paused_until > p.clock()
+
+    was_paused = _run(schema, work)
+    console.print(f"account {name} may post again" if was_paused else f"account {name} was not paused")
 
 
 # ------------------------------------------------------------------------------ review
@@ -237,7 +293,7 @@ def review_list(
         return
     table = Table(title="review queue", title_justify="left")
     for column in ("job", "status", "subject", "template", "duration", "title", "decided by"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column == "job")
     for r in rows:
         table.add_row(r["job_id"], r["status"], r["subject_id"], r["template_id"], f"{r['duration_s']:.1f} s",
                       r["title"][:40], r["decided_by"] or "")
@@ -279,7 +335,7 @@ def review_approve(
 
 
 @review_app.command("reject")
-def review_reject(job: str = typer.Argument(...), reason: str = typer.Option(..., "--reason"),
+def review_reject(job: str = typer.Argument(...), reason: str = typer.Option(..., "--reason", help="Why (up to 1000 characters)."),
                   schema: str = SchemaOption) -> None:
     """Reject a waiting video (audited; the job ends with job.failed rejected_in_review)."""
     item = _run(schema, lambda p: ReviewDesk(p).reject(job, reason, _actor()))
@@ -298,10 +354,11 @@ def review_takedowns(every: bool = typer.Option(False, "--all", help="Done ones 
         return
     table = Table(title="takedowns", title_justify="left")
     for column in ("post", "subject", "account", "platform", "requested", "reason", "done"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column == "post")
     for r in rows:
+        done = f"{r['done_by']}: {r['note']}" if r["done_at"] else ""
         table.add_row(r["post_id"], r["subject_id"], r["account"] or "", r["platform"], r["requested_at"][:19],
-                      r["reason"], (r["done_by"] or "") if r["done_at"] else "")
+                      r["reason"], done)
     console.print(table if rows else "no takedowns waiting")
 
 
@@ -315,8 +372,11 @@ def review_takedown_done(post: str = typer.Argument(...), note: str = typer.Opti
 
 @operators_app.command("add")
 def operators_add(name: str = typer.Argument(...), schema: str = SchemaOption) -> None:
-    """Give an operator a review-page token (printed once; a new one replaces the old)."""
+    """Give an operator a review-page token (printed once; a new one replaces the old and ends its sessions)."""
     _name(name, "NAME")
+    if name.lower() in RESERVED_ACTORS or name.lower().startswith(("auto", "cli", "demo")):
+        raise typer.BadParameter(f"{name!r} is reserved for what the publisher itself records in the audit; "
+                                 "choose the operator's own name", param_hint="NAME")
     token = secrets.token_urlsafe(24)
     _run(schema, lambda p: p.repo.add_operator(name, token_sha256(token)))
     print(token)

@@ -100,11 +100,23 @@ class Takedown:
     reason: str
     done_at: datetime | None = None
     done_by: str | None = None
+    note: str | None = None  # what the operator did (given when marking it done)
 
 
 class Desk(Protocol):
     async def operator(self, token: str) -> str | None:
         """The operator's name for a review token, None for an unknown or revoked one."""
+
+    async def start_session(self, token: str) -> tuple[str, str] | None:
+        """Log in: (session id, operator name) for a valid token, None otherwise. The session id is a
+        random secret of the server's (stored as a hash); the token itself never goes into a cookie."""
+
+    async def session(self, session_id: str) -> str | None:
+        """The operator of a live session; None once it ended (logout), expired, or its operator's token
+        was revoked or replaced."""
+
+    async def end_session(self, session_id: str) -> None:
+        """Logout: the session stops working at once, wherever its cookie is."""
 
     async def waiting(self) -> list[ReviewItem]:
         """Videos waiting for a decision, oldest first."""

@@ -7,6 +7,7 @@ operators' takedown queue. Each writes its rows and announcements in one unit of
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from reelfab.bus import Event, Handler
 from reelfab.contracts.records import ConsentChanged, RenderCompleted
@@ -90,8 +91,25 @@ def on_consent_changed(p: Publisher) -> Handler:
                 "platform": known[post_id]["platform"] if post_id in known else "tiktok",
                 "reason": f"consent {change.lower()}" + (f": {c.reason}" if c.reason else ""),
             } for post_id in takedown])
+        removed = await _take_down_dry_runs(p, [known[post_id] for post_id in takedown if post_id in known])
         if stopped or added:
             log.warning("consent withdrawn", subject=c.subject_id, change=change, stopped_jobs=stopped,
-                        takedowns_added=added)
+                        takedowns_added=added, dry_run_posts_removed=removed)
 
     return handle
+
+
+async def _take_down_dry_runs(p: Publisher, posts: list[Any]) -> int:
+    """The dry-run platform is a folder of ours: its posts of a withdrawn subject are removed at once and
+    their takedowns marked done by the publisher (a real platform's need an operator)."""
+    removed = 0
+    for post in posts:
+        if not post["dry_run"]:
+            continue
+        found = await asyncio.to_thread(p.dryrun.find, post["job_id"])
+        if found is not None:
+            for path in (found.sidecar, found.video):  # the sidecar first: a half-removed post is no post
+                path.unlink(missing_ok=True)
+        await p.repo.takedown_done(post["post_id"], "publisher", "dry-run post removed from the dry-run folder")
+        removed += 1
+    return removed

@@ -23,3 +23,7 @@ UPLOADED_BYTES = Counter("reelfab_publisher_uploaded_bytes_total", "Video bytes 
 READINGS = Counter("reelfab_publisher_engagement_readings_total",
                    "Engagement readings announced, by source (tiktok, simulator).", ["source"])
 DECISIONS = Counter("reelfab_publisher_review_decisions_total", "Operators' decisions, by action.", ["action"])
+POSTED_DESPITE_WITHDRAWAL = Counter(
+    "reelfab_publisher_posted_despite_withdrawal_total",
+    "Posts the platform made although their consent was withdrawn while the last bytes were in flight "
+    "(each queued for takedown): alert on any.")

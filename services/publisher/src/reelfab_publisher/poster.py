@@ -28,7 +28,7 @@ from . import metrics
 from .accounts import NoValidToken, account_problem
 from .bootstrap import Publisher
 from .chunks import MAX_VIDEO_SIZE, ChunkPlan, chunk_plan
-from .desk import APPROVED, FAILED, IN_INBOX, POSTING, PUBLISHED, STOPPED
+from .desk import APPROVED, FAILED, IN_INBOX, POSTING, PUBLISHED, STOPPED, WAITING
 from .post_rules import STRIKE, backoff_s, caption, fail_reason_code
 from .tiktok_api import (
     ContractViolation,
@@ -45,6 +45,7 @@ from .tiktok_api import (
 
 log = get_logger("reelfab.publisher")
 PURPOSE = "publish"
+VERIFY_AFTER_S = 30.0  # a stopped upload's outcome is asked this long after the stop (a chunk in flight lands)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ class Wait(Exception):
 
     why: str
     until: datetime
+
+
+@dataclass(frozen=True)
+class BackToReview(Exception):
+    """The approval cannot be carried out as given (the account no longer offers that privacy level, an
+    unaudited app): the video goes back to the queue, with why, for an operator to decide again."""
+
+    code: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,8 @@ async def advance(p: Publisher, job_id: str) -> str | None:
         log.info("post waits", job_id=job_id, why=w.why, until=w.until.isoformat())
     except Fail as f:
         await _finish_failed(p, row, f)
+    except BackToReview as b:
+        await back_to_review(p, row, b)
     except (ContractViolation, TikTokError, OSError) as exc:  # the platform or the disk, not a decision
         await _retry_later(p, row, exc)
     now = await p.repo.review(job_id)
@@ -190,8 +202,14 @@ async def _upload_tiktok(p: Publisher, row: dict[str, Any], account: str, mode: 
         for index in range(start, len(plan_ranges)):
             withdrawn = p.view.withdrawn(row["subject_id"])  # a revocation stops an upload between chunks
             if withdrawn is not None:
-                raise Fail(f"consent.{withdrawn[0]}", f"{withdrawn[1]}; the upload stopped after {index} chunk(s), "
-                                                      "so nothing was posted", status=STOPPED)
+                raise Fail(f"consent.{withdrawn[0]}", f"{withdrawn[1]}; the upload stopped after {index} chunk(s)",
+                           status=STOPPED)
+            current = await p.repo.review(job_id)
+            if current is None or current["status"] not in (APPROVED, POSTING):  # stopped meanwhile
+                raise Fail(current["reason_code"] if current else "gone", "the job ended while it uploaded",
+                           status=STOPPED)
+            if index == len(plan_ranges) - 1:
+                await _consent(p, row)  # the last chunk makes the post: the registry's word right before it
             first, last = plan_ranges[index]
             f.seek(first)
             data = f.read(last - first + 1)
@@ -222,9 +240,9 @@ async def _init(p: Publisher, row: dict[str, Any], account: str, mode: str, self
         info = await p.tokens.call(account, client.creator_info)  # first, every time: options change
         offered = tuple(o for o in info.privacy_level_options if not self_only or o == "SELF_ONLY")
         if row["privacy_level"] not in offered:
-            raise Fail("privacy_level_not_offered",
-                       f"the account no longer offers {row['privacy_level']} (offers {', '.join(offered) or 'none'}); "
-                       "approve the video again with one of those")
+            raise BackToReview("privacy_level_not_offered",
+                               f"the account no longer offers {row['privacy_level']} (offers "
+                               f"{', '.join(offered) or 'none'}); approve it again with one of those")
         if row["duration_s"] > info.max_video_post_duration_sec + 0.05:
             raise Fail("video_too_long", f"the video lasts {row['duration_s']:.1f} s; the account may post at most "
                                          f"{info.max_video_post_duration_sec} s")
@@ -235,7 +253,8 @@ async def _init(p: Publisher, row: dict[str, Any], account: str, mode: str, self
         try:
             init = await p.tokens.call(account, lambda t: client.init_direct(t, post, plan))
         except PrivacyLevelMismatch as exc:
-            raise Fail("privacy_level_not_offered", f"the platform refused the privacy level: {exc.message}") from None
+            raise BackToReview("privacy_level_not_offered",
+                               f"the platform refused the privacy level: {exc.message}; approve it again") from None
     abandoned = [*row["abandoned_publish_ids"], row["publish_id"]] if row["publish_id"] else row["abandoned_publish_ids"]
     await p.repo.update_review(
         None, row["job_id"], status=POSTING, publish_id=init.publish_id, upload_url=init.upload_url,
@@ -349,8 +368,11 @@ async def fail_in_tx(p: Publisher, job_id: str, record: JobFailed, status: str, 
         current = await p.repo.review(job_id, c, lock=True)
         if current is None or current["status"] in (PUBLISHED, FAILED, STOPPED) or current["status"] == "rejected":
             return False
+        # stopped with bytes possibly gone (a chunk in flight cannot be recalled): ask the platform later
+        verify = status == STOPPED and current["publish_id"] is not None
         await p.repo.update_review(c, job_id, status=status, reason=record.reason, reason_code=record.reason_code,
-                                   waiting_for=None, next_attempt_at=None)
+                                   waiting_for=None, verify_post=verify,
+                                   next_attempt_at=p.clock() + timedelta(seconds=VERIFY_AFTER_S) if verify else None)
         await p.repo.audit(c, job_id, "publisher", status, {"reason_code": record.reason_code, "reason": record.reason})
         await p.outbox.add(c, JOB_FAILED, record)
         return True
@@ -364,6 +386,63 @@ async def fail_in_tx(p: Publisher, job_id: str, record: JobFailed, status: str, 
     return done
 
 
+async def back_to_review(p: Publisher, row: dict[str, Any], b: BackToReview) -> None:
+    async with p.pool.acquire() as conn, conn.transaction():
+        current = await p.repo.review(row["job_id"], conn, lock=True)
+        if current is None or current["status"] not in (APPROVED, POSTING):
+            return
+        abandoned = [*current["abandoned_publish_ids"], current["publish_id"]] if current["publish_id"] \
+            else current["abandoned_publish_ids"]
+        await p.repo.update_review(
+            conn, row["job_id"], status=WAITING, reason=b.detail, reason_code=b.code, account=None, privacy_level=None,
+            decided_by=None, decided_at=None, publish_id=None, upload_url=None, upload_started_at=None, chunks_done=0,
+            upload_done=False, abandoned_publish_ids=abandoned, waiting_for=None, next_attempt_at=None, attempts=0)
+        await p.repo.audit(conn, row["job_id"], "publisher", "returned_to_review", {"code": b.code, "reason": b.detail})
+    log.warning("back to review", job_id=row["job_id"], reason=b.code, detail=b.detail)
+
+
+async def verify_stopped(p: Publisher, row: dict[str, Any]) -> str:
+    """A job stopped by a withdrawal while its bytes went up: did the platform make the post anyway (the
+    last chunk was in flight)? A post goes to the takedown queue. Returns what was found."""
+    job_id, account = row["job_id"], row["account"]
+    client = p.client
+
+    async def done(found: str, **detail: Any) -> str:
+        await p.repo.update_review(None, job_id, verify_post=False, next_attempt_at=None)
+        await p.repo.audit(None, job_id, "publisher", f"withdrawal_check_{found}", detail)
+        return found
+
+    if client is None or account is None or await p.repo.account(account) is None:
+        return await done("unverifiable", why="no TikTok client or account to ask")
+    try:
+        status = await p.tokens.call(account, lambda t: client.fetch_status(t, row["publish_id"]))
+    except (NoValidToken, TikTokError) as exc:
+        await p.repo.update_review(None, job_id, next_attempt_at=p.clock() + timedelta(seconds=60))
+        log.warning("cannot ask whether a stopped upload was posted; asking again", job_id=job_id, error=str(exc)[:300])
+        return "later"
+    if status.status in ("PUBLISH_COMPLETE", "SEND_TO_USER_INBOX"):
+        post_id = status.post_ids[0] if status.post_ids else row["publish_id"]
+        what = "a post" if status.status == "PUBLISH_COMPLETE" else "a draft in the creator's inbox"
+        async with p.pool.acquire() as conn, conn.transaction():
+            await p.repo.add_takedowns(conn, [{
+                "post_id": post_id, "job_id": job_id, "subject_id": row["subject_id"], "account": account,
+                "platform": row["platform"],
+                "reason": f"{what} made while its consent was withdrawn (the last chunk was in flight): "
+                          f"{row['reason'] or row['reason_code']}"}])
+            await p.repo.update_review(conn, job_id, post_id=post_id)
+        metrics.POSTED_DESPITE_WITHDRAWAL.inc()
+        log.error("posted while its consent was withdrawn: queued for takedown", job_id=job_id, post_id=post_id)
+        return await done("posted", post_id=post_id, status=status.status)
+    if status.status == "FAILED":
+        return await done("not_posted", status=status.status, fail_reason=status.fail_reason)
+    incomplete = status.status == "PROCESSING_UPLOAD" and (status.uploaded_bytes or 0) < (row["video_size"] or 0)
+    if incomplete and _expired(p, row):  # its URL is dead: the missing bytes can never come
+        return await done("not_posted", status=status.status, uploaded_bytes=status.uploaded_bytes)
+    await p.repo.update_review(None, job_id, next_attempt_at=p.clock() + timedelta(
+        seconds=300 if incomplete else p.settings.publisher_status_poll_s))
+    return "later"
+
+
 async def _retry_later(p: Publisher, row: dict[str, Any], exc: Exception) -> None:
     job_id = row["job_id"]
     attempts = row["attempts"] + 1
@@ -374,10 +453,11 @@ async def _retry_later(p: Publisher, row: dict[str, Any], exc: Exception) -> Non
         return
     if isinstance(exc, UnauditedClient):
         await p.repo.set_self_only(row["account"])
-        await _finish_failed(p, row, Fail(
+        await back_to_review(p, row, BackToReview(
             "unaudited_client", f"the TikTok app is not audited: it may post only SELF_ONLY, and only to private "
                                 f"accounts (asked {row['privacy_level']} on {row['account']}); make the account "
-                                "private and approve again as SELF_ONLY, or have the app audited"))
+                                "private and approve it again as SELF_ONLY, or have the app audited (then "
+                                f"`reelfab accounts set {row['account']} --audited`)"))
         return
     if isinstance(exc, RateLimited):
         until = p.clock() + timedelta(seconds=max(exc.retry_after_s, 1.0))

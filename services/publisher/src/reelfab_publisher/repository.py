@@ -147,6 +147,13 @@ class PublisherRepository:
             subject, list(OPEN_STATES))
         return [_review(r) for r in rows]
 
+    async def to_verify(self, now: datetime, limit: int = 20) -> list[dict[str, Any]]:
+        """Jobs stopped while their bytes were going up, whose platform outcome is due to be asked."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self._t('reviews')} WHERE verify_post AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
+            "ORDER BY next_attempt_at NULLS FIRST LIMIT $2", now, limit)
+        return [_review(r) for r in rows]
+
     async def claim_due(self, worker: str, now: datetime, lease_until: datetime, limit: int = 4) -> list[str]:
         """Approved, posting or inbox jobs whose next attempt is due and that nobody holds: claimed for
         ``worker`` until ``lease_until`` (a crashed worker's claim runs out; another takes the job)."""
@@ -212,6 +219,24 @@ class PublisherRepository:
     async def operator(self, token_sha256: str) -> str | None:
         return await self.pool.fetchval(  # type: ignore[no-any-return]
             f"SELECT name FROM {self._t('operators')} WHERE token_sha256 = $1 AND revoked_at IS NULL", token_sha256)
+
+    async def add_session(self, id_sha256: str, operator: str, expires_at: datetime) -> None:
+        await self.pool.execute(
+            f"INSERT INTO {self._t('review_sessions')} (id_sha256, operator, expires_at) VALUES ($1, $2, $3)",
+            id_sha256, operator, expires_at)
+
+    async def session_operator(self, id_sha256: str, now: datetime) -> str | None:
+        """The operator of a live session: not ended, not expired, opened with the operator's current
+        token (a replaced or revoked token ends its sessions)."""
+        return await self.pool.fetchval(  # type: ignore[no-any-return]
+            f"SELECT s.operator FROM {self._t('review_sessions')} s JOIN {self._t('operators')} o ON o.name = s.operator "
+            "WHERE s.id_sha256 = $1 AND s.ended_at IS NULL AND s.expires_at > $2 AND o.revoked_at IS NULL "
+            "AND s.created_at >= o.created_at", id_sha256, now)
+
+    async def end_session(self, id_sha256: str) -> None:
+        await self.pool.execute(
+            f"UPDATE {self._t('review_sessions')} SET ended_at = coalesce(ended_at, now()) WHERE id_sha256 = $1",
+            id_sha256)
 
     # ------------------------------------------------------------------ takedowns
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ from .repository import AccountRow
 from .tiktok_api import TikTokError
 
 log = get_logger("reelfab.publisher.review")
+SESSION_TTL_S = 12 * 3600  # a review-page session ends after this, or at logout
+# actors the publisher and the demo write into the audit; no operator may take these names
+RESERVED_ACTORS = frozenset({"publisher", "demo-operator", "operator", "system", "admin", "auto", "cli"})
 INBOX_DRAFT = "INBOX_DRAFT"  # an inbox account's only "privacy level": the creator chooses it in the app
 DECIDED = ("approved", "posting", "in_inbox", "published", "rejected", "failed", "stopped")
 
@@ -46,9 +51,29 @@ def token_sha256(token: str) -> str:
 class ReviewDesk:
     def __init__(self, p: Publisher) -> None:
         self.p = p
+        self._auto_warned: set[tuple[str, str]] = set()
 
     async def operator(self, token: str) -> str | None:
         return await self.p.repo.operator(token_sha256(token)) if token else None
+
+    async def start_session(self, token: str) -> tuple[str, str] | None:
+        name = await self.operator(token)
+        if name is None:
+            return None
+        session_id = secrets.token_urlsafe(32)
+        await self.p.repo.add_session(token_sha256(session_id), name,
+                                      self.p.clock() + timedelta(seconds=SESSION_TTL_S))
+        await self.p.repo.audit(None, None, name, "logged_in", {})
+        return session_id, name
+
+    async def session(self, session_id: str) -> str | None:
+        if not session_id:
+            return None
+        return await self.p.repo.session_operator(token_sha256(session_id), self.p.clock())
+
+    async def end_session(self, session_id: str) -> None:
+        if session_id:
+            await self.p.repo.end_session(token_sha256(session_id))
 
     async def waiting(self) -> list[ReviewItem]:
         return [self._item(r) for r in await self.p.repo.reviews((WAITING,))]
@@ -93,7 +118,7 @@ class ReviewDesk:
             try:
                 info = await self.p.tokens.call(a.name, client.creator_info)
             except NoValidToken as exc:
-                raise ReviewError(f"account {a.name}: {exc}") from None
+                raise ReviewError(str(exc)) from None
             except TikTokError as exc:
                 raise ReviewError(f"account {a.name}: creator_info failed: {exc}") from None
             offer = Offer(tuple(info.privacy_level_options), info.comment_disabled, info.duet_disabled,
@@ -147,6 +172,8 @@ class ReviewDesk:
         reason = " ".join(reason.split())
         if not reason:
             raise ReviewError("a rejection needs a reason")
+        if len(reason) > 1000:
+            raise ReviewError(f"the reason is {len(reason)} characters; keep it under 1000")
         row = await self.p.repo.review(job_id)
         if row is None:
             raise NotFound(f"no job {job_id!r} in the review queue")
@@ -192,13 +219,16 @@ class ReviewDesk:
                 if a.platform != "dryrun" and a.platform != row["platform"]:
                     continue
                 try:
-                    privacy = a.auto_privacy or ("SELF_ONLY" if a.platform != "dryrun" else "PUBLIC_TO_EVERYONE")
-                    await self.approve(row["job_id"], Approval(a.name, privacy), f"auto:{a.name}",
+                    if not a.auto_privacy:  # there is no default privacy level, for a person or a rule
+                        raise ReviewError(f"account {a.name} auto-approves but has no --auto-privacy level")
+                    await self.approve(row["job_id"], Approval(a.name, a.auto_privacy), f"auto:{a.name}",
                                        action="auto_approved")
                     done += 1
                     break
                 except ReviewError as exc:
-                    log.warning("auto-approval not possible", job_id=row["job_id"], account=a.name, why=str(exc))
+                    if (row["job_id"], a.name) not in self._auto_warned:  # once, not every pass
+                        self._auto_warned.add((row["job_id"], a.name))
+                        log.warning("auto-approval not possible", job_id=row["job_id"], account=a.name, why=str(exc))
         return done
 
     def _item(self, r: dict[str, Any]) -> ReviewItem:
@@ -229,7 +259,7 @@ class ReviewDesk:
 
 def _takedown(r: Any) -> Takedown:
     return Takedown(r["post_id"], r["job_id"], r["subject_id"], r["account"], r["platform"], r["requested_at"],
-                    r["reason"], r["done_at"], r["done_by"])
+                    r["reason"], r["done_at"], r["done_by"], r["note"])
 
 
 async def stop_open_jobs(p: Publisher, conn: Any, subject: str, code: str, detail: str) -> list[str]:
@@ -237,9 +267,11 @@ async def stop_open_jobs(p: Publisher, conn: Any, subject: str, code: str, detai
     caller's transaction. An upload in progress stops at its next chunk's check."""
     stopped = []
     for row in await p.repo.open_of_subject(conn, subject):
+        outcome = ("the upload was stopped; whether the platform made the post anyway is being checked (a post "
+                   "made anyway goes to the takedown queue)") if row["publish_id"] else "not posted"
         record = JobFailed(
             event_id=new_event_id(), occurred_at=p.clock(), producer=p.spec.name, trace_id=row["trace_id"],
-            job_id=row["job_id"], stage=p.spec.name, reason_code=code, reason=f"{detail}; not posted"[:2000],
+            job_id=row["job_id"], stage=p.spec.name, reason_code=code, reason=f"{detail}; {outcome}"[:2000],
             retryable=False, attempts=row["attempts"] + 1, subject_id=subject, consent_version=row["consent_version"])
         if await fail_in_tx(p, row["job_id"], record, "stopped", conn):
             stopped.append(row["job_id"])

@@ -21,7 +21,7 @@ from . import metrics, readback
 from .accounts import NoValidToken, account_problem
 from .bootstrap import Publisher
 from .desk import OPEN_STATES
-from .poster import advance
+from .poster import advance, verify_stopped
 from .review import ReviewDesk
 from .tiktok_api import TikTokError, VideoStats
 
@@ -66,6 +66,7 @@ class Worker:
         """One pass: what is due now."""
         await self.desk.auto_approve()
         await self.post_due()
+        await self.verify_stopped()
         await self.read_back()
         await self.gauges()
 
@@ -92,6 +93,14 @@ class Worker:
             if isinstance(r, BaseException):
                 raise r
         return moved
+
+    async def verify_stopped(self) -> int:
+        """Jobs stopped while their bytes went up: ask the platform whether it made the post anyway."""
+        n = 0
+        for row in await self.p.repo.to_verify(self.p.clock()):
+            await verify_stopped(self.p, row)
+            n += 1
+        return n
 
     async def _keep_claim(self, job_id: str) -> None:
         """Renew the claim while the job is moved (a chunk of 64 MB can take longer than the lease): a live

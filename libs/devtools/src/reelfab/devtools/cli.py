@@ -83,7 +83,13 @@ def demo(
     if publish_to == "tiktok" and not account:
         raise typer.BadParameter("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)",
                                  param_hint="--account")
-    asyncio.run(run_demo(get_settings(), folder, _say, publish_to=publish_to, account=account))  # it says what it made
+    from reelfab.devtools.demo import DemoRefused
+
+    try:
+        asyncio.run(run_demo(get_settings(), folder, _say, publish_to=publish_to, account=account))  # it says what it made
+    except DemoRefused as exc:
+        err.print(f"[red]✗[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()

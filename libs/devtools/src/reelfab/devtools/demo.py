@@ -62,6 +62,8 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None],
         raise ValueError(f"--publish-to {publish_to!r}: one of dryrun, tiktok, none")
     if publish_to == "tiktok" and not account:
         raise ValueError("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)")
+    if publish_to != "none" and account:
+        await _check_account(account, publish_to)  # before minutes of swapping, not after
 
     settings = settings.model_copy(update={"consent_asset_kind": "synthetic", "log_level": "WARNING"})
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,9 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None],
         posted = None
         if publisher is not None:
             posted = await publish(bus, job_id, publish_to, account, say)
+        else:
+            say("not published (--publish-to none): the video waits in the publisher's review queue "
+                "(`reelfab review list`, or the review page once `reelfab serve publisher` runs)")
         return DemoResult(final, face, clip.path, music, job_seconds, posted)
     finally:
         await bus.stop()
@@ -122,6 +127,25 @@ async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None],
 
 
 OPERATOR = "demo-operator"
+
+
+async def _check_account(account: str, publish_to: str) -> None:
+    from reelfab_publisher.accounts import account_problem
+    from reelfab_publisher.cli import publisher_session
+
+    async with publisher_session() as p:
+        a = await p.repo.account(account)
+        if a is None:
+            raise DemoRefused(f"no account {account!r}: add it first with `reelfab accounts add {account} …`")
+        if (a.platform == "dryrun") != (publish_to == "dryrun"):
+            raise DemoRefused(f"account {account} is a {a.platform} account, not one for --publish-to {publish_to}")
+        problem = account_problem(a, p.clock())
+        if problem is not None:
+            raise DemoRefused(f"account {account} cannot post now: {problem}")
+
+
+class DemoRefused(Exception):
+    """The demo cannot do what was asked (the message says why); nothing was started."""
 
 
 def settings_url() -> str:
@@ -161,17 +185,20 @@ async def publish(bus: Any, job_id: str, publish_to: str, account: str | None, s
                 await asyncio.sleep(0.25)
         choice = next((a for a in await desk.accounts() if a.name == account), None)
         if choice is None:
-            raise RuntimeError(f"no account {account!r}: add it with `reelfab accounts add {account} …`")
+            raise DemoRefused(f"no account {account!r}: add it with `reelfab accounts add {account} …`")
         if not choice.privacy_level_options:
-            raise RuntimeError(f"account {account} cannot post now: {choice.problem}")
+            raise DemoRefused(f"account {account} cannot post now: {choice.problem}")
         privacy = "SELF_ONLY" if "SELF_ONLY" in choice.privacy_level_options else choice.privacy_level_options[0]
         await desk.approve(item.job_id, Approval(account, privacy), OPERATOR)
         say(f"review: approved by {OPERATOR} for {account} ({choice.platform}, {privacy}); labelled AI-generated")
     topic, value = await _follow(bus, job_id, say, topics=(PUBLISH_COMPLETED, JOB_FAILED), since=since)
     if topic == JOB_FAILED:
-        raise RuntimeError(f"publishing failed: {value['reason_code']}: {value['reason']}")
+        raise DemoRefused(f"publishing failed: {value['reason_code']}: {value['reason']}")
     where = "to the dry-run folder" if value["dry_run"] else f"on {value['platform']} through {settings_url()}"
-    say(f"published {where}: post {value['post_id']} by {value['account']} ({value['privacy_level']}, is_aigc)"
+    post = value["post_id"]
+    what = f"post {post}" if value["dry_run"] or not post.startswith("v_") else \
+        f"publish id {post} (TikTok gives a post id only for public posts)"
+    say(f"published {where}: {what} by {value['account']} ({value['privacy_level']}, is_aigc)"
         + (f" ({value['share_url']})" if value.get("share_url") else ""))
     return dict(value)
 
