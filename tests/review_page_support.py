@@ -1,9 +1,12 @@
 """An in-memory review desk (``reelfab_publisher.desk.Desk``) for the review page's tests: items, accounts,
-tokens and takedowns held in dicts; every decision recorded with its actor."""
+tokens, sessions and takedowns held in dicts; every decision recorded with its actor. Sessions behave as the
+real desk's: a random id, kept only as its hash, ended by logout or by revoking the operator's token."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +78,9 @@ class FakeDesk:
     approvals: list[tuple[str, Approval, str]] = field(default_factory=list)
     rejections: list[tuple[str, str, str]] = field(default_factory=list)
     takedowns_done: list[tuple[str, str, str]] = field(default_factory=list)
+    # live sessions: the sha256 of a session id -> the token it was started with (ids themselves not kept)
+    sessions: dict[str, str] = field(default_factory=dict)
+    session_ids: list[str] = field(default_factory=list)  # every session id handed out, for the tests
     now: datetime = T0 + timedelta(hours=1)
 
     def add(self, item: ReviewItem, video: Path | None = None) -> ReviewItem:
@@ -84,12 +90,41 @@ class FakeDesk:
         return item
 
     def revoke(self, token: str) -> None:
+        """The token stops working, and so does every session logged in with it (as the real desk does)."""
         self.tokens.pop(token, None)
+        for key in [k for k, t in self.sessions.items() if t == token]:
+            del self.sessions[key]
+
+    def replace_token(self, old: str, new: str) -> None:
+        """The operator gets a new token: the old one and its sessions stop working."""
+        operator = self.tokens[old]
+        self.revoke(old)
+        self.tokens[new] = operator
+
+    @staticmethod
+    def _key(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
 
     # --- Desk ---------------------------------------------------------------------------------------------
 
     async def operator(self, token: str) -> str | None:
         return self.tokens.get(token)
+
+    async def start_session(self, token: str) -> tuple[str, str] | None:
+        operator = self.tokens.get(token)
+        if operator is None:
+            return None
+        session_id = secrets.token_urlsafe(32)
+        self.sessions[self._key(session_id)] = token
+        self.session_ids.append(session_id)
+        return session_id, operator
+
+    async def session(self, session_id: str) -> str | None:
+        token = self.sessions.get(self._key(session_id))
+        return self.tokens.get(token) if token is not None else None
+
+    async def end_session(self, session_id: str) -> None:
+        self.sessions.pop(self._key(session_id), None)
 
     async def waiting(self) -> list[ReviewItem]:
         return sorted((i for i in self.items.values() if i.status == WAITING), key=lambda i: i.received_at)
@@ -161,6 +196,6 @@ class FakeDesk:
         except KeyError:
             raise NotFound(f"no takedown for post {post_id!r}") from None
         self.takedowns_done.append((post_id, actor, note))
-        done = dataclasses.replace(takedown, done_at=self.now, done_by=actor)
+        done = dataclasses.replace(takedown, done_at=self.now, done_by=actor, note=note)
         self.takedown_list[post_id] = done
         return done

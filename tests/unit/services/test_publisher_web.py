@@ -1,8 +1,10 @@
-"""The review page (reelfab_publisher.web) over an in-memory desk: sessions, escaping, CSRF, the approve and
-reject forms, the video's byte ranges, takedowns."""
+"""The review page (reelfab_publisher.web) over an in-memory desk: sessions (the cookie holds the desk's
+session id, never the review token; logout and revocation end it), escaping, CSRF, the approve and reject
+forms, hashtags, the video's byte ranges, takedowns."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import AsyncIterator
@@ -15,7 +17,7 @@ import pytest
 from markupsafe import escape
 
 from reelfab_publisher.desk import PUBLISHED, Takedown
-from reelfab_publisher.web import SESSION_COOKIE, parse_hashtags, review_app
+from reelfab_publisher.web import SESSION_COOKIE, HashtagError, _Signer, parse_hashtags, review_app
 from tests.review_page_support import T0, FakeDesk, make_item
 
 SECRET = b"unit-test-secret-0123456789abcdef"
@@ -114,9 +116,46 @@ async def test_login_sets_a_strict_httponly_cookie_scoped_to_the_page(client: ht
     assert cookie.startswith(f"{SESSION_COOKIE}=")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert f"Path={BASE}" in cookie
-    assert "tok-alice" not in cookie  # encoded and signed, not pasted as it came
     page = await client.get(f"{BASE}/")
     assert page.status_code == 200 and "alice" in page.text
+
+
+def token_forms(token: str) -> list[str]:
+    """The ways a token could hide in a cookie: as it came, base64, urlsafe base64, padded or not."""
+    raw = token.encode()
+    encoded = [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
+    return [token, quote(token, safe=""), *encoded, *(e.rstrip("=") for e in encoded)]
+
+
+@pytest.mark.parametrize("token", ["tok-alice", "tok+bob/with?odd=chars~", "x" * 300])
+async def test_the_cookie_carries_a_session_id_never_the_token(desk: FakeDesk, token: str) -> None:
+    desk.tokens[token] = "someone"
+    async with page_client(desk) as client:
+        response = await client.post(f"{BASE}/login", data={"token": token})
+        assert response.status_code == 303, response.text
+        cookie = response.headers["set-cookie"]
+        value = client.cookies[SESSION_COOKIE]
+        for form in token_forms(token):
+            assert form not in cookie and form not in value, form
+        [session_id] = desk.session_ids
+        assert _Signer(SECRET).open_session(value) == session_id  # the desk's session id, signed
+        assert token not in session_id
+        assert (await client.get(f"{BASE}/")).status_code == 200
+
+
+async def test_each_login_is_a_new_session(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    await login(client)
+    first = client.cookies[SESSION_COOKIE]
+    async with page_client(desk) as other:
+        await login(other)  # the same token in another browser: its own session
+        assert other.cookies[SESSION_COOKIE] != first
+        await login(client)  # this browser logs in again: its earlier session ends
+        assert (await client.get(f"{BASE}/")).status_code == 200
+        assert (await other.get(f"{BASE}/")).status_code == 200
+    assert len(set(desk.session_ids)) == 3 and len(desk.sessions) == 2
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, first, path=BASE)
+    assert (await client.get(f"{BASE}/")).status_code == 303
 
 
 async def test_unknown_token_is_refused(client: httpx.AsyncClient) -> None:
@@ -136,7 +175,29 @@ async def test_a_revoked_token_stops_working_at_once(client: httpx.AsyncClient, 
     assert response.status_code == 303 and response.headers["location"] == f"{BASE}/login"
     assert (await client.post(job_url("job_a", "approve"), data=form)).status_code == 401
     assert (await client.get(job_url("job_a", "video"))).status_code == 401
-    assert desk.approvals == []
+    assert desk.approvals == [] and desk.sessions == {}  # revoking the token ended its session
+    desk.tokens["tok-alice"] = "alice"  # the same token again does not bring the old session back
+    assert (await client.get(f"{BASE}/")).status_code == 303
+
+
+async def test_a_replaced_token_ends_its_sessions(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    await login(client)
+    saved = client.cookies[SESSION_COOKIE]
+    desk.replace_token("tok-alice", "tok-alice-2")
+    assert (await client.get(f"{BASE}/")).status_code == 303
+    await login(client, "tok-alice-2")
+    assert (await client.get(f"{BASE}/")).status_code == 200
+    client.cookies.set(SESSION_COOKIE, saved, path=BASE)
+    assert (await client.get(f"{BASE}/")).status_code == 303
+
+
+async def test_a_cookie_that_held_the_token_is_no_session(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    """A cookie of the old format (the token in base64, signed as "session") does not open, even signed."""
+    old = _Signer(SECRET)
+    payload = f"{base64.urlsafe_b64encode(b'tok-alice').rstrip(b'=').decode()}.{int(T0.timestamp()) + 10**9}"
+    client.cookies.set(SESSION_COOKIE, f"{payload}.{old.mac('session', payload)}", path=BASE)
+    assert (await client.get(f"{BASE}/")).status_code == 303
+    assert old.open_session(client.cookies[SESSION_COOKIE]) is None
 
 
 async def test_a_forged_cookie_is_no_session(client: httpx.AsyncClient, desk: FakeDesk) -> None:
@@ -157,6 +218,46 @@ async def test_logout_forgets_the_session(client: httpx.AsyncClient) -> None:
     response = await client.post(f"{BASE}/logout", data={"csrf": csrf_for(page, f"{BASE}/logout")})
     assert response.status_code == 303
     assert (await client.get(f"{BASE}/")).status_code == 303
+
+
+async def test_logout_ends_the_session_for_every_copy_of_the_cookie(
+    client: httpx.AsyncClient, desk: FakeDesk
+) -> None:
+    await login(client)
+    saved = client.cookies[SESSION_COOKIE]  # what a thief (or a shared machine) kept
+    page = (await client.get(job_url("job_a"))).text
+    approve = await approve_form(client)
+    reject_csrf = csrf_for(page, job_url("job_a", "reject"))
+    response = await client.post(f"{BASE}/logout", data={"csrf": csrf_for(page, f"{BASE}/logout")})
+    assert response.status_code == 303 and response.headers["location"] == f"{BASE}/login"
+    assert (
+        f'{SESSION_COOKIE}=""' in response.headers["set-cookie"]
+        or "Max-Age=0" in response.headers["set-cookie"]
+    )
+    assert desk.sessions == {}
+
+    async with page_client(desk) as replay:
+        replay.cookies.set(SESSION_COOKIE, saved, path=BASE)
+        for path in (f"{BASE}/", job_url("job_a"), f"{BASE}/takedowns"):
+            response = await replay.get(path)
+            assert response.status_code == 303, path
+            assert response.headers["location"].startswith(f"{BASE}/login"), path
+        assert (await replay.get(job_url("job_a", "video"))).status_code == 401
+        assert (await replay.post(job_url("job_a", "approve"), data=approve)).status_code == 401
+        reject = await replay.post(job_url("job_a", "reject"), data={"csrf": reject_csrf, "reason": "x"})
+        assert reject.status_code == 401
+        login_page = await replay.get(f"{BASE}/login")
+        assert login_page.status_code == 200 and 'id="token"' in login_page.text  # not logged in
+    assert desk.approvals == [] and desk.rejections == []
+
+
+async def test_logout_needs_its_csrf_field(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    await login(client)
+    for data in ({}, {"csrf": "0" * 64}):
+        response = await client.post(f"{BASE}/logout", data=data)
+        assert response.status_code == 403
+    assert (await client.get(f"{BASE}/")).status_code == 200  # a forged logout ends nothing
+    assert len(desk.sessions) == 1
 
 
 async def test_login_returns_to_the_page_asked_for_and_nowhere_else(client: httpx.AsyncClient) -> None:
@@ -345,7 +446,7 @@ async def test_approving_a_decided_job_shows_why_not(client: httpx.AsyncClient, 
     assert len(desk.approvals) == 1
 
 
-@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "other-job", "other-session"])
+@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "other-job", "other-session", "from-the-token"])
 async def test_csrf_missing_or_wrong_is_403(
     client: httpx.AsyncClient, desk: FakeDesk, csrf: str | None
 ) -> None:
@@ -360,13 +461,16 @@ async def test_csrf_missing_or_wrong_is_403(
         other = page_client(desk)
         await login(other, "tok-bob")
         form["csrf"] = (await approve_form(other))["csrf"]
+    elif csrf == "from-the-token":  # as the page derived it when the cookie held the token
+        form["csrf"] = _Signer(SECRET).csrf("tok-alice", "approve:job_a")
     else:
         form["csrf"] = csrf
     response = await client.post(job_url("job_a", "approve"), data=form)
     assert response.status_code == 403
     assert desk.approvals == []
     reject = await client.post(
-        job_url("job_a", "reject"), data={"reason": "no", **({"csrf": csrf} if csrf else {})}
+        job_url("job_a", "reject"),
+        data={"reason": "no", **({"csrf": form["csrf"]} if "csrf" in form else {})},
     )
     assert reject.status_code == 403 and desk.rejections == []
 
@@ -434,14 +538,28 @@ async def test_takedown_queue_and_marking_one_done(client: httpx.AsyncClient, de
     assert desk.takedowns_done == [("post_7", "alice", "deleted in the app")]
     after = (await client.get(f"{BASE}/takedowns")).text
     assert "Takedown of post post_7 marked done." in after and "No posts to take down." in after
-    assert "post_7" in (await client.get(f"{BASE}/takedowns?done=1")).text
+    done = (await client.get(f"{BASE}/takedowns?done=1")).text
+    row = done[done.index('data-post="post_7"') : done.index("</tr>", done.index('data-post="post_7"'))]
+    assert "2026-03-01 10:00:00 UTC" in row and "alice" in row  # when, and who
+    assert '<p class="takedown-note">deleted in the app</p>' in row and "<form" not in row
+
+
+async def test_a_takedown_note_is_shown_escaped(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    await login(client)
+    action = f"{BASE}/takedowns/post_7/done"
+    csrf = csrf_for((await client.get(f"{BASE}/takedowns")).text, action)
+    note = "gone <script>alert(4)</script>"
+    assert (await client.post(action, data={"csrf": csrf, "note": note})).status_code == 303
+    assert desk.takedown_list["post_7"].note == note
+    done = (await client.get(f"{BASE}/takedowns?done=1")).text
+    assert "<script>alert(4)" not in done and html.escape(note, quote=False) in done
 
 
 async def test_unknown_takedown_is_404(client: httpx.AsyncClient, desk: FakeDesk) -> None:
-    from reelfab_publisher.web import _Signer
-
     await login(client)
-    csrf = _Signer(SECRET).csrf("tok-alice", "takedown:post_nope")
+    session_id = _Signer(SECRET).open_session(client.cookies[SESSION_COOKIE])
+    assert session_id is not None
+    csrf = _Signer(SECRET).csrf(session_id, "takedown:post_nope")
     response = await client.post(f"{BASE}/takedowns/post_nope/done", data={"csrf": csrf, "note": "gone"})
     assert response.status_code == 404 and "post_nope" in response.text
 
@@ -489,6 +607,50 @@ async def test_an_oversized_form_is_refused(client: httpx.AsyncClient, desk: Fak
 def test_parse_hashtags() -> None:
     assert parse_hashtags("") == ()
     assert parse_hashtags(" #a,b  c\n#a ,, # ") == ("a", "b", "c")
+    assert parse_hashtags("#ダンス #música, 舞蹈_2026 #x" + "y" * 99) == (
+        "ダンス",
+        "música",
+        "舞蹈_2026",
+        "x" + "y" * 99,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["<b>x</b>", '"onmouseover=alert(1)', "a#b", "x" * 101, "don't", "fyp!", "a-b", "🎉", "a\x00b", "#<i>"],
+)
+def test_parse_hashtags_refuses_anything_but_word_characters(bad: str) -> None:
+    with pytest.raises(HashtagError) as refused:
+        parse_hashtags(f"dance {bad} fyp")
+    shown = bad.lstrip("#")
+    assert (shown if len(shown) <= 40 else shown[:40]) in str(refused.value)
+    assert "letters, digits or underscores" in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", ["<b>x</b>", '"onmouseover=alert(1)', "#a#b", "tag," + "z" * 101])
+async def test_hostile_hashtags_are_refused_before_the_desk(
+    client: httpx.AsyncClient, desk: FakeDesk, bad: str
+) -> None:
+    await login(client)
+    form = await approve_form(client, hashtags=f"#dance {bad}")
+    response = await client.post(job_url("job_a", "approve"), data=form)
+    assert response.status_code == 400
+    error = response.text[
+        response.text.index('id="error"') : response.text.index("</p>", response.text.index('id="error"'))
+    ]
+    named = bad.split(",")[-1].lstrip("#")
+    assert html.escape(named[:40], quote=False) in error.replace("&#34;", '"').replace("&#39;", "'")
+    assert "letters, digits or underscores" in error
+    assert "<b>x</b>" not in response.text and '"onmouseover' not in response.text
+    assert desk.approvals == [] and desk.items["job_a"].status == "waiting"
+
+
+async def test_hashtags_of_any_script_are_approved(client: httpx.AsyncClient, desk: FakeDesk) -> None:
+    await login(client)
+    form = await approve_form(client, hashtags="#ダンス #música_2026")
+    assert (await client.post(job_url("job_a", "approve"), data=form)).status_code == 303
+    [(_, approval, _)] = desk.approvals
+    assert approval.hashtags == ("ダンス", "música_2026")
 
 
 def test_a_short_secret_is_refused(desk: FakeDesk) -> None:

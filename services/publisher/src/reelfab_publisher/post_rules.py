@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .desk import Approval, ReviewError
 
 TITLE_MAX_UTF16 = 2200  # TikTok's caption limit, in UTF-16 code units
-HASHTAG = re.compile(r"^\w{1,100}$")  # letters, digits and underscores, in any script
+HASHTAG = re.compile(r"\w{1,100}")  # letters, digits and underscores, in any script
 PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 DRYRUN_PRIVACY = PRIVACY_LEVELS  # the dry-run platform offers every level
 STRIKE = "spam_risk"  # job.failed reason code analytics counts as a moderation strike
@@ -66,7 +66,7 @@ def clean_hashtags(raw: Sequence[str]) -> tuple[str, ...]:
         t = t.strip().lstrip("#")
         if not t:
             continue
-        if not HASHTAG.match(t):
+        if not HASHTAG.fullmatch(t):
             raise ReviewError(f"hashtag {t!r} is not 1-100 letters, digits or underscores")
         if t not in tags:
             tags.append(t)

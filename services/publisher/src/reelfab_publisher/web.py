@@ -3,11 +3,14 @@ and hashtags, chooses the account and the privacy level (from the account's crea
 default), consents to the post, and approves or rejects it; the takedown queue lists posts whose subject
 withdrew consent. Everything goes through ``Desk`` (desk.py); this module only serves pages.
 
-Security: the session is a cookie (HttpOnly, SameSite=Strict, Path=base_path) holding the review token and
-its issue time, signed with HMAC-SHA256 under ``secret``; every request asks the desk again who the token
-belongs to, so a revoked token stops working at once. Every form post carries a CSRF field (an HMAC of
-the session token and the action). Pages are rendered by Jinja2 with autoescaping; scripts and styles
-come from this app only (a strict Content-Security-Policy, no inline script)."""
+Security: logging in trades the review token for a session of the desk's (``Desk.start_session``: a random
+session id, stored by the desk as a hash); the token itself is never kept, in a cookie or anywhere else.
+The session is a cookie (HttpOnly, SameSite=Strict, Path=base_path) holding the session id and its issue
+time, signed with HMAC-SHA256 under ``secret``; every request asks the desk again whose session it is
+(``Desk.session``), so a session ended by logout (``Desk.end_session``), expired, or whose token was
+revoked or replaced stops working at once, wherever a copy of its cookie is. Every form post carries a
+CSRF field (an HMAC of the session id and the action). Pages are rendered by Jinja2 with autoescaping;
+scripts and styles come from this app only (a strict Content-Security-Policy, no inline script)."""
 
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ FLASH_COOKIE = "reelfab_review_flash"
 SESSION_MAX_AGE_S = 12 * 3600  # an operator logs in again after a working day
 TITLE_MAX_CHARS = 2200  # TikTok's limit for a video's caption
 TOKEN_MAX_CHARS = 4096
+SESSION_ID_MAX_CHARS = 512  # a session id longer than this is no session of the desk's: not looked up
+HASHTAG_MAX_CHARS = 100
 MAX_BODY_BYTES = 256 * 1024
 
 # TikTok's privacy levels, as the review page names them (an unknown one is shown as it came)
@@ -74,6 +79,8 @@ _SECURITY_HEADERS = {
     "cache-control": "no-store",  # pages carry CSRF fields; the video is served fresh each time
 }
 _HASHTAG_SPLIT = re.compile(r"[\s,]+")
+# the desk's rule for a hashtag: letters, digits and underscores of any script, 1 to 100 of them
+_HASHTAG = re.compile(rf"\w{{1,{HASHTAG_MAX_CHARS}}}")
 
 
 # --- signing ----------------------------------------------------------------------------------------------
@@ -95,27 +102,36 @@ class _Signer:
         message = "\x00".join((purpose, *parts)).encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
-    def seal_session(self, token: str, now: float | None = None) -> str:
-        payload = f"{_b64(token.encode())}.{int(now if now is not None else time.time())}"
-        return f"{payload}.{self.mac('session', payload)}"
+    # the MAC's purpose names what the cookie holds: a cookie of the days when it held the review token
+    # (purpose "session") does not open as a session id
+    _SESSION = "session-id"
+
+    def seal_session(self, session_id: str, now: float | None = None) -> str:
+        """The session cookie's value: the desk's session id (never the review token) and the issue time."""
+        payload = f"{_b64(session_id.encode())}.{int(now if now is not None else time.time())}"
+        return f"{payload}.{self.mac(self._SESSION, payload)}"
 
     def open_session(self, value: str | None, now: float | None = None) -> str | None:
-        """The token in a session cookie, None when it is missing, forged or too old."""
+        """The session id in a session cookie, None when it is missing, forged or too old."""
         if not value or value.count(".") != 2:
             return None
         encoded, issued, mac = value.split(".")
-        if not hmac.compare_digest(mac, self.mac("session", f"{encoded}.{issued}")) or not issued.isdigit():
+        if (
+            not hmac.compare_digest(mac, self.mac(self._SESSION, f"{encoded}.{issued}"))
+            or not issued.isdigit()
+        ):
             return None
         age = (now if now is not None else time.time()) - int(issued)
         if not -60 <= age <= SESSION_MAX_AGE_S:
             return None
         try:
-            return _unb64(encoded).decode()
+            session_id = _unb64(encoded).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
+        return session_id if 0 < len(session_id) <= SESSION_ID_MAX_CHARS else None
 
-    def csrf(self, token: str, action: str) -> str:
-        return self.mac("csrf", token, action)
+    def csrf(self, session_id: str, action: str) -> str:
+        return self.mac("csrf", session_id, action)
 
     def seal_flash(self, text: str) -> str:
         payload = _b64(text.encode())
@@ -169,13 +185,38 @@ def _account_label(account: AccountChoice) -> str:
     return f"{who} · {account.platform} · {account.mode}"
 
 
+class HashtagError(ValueError):
+    """Hashtags the page refuses (the message names them, for the operator)."""
+
+
+def _shown(tag: str, limit: int = 40) -> str:
+    return f"“{tag if len(tag) <= limit else tag[:limit] + '…'}”"
+
+
 def parse_hashtags(text: str) -> tuple[str, ...]:
-    """Hashtags as an operator types them: space or comma separated, '#' optional; empties dropped."""
+    """Hashtags as an operator types them: space or comma separated, '#' optional; empties and repeats
+    dropped. Each must be 1 to 100 letters, digits or underscores (any script: the desk's rule); anything
+    else (punctuation, markup, quotes, a '#' inside) raises HashtagError naming the hashtags refused."""
     tags: list[str] = []
+    bad: list[str] = []
     for part in _HASHTAG_SPLIT.split(text):
         tag = part.strip().lstrip("#").strip()
-        if tag and tag not in tags:
+        if not tag:
+            continue
+        if not _HASHTAG.fullmatch(tag):
+            if tag not in bad:
+                bad.append(tag)
+        elif tag not in tags:
             tags.append(tag)
+    if bad:
+        named = ", ".join(_shown(tag) for tag in bad[:5]) + (
+            f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        )
+        which = f"The hashtag {named} is" if len(bad) == 1 else f"The hashtags {named} are"
+        raise HashtagError(
+            f"{which} not allowed: a hashtag is 1 to {HASHTAG_MAX_CHARS} letters, digits or underscores "
+            "(no spaces, punctuation, quotes or markup)."
+        )
     return tuple(tags)
 
 
@@ -212,7 +253,7 @@ class _SecurityHeaders:
 
 @dataclass(frozen=True)
 class _Session:
-    token: str
+    session_id: str  # the desk's (from the cookie); the review token is not kept after login
     operator: str
 
 
@@ -256,7 +297,7 @@ class _ReviewPage:
         context.setdefault("session", None)
         session = context["session"]
         context["csrf_logout"] = (
-            self.signer.csrf(session.token, "logout") if isinstance(session, _Session) else ""
+            self.signer.csrf(session.session_id, "logout") if isinstance(session, _Session) else ""
         )
         context.setdefault("flash", None)
         context.setdefault("error", None)
@@ -284,13 +325,13 @@ class _ReviewPage:
     # --- sessions -----------------------------------------------------------------------------------------
 
     async def session(self, request: Request) -> _Session | None:
-        token = self.signer.open_session(request.cookies.get(SESSION_COOKIE))
-        if token is None:
+        session_id = self.signer.open_session(request.cookies.get(SESSION_COOKIE))
+        if session_id is None:
             return None
-        operator = await self.desk.operator(token)
-        if operator is None:
+        operator = await self.desk.session(session_id)
+        if operator is None:  # logged out, expired, or its operator's token revoked or replaced
             return None
-        return _Session(token, operator)
+        return _Session(session_id, operator)
 
     def to_login(self, request: Request) -> Response:
         target = f"{self.base}/login"
@@ -314,7 +355,7 @@ class _ReviewPage:
 
     def check_csrf(self, session: _Session, form: FormData, action: str) -> bool:
         sent = _field(form, "csrf") or ""
-        return hmac.compare_digest(sent, self.signer.csrf(session.token, action))
+        return hmac.compare_digest(sent, self.signer.csrf(session.session_id, action))
 
     def forbidden(self, session: _Session) -> HTMLResponse:
         return self.error_page(
@@ -327,7 +368,7 @@ class _ReviewPage:
         return self.render(
             "login.html",
             401,
-            error="Log in first: no session, or its token is unknown or revoked.",
+            error="Log in first: no session, or it ended (logged out, expired, or its token revoked).",
             next=None,
         )
 
@@ -344,13 +385,17 @@ class _ReviewPage:
         token = (_field(form, "token") or "").strip()
         posted_next = _field(form, "next")
         next_target = posted_next if self._safe_next(posted_next) else None
-        operator = await self.desk.operator(token) if token and len(token) <= TOKEN_MAX_CHARS else None
-        if operator is None:
+        started = await self.desk.start_session(token) if token and len(token) <= TOKEN_MAX_CHARS else None
+        if started is None:
             return self.render("login.html", 401, error="Unknown or revoked token.", next=next_target)
+        session_id, _operator = started
+        previous = self.signer.open_session(request.cookies.get(SESSION_COOKIE))
+        if previous is not None and not hmac.compare_digest(previous, session_id):
+            await self.desk.end_session(previous)  # this browser's earlier session: one at a time
         response = RedirectResponse(next_target or f"{self.base}/", status_code=303)
         response.set_cookie(
-            SESSION_COOKIE, self.signer.seal_session(token), max_age=SESSION_MAX_AGE_S, path=self.cookie_path,
-            httponly=True, samesite="strict", secure=request.url.scheme == "https",
+            SESSION_COOKIE, self.signer.seal_session(session_id), max_age=SESSION_MAX_AGE_S,
+            path=self.cookie_path, httponly=True, samesite="strict", secure=request.url.scheme == "https",
         )  # fmt: skip
         return response
 
@@ -360,6 +405,7 @@ class _ReviewPage:
             form = await request.form(max_files=0, max_fields=8)
             if not self.check_csrf(session, form, "logout"):
                 return self.forbidden(session)
+            await self.desk.end_session(session.session_id)  # every copy of the cookie stops working
         response = RedirectResponse(f"{self.base}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=self.cookie_path, httponly=True, samesite="strict")
         return response
@@ -420,8 +466,8 @@ class _ReviewPage:
             "job.html", status_code, session=session, item=item, accounts=accounts, form=form, error=error,
             is_open=item.status in OPEN_STATES, is_waiting=item.status == WAITING,
             too_long={a.name for a in accounts if a.max_duration_s is not None and item.duration_s > a.max_duration_s},
-            csrf_approve=self.signer.csrf(session.token, f"approve:{item.job_id}"),
-            csrf_reject=self.signer.csrf(session.token, f"reject:{item.job_id}"),
+            csrf_approve=self.signer.csrf(session.session_id, f"approve:{item.job_id}"),
+            csrf_reject=self.signer.csrf(session.session_id, f"reject:{item.job_id}"),
         )  # fmt: skip
 
     async def video(self, request: Request) -> Response:
@@ -482,6 +528,10 @@ class _ReviewPage:
             return await refuse("Choose who can see the video (privacy level): there is no default.")
         if len(title) > TITLE_MAX_CHARS:
             return await refuse(f"The title is {len(title)} characters long; at most {TITLE_MAX_CHARS}.")
+        try:
+            hashtags = parse_hashtags(hashtags_text)
+        except HashtagError as exc:
+            return await refuse(str(exc))
         if not cover_text.isdigit() or (item.duration_s > 0 and int(cover_text) > item.duration_s * 1000):
             return await refuse("The cover frame must be a whole number of milliseconds within the video.")
         if toggles["brand_content_toggle"] and privacy == PRIVATE_LEVEL:
@@ -497,7 +547,7 @@ class _ReviewPage:
             account=account_name,
             privacy_level=privacy,
             title=title,
-            hashtags=parse_hashtags(hashtags_text),
+            hashtags=hashtags,
             cover_timestamp_ms=int(cover_text),
             **toggles,
         )
@@ -559,7 +609,7 @@ class _ReviewPage:
         response = self.render(
             "takedowns.html", status_code, session=session, flash=flash, error=error, takedowns=items,
             show_done=show_done, takedown_url=self.takedown_url,
-            csrf_done={t.post_id: self.signer.csrf(session.token, f"takedown:{t.post_id}") for t in items},
+            csrf_done={t.post_id: self.signer.csrf(session.session_id, f"takedown:{t.post_id}") for t in items},
         )  # fmt: skip
         self.take_flash(request, response, flash)
         return response
