@@ -224,7 +224,9 @@ async def _upload_tiktok(p: Publisher, row: dict[str, Any], account: str, mode: 
             metrics.UPLOADED_BYTES.inc(len(data))
             if p.after_chunk is not None:
                 await p.after_chunk(job_id, index)
-    await p.repo.update_review(None, job_id, upload_done=True, next_attempt_at=p.clock(), waiting_for=None)
+    current = await p.repo.review(job_id)
+    if current is not None and current["status"] == POSTING:  # (a job stopped meanwhile keeps its check time)
+        await p.repo.update_review(None, job_id, upload_done=True, next_attempt_at=p.clock(), waiting_for=None)
 
 
 async def _init(p: Publisher, row: dict[str, Any], account: str, mode: str, self_only: bool, path: Any) -> None:
