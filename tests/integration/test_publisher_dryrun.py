@@ -175,6 +175,8 @@ async def test_revocation_event_stops_open_jobs_and_queues_takedowns(setup: Any)
     assert await desk.takedowns() == []
     done = next(t for t in await desk.takedowns(include_done=True) if t.post_id == "7000000000000000001")
     assert done.done_by == "alice" and done.note == "removed in the app"
+    with pytest.raises(ReviewError, match="already, by publisher"):
+        await desk.takedown_done(pub["post_id"], "bob", "me too")
 
 
 async def test_rejection_ends_the_job_and_is_audited(setup: Any) -> None:

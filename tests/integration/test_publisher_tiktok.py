@@ -364,6 +364,8 @@ async def test_a_withdrawal_while_the_last_chunk_is_in_flight_sends_the_post_to_
         takedown, = await desk.takedowns()
         assert takedown.post_id == emu.posts[0].post_id and takedown.job_id == ev.record.job_id
         assert "withdrawn" in takedown.reason
+        item = await desk.item(ev.record.job_id)
+        assert item.reason is not None and "anyway" in item.reason and takedown.post_id in item.reason
         assert await worker.verify_stopped() == 0  # asked once, settled
         assert p.client is not None
         await p.client.aclose()

@@ -656,3 +656,17 @@ async def test_hashtags_of_any_script_are_approved(client: httpx.AsyncClient, de
 def test_a_short_secret_is_refused(desk: FakeDesk) -> None:
     with pytest.raises(ValueError):
         review_app(desk, secret=b"short")
+
+
+async def test_a_video_back_for_review_says_why_on_the_queue_and_its_page(client: httpx.AsyncClient,
+                                                                           desk: FakeDesk, video: Path) -> None:
+    desk.add(make_item("job_back", minutes=10, reason="the app is <not> audited: approve it again as SELF_ONLY"),
+             video)
+    await login(client)
+    queue = (await client.get(f"{BASE}/")).text
+    row = queue[queue.index('data-job="job_back"'):]
+    assert "back for review: the app is &lt;not&gt; audited" in row[: row.index("</tr>")]
+    page = (await client.get(job_url("job_back"))).text
+    assert 'id="returned-reason"' in page and "approve it again as SELF_ONLY" in page
+    plain = (await client.get(job_url("job_a"))).text
+    assert 'id="returned-reason"' not in plain

@@ -429,16 +429,21 @@ async def verify_stopped(p: Publisher, row: dict[str, Any]) -> str:
             await p.repo.add_takedowns(conn, [{
                 "post_id": post_id, "job_id": job_id, "subject_id": row["subject_id"], "account": account,
                 "platform": row["platform"],
-                "reason": f"{what} made while its consent was withdrawn (the last chunk was in flight): "
-                          f"{row['reason'] or row['reason_code']}"}])
-            await p.repo.update_review(conn, job_id, post_id=post_id)
+                "reason": f"{what} made while its consent was withdrawn ({row['reason_code']}; the last chunk "
+                          "was in flight)"}])
+            await p.repo.update_review(conn, job_id, post_id=post_id, reason=(
+                f"{row['reason_code']}: stopped while uploading, but the platform made {what} anyway ({post_id}): "
+                "it is in the takedown queue"))
         metrics.POSTED_DESPITE_WITHDRAWAL.inc()
         log.error("posted while its consent was withdrawn: queued for takedown", job_id=job_id, post_id=post_id)
         return await done("posted", post_id=post_id, status=status.status)
+    settled = f"{row['reason_code']}: stopped while uploading; the platform confirmed nothing was posted"
     if status.status == "FAILED":
+        await p.repo.update_review(None, job_id, reason=settled)
         return await done("not_posted", status=status.status, fail_reason=status.fail_reason)
     incomplete = status.status == "PROCESSING_UPLOAD" and (status.uploaded_bytes or 0) < (row["video_size"] or 0)
     if incomplete and _expired(p, row):  # its URL is dead: the missing bytes can never come
+        await p.repo.update_review(None, job_id, reason=settled)
         return await done("not_posted", status=status.status, uploaded_bytes=status.uploaded_bytes)
     await p.repo.update_review(None, job_id, next_attempt_at=p.clock() + timedelta(
         seconds=300 if incomplete else p.settings.publisher_status_poll_s))

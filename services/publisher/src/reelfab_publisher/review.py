@@ -201,9 +201,14 @@ class ReviewDesk:
         return [_takedown(r) for r in await self.p.repo.takedowns(include_done)]
 
     async def takedown_done(self, post_id: str, actor: str, note: str) -> Takedown:
-        row = await self.p.repo.takedown_done(post_id, actor, note)
-        if row is None:
+        before = next((t for t in await self.takedowns(include_done=True) if t.post_id == post_id), None)
+        if before is None:
             raise NotFound(f"no takedown for post {post_id!r}")
+        if before.done_at is not None:
+            raise ReviewError(f"the takedown of {post_id} was marked done already, by {before.done_by} "
+                              f"({before.note or 'no note'})")
+        row = await self.p.repo.takedown_done(post_id, actor, note)
+        assert row is not None
         await self.p.repo.audit(None, row["job_id"], actor, "takedown_done", {"post_id": post_id, "note": note})
         return _takedown(row)
 
