@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from reelfab.errors import PermanentError
+from reelfab.errors import PermanentError, StoreUnavailable
 from reelfab_publisher.dryrun import DryRunPlatform, DryRunPost, InvalidAccount, VideoRefused, dry_run_post_id
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -175,7 +175,7 @@ def test_a_crash_between_the_two_renames_is_not_a_post_and_is_redone(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", crash_on_sidecar)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(StoreUnavailable, match="power cut"):
         publish(platform, video)
     post_id = dry_run_post_id("job-1")
     assert files_under(platform.folder) == [f"demo_account/{post_id}.mp4"]  # the temp sidecar is gone
@@ -212,17 +212,12 @@ def test_a_damaged_or_foreign_sidecar_is_not_a_post(platform: DryRunPlatform, vi
     assert platform.find("job-1") is None
 
 
-def test_the_posted_video_is_linked_when_possible_and_copied_otherwise(
-        platform: DryRunPlatform, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    linked = publish(platform, video)
-    assert linked.video.stat().st_ino == video.stat().st_ino
-
-    def no_links(src: Any, dst: Any) -> None:
-        raise OSError(18, "Invalid cross-device link")
-
-    monkeypatch.setattr(os, "link", no_links)
-    copied = publish(platform, video, job_id="job-2")
-    assert copied.video.stat().st_ino != video.stat().st_ino and copied.video.read_bytes() == VIDEO
+def test_the_posted_video_is_a_copy_the_render_cannot_change_afterwards(
+        platform: DryRunPlatform, video: Path) -> None:
+    post = publish(platform, video)
+    assert post.video.stat().st_ino != video.stat().st_ino and post.video.read_bytes() == VIDEO
+    video.write_bytes(b"changed after posting")
+    assert post.video.read_bytes() == VIDEO and platform.find("job-1") == post
 
 
 def test_find_ignores_strays_in_the_folder(platform: DryRunPlatform, video: Path) -> None:

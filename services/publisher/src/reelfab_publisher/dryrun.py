@@ -6,8 +6,8 @@ nothing public. It keeps the promises a real platform adapter must keep:
 - exactly once per job: the post id is derived from the job id alone, and ``publish`` first looks for
   the job's post (``find``) and returns it without writing anything, so a redelivered message never
   posts twice;
-- no half posts: the video and then the sidecar are written under temporary names in the target folder
-  and renamed into place (``os.replace``, atomic on one filesystem), the sidecar last; ``find`` only
+- no half posts: the video and then the sidecar are written through the object store (reelfab.storage:
+  a temporary name in the target folder, then an atomic rename), the sidecar last; ``find`` only
   believes a sidecar that names this job and whose recorded sha256 matches the video beside it, so a
   crash between the two renames, or a damaged video, reads as "not posted" and the next attempt redoes it;
 - the bytes posted are the bytes reviewed: the video's sha256 is checked (on the copy that is posted, so
@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,12 +33,11 @@ from typing import Any
 
 from reelfab.errors import PermanentError
 from reelfab.identifiers import check_identifier
-from reelfab.storage import sha256_file
+from reelfab.storage import FileStore, sha256_file
 
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_.~-]{1,64}$"
 _ACCOUNT = re.compile(ACCOUNT_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
 
 
 class InvalidAccount(PermanentError):
@@ -79,6 +74,7 @@ class DryRunPlatform:
     def __init__(self, folder: Path, *, clock: Callable[[], datetime]) -> None:
         self.folder = folder.resolve()
         self._clock = clock
+        self._files: FileStore | None = None  # made on the first post: wiring alone creates no folder
 
     def publish(self, *, job_id: str, video: Path, sha256: str, account: str,
                 post_info: Mapping[str, Any], lineage: Mapping[str, Any]) -> DryRunPost:
@@ -101,16 +97,15 @@ class DryRunPlatform:
             "size_bytes": video.stat().st_size, "is_aigc": True,
             "post_info": dict(post_info), "lineage": dict(lineage), "dry_run": True,
         })  # serialised before anything is written: bad post_info leaves no orphan video
-        target = self.folder / account
-        target.mkdir(parents=True, exist_ok=True)
-        final_video, final_sidecar = target / f"{post_id}.mp4", target / f"{post_id}.json"
-        tmp_video = _stage_video(video, target, expected)
-        try:
-            os.replace(tmp_video, final_video)
-        except BaseException:
-            tmp_video.unlink(missing_ok=True)
-            raise
-        _write_atomic(final_sidecar, sidecar_text)
+        # the object store writes each file under a temporary name and renames it into place (atomic),
+        # hashing what it wrote: the posted copy is the one checked against the reviewed sha256
+        stored = self._store.put_file(f"{account}/{post_id}.mp4", video)
+        if stored.sha256 != expected:
+            self._store.delete(stored.uri)
+            raise VideoRefused(f"the video {video} has sha256 {stored.sha256}, not the expected {expected}: "
+                               "refusing to post bytes other than the reviewed ones")
+        sidecar = self._store.put_bytes(f"{account}/{post_id}.json", sidecar_text.encode())  # last: it makes the post
+        final_video, final_sidecar = self._store.local_path(stored.uri), self._store.local_path(sidecar.uri)
         return DryRunPost(post_id, final_video.as_uri(), published_at, final_video, final_sidecar)
 
     def find(self, job_id: str) -> DryRunPost | None:
@@ -129,6 +124,12 @@ class DryRunPlatform:
                 return post
         return None
 
+    @property
+    def _store(self) -> FileStore:
+        if self._files is None:
+            self._files = FileStore(self.folder)
+        return self._files
+
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
@@ -141,45 +142,6 @@ def _sidecar_text(payload: Mapping[str, Any]) -> str:
         return json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"job {payload['job_id']}: post_info or lineage is not JSON: {exc}") from exc
-
-
-def _stage_video(video: Path, target: Path, expected: str) -> Path:
-    """A verified copy of ``video`` under a temporary name in ``target`` (a hard link when the two are
-    on one filesystem: no bytes copied); VideoRefused naming the file and both hashes otherwise."""
-    tmp = target / f".part-{secrets.token_hex(8)}.mp4"  # a fresh name: os.link will not overwrite
-    try:
-        try:
-            os.link(video, tmp)
-        except OSError:  # another filesystem (EXDEV) or one without hard links
-            _copy_synced(video, tmp)
-        actual = sha256_file(tmp)
-        if actual != expected:
-            raise VideoRefused(f"the video {video} has sha256 {actual}, not the expected {expected}: "
-                               "refusing to post bytes other than the reviewed ones")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _copy_synced(src: Path, dest: Path) -> None:
-    with src.open("rb") as inp, dest.open("xb") as out:
-        shutil.copyfileobj(inp, out, _CHUNK)
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _write_atomic(dest: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".part-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def _read_post(sidecar: Path, video: Path, job_id: str, post_id: str) -> DryRunPost | None:

@@ -21,6 +21,7 @@ from typing import Any
 from reelfab.bus import new_event_id
 from reelfab.contracts.generated.records import JobFailed, PublishCompleted
 from reelfab.contracts.topics import JOB_FAILED, PUBLISH_COMPLETED
+from reelfab.errors import StoreUnavailable
 from reelfab.logging import get_logger
 from reelfab.storage import sha256_file
 
@@ -92,7 +93,7 @@ async def advance(p: Publisher, job_id: str) -> str | None:
         await _finish_failed(p, row, f)
     except BackToReview as b:
         await back_to_review(p, row, b)
-    except (ContractViolation, TikTokError, OSError) as exc:  # the platform or the disk, not a decision
+    except (ContractViolation, TikTokError, OSError, StoreUnavailable) as exc:  # the platform or the disk
         await _retry_later(p, row, exc)
     now = await p.repo.review(job_id)
     return now["status"] if now else None

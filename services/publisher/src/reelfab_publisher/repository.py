@@ -254,6 +254,9 @@ class PublisherRepository:
         where = "" if include_done else "WHERE done_at IS NULL"
         return list(await self.pool.fetch(f"SELECT * FROM {self._t('takedowns')} {where} ORDER BY requested_at, post_id"))
 
+    async def takedown(self, post_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"SELECT * FROM {self._t('takedowns')} WHERE post_id = $1", post_id)
+
     async def takedown_done(self, post_id: str, actor: str, note: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
             f"UPDATE {self._t('takedowns')} SET done_at = coalesce(done_at, now()), done_by = coalesce(done_by, $2), "

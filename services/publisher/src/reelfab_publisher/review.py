@@ -201,9 +201,10 @@ class ReviewDesk:
         return [_takedown(r) for r in await self.p.repo.takedowns(include_done)]
 
     async def takedown_done(self, post_id: str, actor: str, note: str) -> Takedown:
-        before = next((t for t in await self.takedowns(include_done=True) if t.post_id == post_id), None)
-        if before is None:
+        found = await self.p.repo.takedown(post_id)
+        if found is None:
             raise NotFound(f"no takedown for post {post_id!r}")
+        before = _takedown(found)
         if before.done_at is not None:
             raise ReviewError(f"the takedown of {post_id} was marked done already, by {before.done_by} "
                               f"({before.note or 'no note'})")

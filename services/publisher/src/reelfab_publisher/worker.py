@@ -35,6 +35,9 @@ class Worker:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # the read-back's scan and the gauges' counts run this often (the first read is minutes away)
+        self.slow_every_s = min(15.0, p.settings.publisher_readback_first_s / 10)
+        self._slow_at: datetime | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="publisher-worker")
@@ -63,12 +66,16 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.p.settings.publisher_tick_s)
 
     async def once(self) -> None:
-        """One pass: what is due now."""
+        """One pass: what is due now. The read-back (no post is due sooner than first_s after the last
+        look) and the gauges are looked at every ``slow_every_s``, not every tick."""
         await self.desk.auto_approve()
         await self.post_due()
         await self.verify_stopped()
-        await self.read_back()
-        await self.gauges()
+        now = self.p.clock()
+        if self._slow_at is None or (now - self._slow_at).total_seconds() >= self.slow_every_s:
+            self._slow_at = now
+            await self.read_back()
+            await self.gauges()
 
     async def post_due(self) -> int:
         now = self.p.clock()
