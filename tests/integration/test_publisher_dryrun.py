@@ -293,3 +293,17 @@ async def test_auto_approval_needs_its_own_privacy_level(setup: Any) -> None:
     for _ in range(3):
         await worker.once()
     assert posted_files(tmp) == [] and (await ReviewDesk(p).item(ev.record.job_id)).status == "waiting"
+
+
+async def test_a_video_approved_for_a_removed_account_goes_back_to_review(setup: Any) -> None:
+    p, worker, clock, tmp = setup
+    await add_account(p, "dry2", platform="dryrun")
+    uri, sha = video(p, tmp)
+    ev = rendered(uri, sha)
+    await handlers.on_render_completed(p)(ev)
+    await ReviewDesk(p).approve(ev.record.job_id, Approval("dry2", "SELF_ONLY"), "alice")
+    assert await p.repo.remove_account("dry2")
+    await worker.once()
+    item = await ReviewDesk(p).item(ev.record.job_id)
+    assert item.status == "waiting" and "dry2" in (item.reason or "") and posted_files(tmp) == []
+    assert await announced(p, JOB_FAILED) == []

@@ -77,6 +77,13 @@ def _run(schema: str, work: Callable[[Publisher], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+async def _account(p: Publisher, name: str) -> AccountRow:
+    a = await p.repo.account(name)
+    if a is None:
+        raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+    return a
+
+
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -178,9 +185,7 @@ def accounts_set(
     """Change an account's settings (tokens: `accounts add NAME --replace …`)."""
 
     async def work(p: Publisher) -> list[str]:
-        a = await p.repo.account(name)
-        if a is None:
-            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        a = await _account(p, name)
         changes: dict[str, Any] = {}
         if audited:
             changes["self_only"] = False
@@ -228,9 +233,7 @@ def accounts_refresh(name: str = typer.Argument(...), schema: str = SchemaOption
     """Refresh the account's access token now (the rotated refresh token is stored at once)."""
 
     async def work(p: Publisher) -> None:
-        a = await p.repo.account(name)
-        if a is None:
-            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        a = await _account(p, name)
         if a.platform == "dryrun":
             raise ReviewError(f"account {name} is a dry-run account: it has no tokens to refresh")
         await p.tokens.refresh(name)
@@ -241,7 +244,7 @@ def accounts_refresh(name: str = typer.Argument(...), schema: str = SchemaOption
 
 @accounts_app.command("remove")
 def accounts_remove(name: str = typer.Argument(...), schema: str = SchemaOption) -> None:
-    """Remove an account and its tokens. Jobs approved for it wait (approve them again elsewhere)."""
+    """Remove an account and its tokens. Videos approved for it and not yet uploaded go back to the review queue."""
     if not _run(schema, lambda p: p.repo.remove_account(name)):
         console.print(f"[red]no account {name}[/red]")
         raise typer.Exit(1)
@@ -253,9 +256,7 @@ def accounts_unpause(name: str = typer.Argument(...), schema: str = SchemaOption
     """Let a paused account (spam risk) post again before its pause ends."""
 
     async def work(p: Publisher) -> bool:
-        a = await p.repo.account(name)
-        if a is None:
-            raise ReviewError(f"no account {name!r}; `reelfab accounts list` shows them")
+        a = await _account(p, name)
         await p.repo.update_account(name, paused_until=None, paused_reason=None)
         return a.paused_until is not None and a.paused_until > p.clock()
 

@@ -108,7 +108,8 @@ async def _upload(p: Publisher, row: dict[str, Any]) -> None:
     path = await asyncio.to_thread(_verified_file, p, row)
     account = await p.repo.account(row["account"]) if row["account"] else None
     if account is None:
-        raise Fail("account_missing", f"the approved account {row['account']!r} no longer exists; approve again")
+        raise BackToReview("account_missing", f"the approved account {row['account']!r} no longer exists; "
+                                              "approve it again with another")
     problem = account_problem(account, p.clock())
     if problem is not None:
         raise Wait(problem, _later(p, account.paused_until))
