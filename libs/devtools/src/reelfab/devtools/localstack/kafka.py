@@ -115,7 +115,9 @@ def ensure_jars(settings: Settings, say: Say) -> Path:
     if marker.exists():
         return target
     if not POM.exists():
-        raise StackError(f"{POM} is missing: the Kafka jars are resolved with it (reinstall reelfab-devtools)")
+        raise StackError(
+            f"{POM} is missing: the Kafka jars are resolved with it (reinstall reelfab-devtools)"
+        )
     find_java(say)  # mvn needs a JDK/JRE too
     mvn = find_mvn(say)
     version = settings.kafka_version
@@ -209,8 +211,15 @@ def _java_cmd(settings: Settings, java: str, libs: Path, heap: str) -> list[str]
 
 
 def _new_cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding (22 characters)
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding (22 characters).
+
+    Like Kafka's own Uuid.randomUuid, never one that starts with "-": the storage tool's argument
+    parser reads such an id as an option (one run in 64 failed that way).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def ensure_formatted(settings: Settings, java: str, libs: Path, say: Say) -> None:
@@ -221,7 +230,7 @@ def ensure_formatted(settings: Settings, java: str, libs: Path, say: Say) -> Non
     procs.run(
         [
             *_java_cmd(settings, java, libs, "256m"), "kafka.tools.StorageTool", "format",
-            "--config", str(config_path(settings)), "--cluster-id", _new_cluster_id(), "--ignore-formatted",
+            "--config", str(config_path(settings)), f"--cluster-id={_new_cluster_id()}", "--ignore-formatted",
         ],
         "formatting the Kafka storage",
         timeout_s=120,
