@@ -66,14 +66,19 @@ check-schemas: $(STAMP)
 asyncapi: $(STAMP)
 	$(BIN)/reelfab asyncapi --out docs/asyncapi.json
 
-# Starts the stack, runs everything, and stops the stack whatever the outcome.
+# The tests' own stack (tests/stack.env): a state folder and ports apart from the one `make up` starts.
+TEST_STACK := $(shell sed -n 's/^\(REELFAB_[A-Z_]*\)=\(.*\)$$/\1=\2/p' tests/stack.env | \
+	sed 's|^REELFAB_STATE_DIR=\([^/].*\)$$|REELFAB_STATE_DIR=$(CURDIR)/\1|')
+
+# Starts the tests' stack, runs everything, and stops it whatever the outcome; the stack `make up` and
+# `make demo` use is not touched.
 test: $(STAMP)
-	@$(BIN)/reelfab up
+	@env $(TEST_STACK) $(BIN)/reelfab up
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ $$status -eq 0 ]; then $(BIN)/reelfab check-schemas || status=$$?; fi; \
-	if [ $$status -eq 0 ]; then $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; fi; \
-	$(BIN)/reelfab down; \
+	if [ $$status -eq 0 ]; then env $(TEST_STACK) $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; fi; \
+	env $(TEST_STACK) $(BIN)/reelfab down; \
 	exit $$status
 
 test-unit: $(STAMP)

@@ -1,17 +1,41 @@
-"""Shared fixtures. Tests marked ``kafka``/``postgres`` use the real local stack: `make test`
+"""Shared fixtures. Tests marked ``kafka``/``postgres`` use the real local stack — the tests' own, with
+the state folder and ports of tests/stack.env, never the one `make up` / `make demo` use: `make test`
 starts it once; run alone, the ``stack`` fixture starts it and stops it again afterwards."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reelfab.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def stack_environment(path: Path = REPO / "tests" / "stack.env") -> dict[str, str]:
+    """tests/stack.env's settings (a relative state folder made absolute from the repository's root)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if not sep or line.lstrip().startswith("#"):
+            continue
+        if name == "REELFAB_STATE_DIR" and not Path(value).is_absolute():
+            value = str(REPO / value)
+        values[name.strip()] = value.strip()
+    return values
+
+
+# before any Settings() is made: a bare `pytest` uses the tests' stack too (what the caller set wins, as
+# `make test` sets the same values)
+for _name, _value in stack_environment().items():
+    os.environ.setdefault(_name, _value)
 
 
 def make_settings(**overrides: Any) -> Settings:
