@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reelfab_publisher.simulator import MAX_RATE, MIN_RATE, EngagementSimulator, Reading
+from reelfab_publisher.simulator import MAX_RATE, MIN_RATE, EngagementSimulator, Reading, parse_rates
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 GRID = [T0 + timedelta(minutes=m) for m in (0, 1, 5, 30, 60, 180, 600, 1440, 2880, 10080, 43200, 525600)]
@@ -145,3 +145,19 @@ def test_naive_datetimes_and_bad_parameters_are_refused() -> None:
         EngagementSimulator(1, saturation_hours=0)
     with pytest.raises(ValueError):
         EngagementSimulator(1, noise=-0.1)
+
+
+def test_pinned_rates_are_read_from_their_setting_text() -> None:
+    rates = parse_rates(" subject:ada=0.3, template:t1=1.5 ,")
+    assert rates == {"subject:ada": 0.3, "template:t1": 1.5}
+    sim = EngagementSimulator(7, rates=rates)
+    assert sim.true_rate("ada", "t1") == pytest.approx(0.45)
+    assert parse_rates("") == {}
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("subject:ada", "subject:ada"), ("subject:ada=lots", "'lots'"), ("subject:ada=nan", "subject:ada=nan"),
+])
+def test_a_rate_that_is_not_kind_id_number_is_refused_naming_it(text: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        parse_rates(text)

@@ -32,7 +32,7 @@ from reelfab.media.errors import MediaError
 from reelfab.media.probe import VideoInfo
 from reelfab.service import build_context
 from reelfab.storage import FileStore
-from reelfab_swapper_gpu import handlers, main
+from reelfab_swapper_gpu import handlers, main, progress
 from reelfab_swapper_gpu.bootstrap import Swapper, bootstrap
 from reelfab_swapper_gpu.domain import CLASSICAL_LICENCE, ModelChoice
 from reelfab_swapper_gpu.swap import DEFAULT_GATE, RenderOrder, StageClock, Stopped, SwapOutput
@@ -92,11 +92,12 @@ class FakeSwap:
 
     between: Any = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    progress: list[dict[str, tuple[int, int]]] = field(default_factory=list)  # what progress.running() said per batch
     report: SwapReport = field(default_factory=lambda: SwapReport(swapped=44, held=2, lost=3, rejected=1))
 
     def __call__(self, engine: FaceEngine, source_image: Any, template: Path, workdir: Path, *,
                  track: TemplateTrack | None = None, detect_every: int = 5, batch_size: int = 8,
-                 should_stop: Any = lambda: None, gate: QualityGate = DEFAULT_GATE,
+                 should_stop: Any = lambda: None, on_frames: Any = lambda n: None, gate: QualityGate = DEFAULT_GATE,
                  render: RenderOrder | None = None, clock: StageClock | None = None) -> SwapOutput:
         self.calls.append({"engine": engine, "shape": source_image.shape, "template": template, "workdir": workdir,
                            "gate": gate, "track": track, "render": render})
@@ -107,6 +108,8 @@ class FakeSwap:
                 self.between()
             if stop := should_stop():
                 raise Stopped(*stop)
+            self.progress.append(progress.running())
+            on_frames(25)
         (workdir / "mezzanine.mkv").write_bytes(b"swapped frames")
         (workdir / "track.json").write_text(json.dumps({"frames": [None] * 50}))
         if (reason := gate.judge(self.report)) is not None:  # as run_swap: after the swap, before anything ships
@@ -269,6 +272,17 @@ async def test_an_allowed_job_announces_one_swap_completed(
     assert w.uow.done == {ev.event_id: "swap"} and w.uow.commits == 1
     assert done["rendered"] is False and w.swap.calls[0]["render"] is None  # a mezzanine for the post-producer
     assert w.swap.calls[0]["track"] is not None and w.swap.calls[0]["track"].frames == 50
+
+
+async def test_a_running_swap_reports_its_frames_as_they_are_made(world: World) -> None:
+    w = world
+    made = progress.FRAMES_MADE._value.get()
+    ev = job(w)
+    await run(w, ev)
+    j = ev.record.job_id
+    assert [seen.get(j) for seen in w.swap.progress] == [(0, 50), (25, 50)]  # (done, frames in the clip)
+    assert progress.FRAMES_MADE._value.get() - made == 50
+    assert j not in progress.running()  # gone when the job is
 
 
 async def test_a_template_is_tracked_once_for_every_job_on_it(world: World) -> None:

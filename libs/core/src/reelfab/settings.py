@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     publisher_review_secret: str | None = None  # signs the review page's sessions; unset: a key file (dev)
     publisher_dryrun_dir: Path | None = None  # where dry-run posts go; default <state_dir>/dryrun-posts
     publisher_simulator_seed: int = 7  # the dry-run engagement simulator's
+    publisher_simulator_views_per_hour: float = Field(default=400.0, ge=0.0)  # a dry-run post's launch speed
+    # pinned true rates, "subject:ada=0.3,template:t1=1.5" (a subject's base rate, a template's factor)
+    publisher_simulator_rates: str = ""
     publisher_refresh_margin_s: float = Field(default=600.0, ge=0.0)  # refresh an access token expiring this soon
     publisher_tick_s: float = Field(default=1.0, gt=0.0)  # how often the poster looks for work
     # a job a worker moves is its own this long, renewed while it works: a killed worker's job is taken

@@ -135,9 +135,19 @@ def check_http_port(spec: ServiceSpec, settings: Settings) -> None:
             ) from None
 
 
-async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None) -> None:
+BusFactory = Callable[[Settings, str], Bus]  # (settings, service name) -> the service's bus
+
+
+def kafka_bus(settings: Settings, service: str) -> Bus:
     from reelfab.bus.kafka import KafkaBus
 
+    return KafkaBus(settings, service, default_codec(settings))
+
+
+async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None,
+                      bus_factory: BusFactory = kafka_bus) -> None:
+    """Run the service until ``stop`` (or SIGTERM/SIGINT). ``bus_factory``: Kafka unless told otherwise
+    (`reelfab demo --embedded` runs every service on one in-process bus)."""
     configure_logging(settings.log_format, settings.log_level, service=spec.name)
     log = get_logger("reelfab.service")
     stop = stop or asyncio.Event()
@@ -151,7 +161,7 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         applied = await migrate(pool, spec.db_schema, delivery_migrations() + package_migrations(spec.package))
         if applied:
             log.info("migrated", schema=spec.db_schema, applied=[f"{m.source}:{m.version:04d}_{m.name}" for m in applied])
-        bus = KafkaBus(settings, spec.name, default_codec(settings))
+        bus = bus_factory(settings, spec.name)
         ctx = build_context(spec, settings, bus, pool, wire)
 
         bus.policy.outages.probed_only.update(ctx.probes)

@@ -30,7 +30,7 @@ from reelfab.storage import FileStore, open_store
 from .accounts import AccountTokens, TokenCipher
 from .dryrun import DryRunPlatform
 from .repository import PublisherRepository
-from .simulator import EngagementSimulator
+from .simulator import EngagementSimulator, parse_rates
 from .tiktok_api import TikTokClient
 
 Clock = Callable[[], datetime]
@@ -104,6 +104,8 @@ def bootstrap(
         view=view, gate=gate or ConsentGate(view, registry), store=open_store(settings.storage_root), client=client,
         tokens=AccountTokens(repo, TokenCipher.from_settings(settings), client, clock=clock,
                              margin_s=settings.publisher_refresh_margin_s),
-        dryrun=DryRunPlatform(folder, clock=clock), simulator=EngagementSimulator(settings.publisher_simulator_seed),
+        dryrun=DryRunPlatform(folder, clock=clock), simulator=EngagementSimulator(
+            settings.publisher_simulator_seed, views_per_hour=settings.publisher_simulator_views_per_hour,
+            rates=parse_rates(settings.publisher_simulator_rates)),
         clock=clock, claim_lease_s=settings.publisher_claim_lease_s,
     )

@@ -55,6 +55,8 @@ def wire(ctx: ServiceContext) -> None:
     p = bootstrap(ctx)
     desk = ReviewDesk(p)
     worker = Worker(p, desk)
+    ctx.extras["publisher"] = p
+    ctx.extras["desk"] = desk
     p.view.subscribe(ctx.bus)  # a group of its own: every instance reads every lease
     ctx.bus.subscribe(RENDER_COMPLETED, handlers.on_render_completed(p))
     ctx.bus.subscribe(CONSENT_CHANGED, handlers.on_consent_changed(p))

@@ -49,6 +49,23 @@ class Reading:
     avg_watch_time_s: float
 
 
+def parse_rates(text: str) -> dict[str, float]:
+    """``"subject:ada=0.3,template:t1=1.5"`` as the ``rates`` mapping (REELFAB_PUBLISHER_SIMULATOR_RATES);
+    ValueError naming the entry that is not ``kind:id=number``."""
+    rates: dict[str, float] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        key, sep, number = entry.partition("=")
+        try:
+            rates[key.strip()] = float(number) if sep else math.nan
+        except ValueError:
+            raise ValueError(f"simulator rate {entry!r}: {number.strip()!r} is not a number") from None
+        if not sep or not math.isfinite(rates[key.strip()]):
+            raise ValueError(f"simulator rate {entry!r} is not 'subject:<id>=<rate>' or 'template:<id>=<factor>'")
+    return rates
+
+
 class EngagementSimulator:
     def __init__(self, seed: int, *, views_per_hour: float = 400.0, saturation_hours: float = 48.0,
                  noise: float = 0.15, rates: Mapping[str, float] | None = None) -> None:

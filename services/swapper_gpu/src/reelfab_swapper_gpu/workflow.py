@@ -59,7 +59,7 @@ from reelfab.media.render import RenderSpec
 from reelfab.metrics import STAGE_SECONDS
 from reelfab.storage import StoredObject, sha256_file
 
-from . import metrics
+from . import metrics, progress
 from .domain import (
     Completed,
     Failure,
@@ -129,6 +129,7 @@ class SwapClip(Protocol):
         track: TemplateTrack | None = ...,
         batch_size: int = ...,
         should_stop: Callable[[], tuple[str, str] | None] = ...,
+        on_frames: Callable[[int], None] = ...,
         gate: QualityGate = ...,
         render: RenderOrder | None = ...,
         clock: StageClock | None = ...,
@@ -290,13 +291,20 @@ async def _swap(job: SwapRequested, p: SwapPorts, choice: ModelChoice, template:
     def should_stop() -> tuple[str, str] | None:
         return stopped_mid_clip(p.withdrawn(job.subject_id))
 
+    def on_frames(n: int) -> None:
+        progress.advance(job.job_id, n)
+
     def run() -> SwapOutput:
         return p.swap_clip(p.engine(choice), image, template, workdir, track=track, batch_size=p.batch_size,
-                           should_stop=should_stop, gate=p.quality, render=order, clock=clock)
+                           should_stop=should_stop, on_frames=on_frames, gate=p.quality, render=order, clock=clock)
 
     try:
         metrics.BATCH_SIZE.set(p.batch_size)
-        out = await asyncio.to_thread(run)
+        progress.started(job.job_id, track.info.frames or 0)
+        try:
+            out = await asyncio.to_thread(run)
+        finally:
+            progress.finished(job.job_id)
         with clock.stage("store"):
             name = "rendered.mp4" if out.rendered else "mezzanine.mkv"
             video = await asyncio.to_thread(p.store.put_file, f"jobs/{key}/{name}", out.video, move=True)

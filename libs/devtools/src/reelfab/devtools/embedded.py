@@ -10,7 +10,7 @@ from types import ModuleType
 
 import httpx
 
-from reelfab.service import run_service
+from reelfab.service import BusFactory, ServiceContext, kafka_bus, run_service
 from reelfab.settings import Settings
 
 
@@ -21,14 +21,28 @@ def free_port() -> int:
 
 
 class RunningService:
-    """A service started with run_service in this event loop; ``stop`` ends it as SIGTERM would."""
+    """A service started with run_service in this event loop; ``stop`` ends it as SIGTERM would.
+    ``ctx`` is its context once wired (the demo reaches the planner, analytics and review desk there)."""
 
-    def __init__(self, module: ModuleType, settings: Settings, *, schema: str | None = None) -> None:
+    def __init__(self, module: ModuleType, settings: Settings, *, schema: str | None = None,
+                 bus_factory: BusFactory = kafka_bus) -> None:
         self.spec = dataclasses.replace(module.SPEC, db_schema=schema or module.SPEC.db_schema)
         self.port = free_port()
         self.settings = settings.model_copy(update={"http_port": self.port})
         self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(run_service(self.spec, self.settings, module.wire, self.stop_event))
+        self.ctx: ServiceContext | None = None
+
+        def wire(ctx: ServiceContext) -> None:
+            module.wire(ctx)
+            self.ctx = ctx
+
+        self.task = asyncio.create_task(run_service(self.spec, self.settings, wire, self.stop_event, bus_factory))
+
+    def extra(self, name: str) -> object:
+        """What the service's wiring left in ``ctx.extras[name]`` (KeyError naming it when absent)."""
+        if self.ctx is None or name not in self.ctx.extras:
+            raise KeyError(f"{self.spec.name} has no {name!r} wired (yet)")
+        return self.ctx.extras[name]
 
     @property
     def url(self) -> str:
