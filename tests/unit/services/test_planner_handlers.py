@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +77,14 @@ async def test_a_trend_plans_expedited_jobs_once() -> None:
     rows = await planner.store.jobs()
     assert {r.job_id for r in rows} == {j["job_id"] for j in jobs}
     assert all(r.status == "requested" and r.origin == "trend" and r.trend_id == "tr-1" for r in rows)
+
+
+async def test_a_planner_told_its_subjects_plans_only_them_on_a_trend_too() -> None:
+    planner = make_planner("vera", "ada", "bo")
+    planner.config = replace(planner.config, subjects=frozenset({"ada", "zed"}))  # zed: no consent, never planned
+    await handlers.on_trend(planner)(trend(["dance"], max_jobs=3))
+    jobs = published(planner, SWAP_EXPEDITED)
+    assert jobs and {j["subject_id"] for j in jobs} == {"ada"}
 
 
 async def test_a_trend_asks_for_its_max_jobs_and_a_plan_beyond_the_batch_limit_is_refused() -> None:

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     planner_template_qc_samples: int = Field(default=15, ge=1, le=500)  # frames the template QC looks at
     planner_caption_styles: Path | None = None  # a TOML file of caption styles; unset: the built-in ones
     planner_platform: str = "tiktok"  # what planned jobs are for
+    planner_subjects: str = ""  # comma-separated subject ids: plan only these (a pilot, `reelfab demo`); empty: all
     planner_max_share: float = Field(default=0.25, gt=0.0, le=1.0)  # of a batch, per subject and per template
     planner_schedule_every_s: float = Field(default=0.0, ge=0.0)  # 0: no scheduled batches
     planner_schedule_count: int = Field(default=10, ge=1)  # jobs per scheduled batch

@@ -50,6 +50,7 @@ def plan_config(settings: Settings) -> PlanConfig:
         licences=manifest_licences(),
         trend_priority=settings.planner_trend_priority,
         trend_max_jobs=settings.planner_trend_max_jobs,
+        subjects=frozenset(s.strip() for s in settings.planner_subjects.split(",") if s.strip()) or None,
     )
 
 

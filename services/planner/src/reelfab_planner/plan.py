@@ -36,6 +36,7 @@ class PlanConfig:
     licences: Mapping[str, tuple[str, bool]]
     trend_priority: int
     trend_max_jobs: int
+    subjects: frozenset[str] | None = None  # plan only these subjects (REELFAB_PLANNER_SUBJECTS); None: all
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,15 @@ def plan_event(plan_id: str) -> Event[PlanCommand]:
     return Event(PlanCommand(plan_id), PLAN_TOPIC, plan_id, -1, -1, 1)
 
 
+def plannable(planner: Planner) -> dict[str, Any]:
+    """The consent view's subjects the planner may plan: all, or only REELFAB_PLANNER_SUBJECTS's."""
+    only = planner.config.subjects
+    return {k: v for k, v in planner.view.latest.items() if only is None or k in only}
+
+
 async def gather(planner: Planner, now: datetime) -> Inputs:
     return Inputs(
-        terms=dict(planner.view.latest), suspect=dict(planner.view.suspect),
+        terms=plannable(planner), suspect=dict(planner.view.suspect),
         templates=await planner.catalogue.templates(), music=await planner.catalogue.music(), styles=planner.styles,
         policy=planner.policy, produced=await planner.store.produced(), disabled=await planner.store.disabled(),
         planned_today=await planner.store.planned_today(now),

@@ -38,7 +38,7 @@ TOPICS: Final[tuple[Topic, ...]] = (
         partitions=3,
         compacted=False,
         description="A trend detector asks for production: tags, urgency, deadline.",
-        producers=("trend-detector",),
+        producers=("trend-detector", "demo"),
         consumers=("planner",),
     ),
     Topic(
@@ -153,7 +153,7 @@ PARTIES: Final[tuple[Party, ...]] = (
     Party(
         name="demo",
         kind="operator tool",
-        description="`reelfab demo`: submits one swap job for a virtual person and follows it to the signed video.",
+        description="`reelfab demo`: the whole factory in one process; it emits one trend and submits a job naming a person with no consent (denied).",
         module="reelfab.devtools.demo",
     ),
     Party(
