@@ -99,11 +99,12 @@ bench: $(STAMP)
 	@status=0; $(BIN)/python bench/bus.py && $(BIN)/python bench/faces.py && $(BIN)/python bench/media.py && $(BIN)/python bench/planner.py || status=$$?; \
 	$(BIN)/reelfab down; exit $$status
 
-# The media path end to end (consent, swap, post-production) on the local stack; the planner,
-# publisher and analytics join it with their issues.
+# The whole factory in one process on the local stack (README "The demo"); options through DEMO_ARGS,
+# e.g. make demo DEMO_ARGS="--rounds 5 --out /tmp/demo".
+DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/reelfab up
-	$(BIN)/reelfab demo
+	$(BIN)/reelfab demo $(DEMO_ARGS)
 	@echo "The stack keeps running; 'make down' stops it."
 
 clean:

@@ -69,27 +69,47 @@ def check_schemas(repo: Path = typer.Option(Path("."), help="Repository root."))
 
 @app.command()
 def demo(
-    folder: Path = typer.Option(Path(".reelfab/demo"), help="Where the demo's inputs and final video go."),
-    publish_to: str = typer.Option("dryrun", "--publish-to", help="dryrun (a local folder), tiktok (the client, "
-                                   "to REELFAB_TIKTOK_API_URL) or none."),
+    people: int = typer.Option(4, "--people", help="Virtual people who consent (a fifth never does)."),
+    templates: int = typer.Option(3, "--templates", help="Template clips (each must pass the template QC)."),
+    rounds: int = typer.Option(3, "--rounds", help="Rounds of plan → post → engagement → policy."),
+    batch: int = typer.Option(3, "--batch", help="Jobs the planner plans per round."),
+    backend: str = typer.Option("classical", "--backend", help="Face swap backend: classical, onnx or facefusion."),
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Where the videos, report.json, index.html and the "
+                             "log go (emptied first if an earlier demo made it; any other non-empty folder is refused)."),
+    publish_to: str = typer.Option("dryrun", "--publish-to", help="dryrun (a local folder) or tiktok (the client, "
+                                   "to REELFAB_TIKTOK_API_URL)."),
     account: str = typer.Option(None, "--account", help="The posting account (`reelfab accounts add`); "
                                 "dry-run default: demo-dryrun."),
+    embedded: bool = typer.Option(False, "--embedded", help="The in-process bus instead of Kafka (no Java needed; "
+                                  "PostgreSQL is started if it is not running)."),
 ) -> None:
-    """Run the media path end to end on the local stack with a generated person (`make up` first)."""
-    from reelfab.devtools.demo import run_demo
+    """The whole factory on this machine: six services in one process, generated people with consent,
+    rounds of plan, swap, render, review, dry-run posts and engagement; a trend, a revocation and a
+    denied job mid-run. Leaves videos, report.json and index.html (`make demo` starts the stack first)."""
+    from rich.console import Console
 
-    if publish_to not in ("dryrun", "tiktok", "none"):
-        raise typer.BadParameter(f"{publish_to!r} is not dryrun, tiktok or none", param_hint="--publish-to")
-    if publish_to == "tiktok" and not account:
-        raise typer.BadParameter("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)",
-                                 param_hint="--account")
-    from reelfab.devtools.demo import DemoRefused
+    from reelfab.devtools.demo import DemoOptions, DemoRefused, main_exit_code, run_demo
+    from reelfab.devtools.demo.live import View
 
+    options = DemoOptions(people=people, templates=templates, rounds=rounds, batch=batch, backend=backend, out=out,
+                          publish_to=publish_to, account=account, embedded=embedded)
+    from reelfab.errors import StackError
+
+    view = View(Console())
     try:
-        asyncio.run(run_demo(get_settings(), folder, _say, publish_to=publish_to, account=account))  # it says what it made
-    except DemoRefused as exc:
+        report = asyncio.run(run_demo(get_settings(), options, view))
+    except (DemoRefused, StackError) as exc:
         err.print(f"[red]✗[/red] {exc}")
+        err.print(f"  the services' log: {out / 'demo.log'}")
         raise typer.Exit(1) from None
+    checks, meta = report["checks"], report["demo"]
+    _say(f"{checks['videos']} videos posted in {meta['seconds']:.0f} s; spec passed {checks['spec_passed']}, "
+         f"C2PA valid and AI-labelled {checks['c2pa_valid']}, revoked face after the revocation "
+         f"{checks['revoked_face_after_revocation']}, unconsented face {checks['unconsented_face']}")
+    for problem in checks["problems"]:
+        err.print(f"[red]✗[/red] {problem}")
+    _say(f"open {out / 'index.html'} in a browser; report: {out / 'report.json'}; log: {out / 'demo.log'}")
+    raise typer.Exit(main_exit_code(report))
 
 
 @app.command()

@@ -1,255 +1,260 @@
-"""`reelfab demo`: the factory's media path on this machine, end to end, with generated people
-(no real person). It starts the consent registry, swapper-gpu, post-producer and publisher in one
-process over the local stack, gives a virtual person consent, submits a swap job and follows it to a
-signed, platform-spec MP4, then through the publisher's review queue (the demo approves as an operator,
-recorded as "demo-operator") to a post: on the dry-run platform (a local folder) by default, or through
-the TikTok client to REELFAB_TIKTOK_API_URL with ``--publish-to tiktok --account NAME``."""
+"""`reelfab demo`: the whole factory on this machine. All six services run in this process over the
+local Kafka and PostgreSQL (or, ``embedded``, an in-process bus), with generated people, templates and
+music (no real person). The demo enrols the cast with consent, stocks the catalogue, and runs rounds of
+plan → swap → render → review (approved by the demo as an operator, audited) → post (the dry-run
+platform by default) → engagement read back → policy; mid-run a trend and a revocation, in round one a
+job naming a person with no consent. It leaves the videos, report.json and index.html in ``out``.
+
+Parts: cast (assets), factory (the services), tracker (the bus as the demo sees it), scenario (the
+script), live (the terminal), report (checks and report.json), identity (whose face a video shows),
+page (index.html)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cv2
-import httpx
-
-from reelfab.contracts.topics import (
-    JOB_FAILED,
-    PUBLISH_COMPLETED,
-    RENDER_COMPLETED,
-    SWAP_COMPLETED,
-    SWAP_REQUESTED,
-)
 from reelfab.settings import Settings
+from reelfab.version import __version__
 
-SUBJECT = "demo-vera"
+from .jobs import SUBJECT, give_consent, swap_request
+from .scenario import DRYRUN_ACCOUNT, DemoRefused
+
+__all__ = ["SUBJECT", "DemoOptions", "DemoRefused", "give_consent", "run_demo", "swap_request"]
+MARKER = ".reelfab-demo"  # in an output folder the demo made: only such a folder is emptied by a new run
 
 
 @dataclass(frozen=True)
-class DemoResult:
-    final: Path
-    face: Path
-    template: Path
-    music: Path
-    job_seconds: float  # from publishing the swap job to render.completed on the topic
-    post: dict[str, Any] | None = None  # publish.completed's value
+class DemoOptions:
+    people: int = 4
+    templates: int = 3
+    rounds: int = 3
+    batch: int = 3  # jobs planned per round
+    backend: str = "classical"
+    out: Path = Path("demo-out")
+    publish_to: str = "dryrun"
+    account: str | None = None
+    embedded: bool = False
+
+    def check(self) -> None:
+        if self.backend not in ("classical", "onnx", "facefusion"):
+            raise DemoRefused(f"--backend {self.backend!r}: one of classical, onnx, facefusion")
+        if self.publish_to not in ("dryrun", "tiktok"):
+            raise DemoRefused(f"--publish-to {self.publish_to!r}: one of dryrun, tiktok")
+        if self.publish_to == "tiktok" and not self.account:
+            raise DemoRefused("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)")
+        if not 1 <= self.rounds <= 10:
+            raise DemoRefused(f"--rounds must be 1 to 10, not {self.rounds}")
+        if not 1 <= self.batch <= 20:
+            raise DemoRefused(f"--batch must be 1 to 20, not {self.batch}")
+        if self.people < 2:
+            raise DemoRefused(f"--people must be at least 2 (one of them revokes consent mid-run), not {self.people}")
 
 
-async def run_demo(settings: Settings, folder: Path, say: Callable[[str], None], *, publish_to: str = "dryrun",
-                   account: str | None = None) -> DemoResult:
-    import asyncpg
+def prepare_out(out: Path) -> None:
+    """An empty output folder: a folder an earlier demo made is emptied; any other non-empty one is
+    refused (the demo never deletes what it did not make)."""
+    if out.exists() and not out.is_dir():
+        raise DemoRefused(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise DemoRefused(f"--out {out}: the folder is not empty and was not made by the demo; choose another")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `reelfab demo`; the next run empties this folder\n")
 
-    from reelfab.bus.kafka import KafkaBus
-    from reelfab.contracts.codec import default_codec
-    from reelfab.devtools.embedded import RunningService
-    from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person
-    from reelfab.media.c2pa_sign import read_manifest
-    from reelfab.storage import open_store
-    from reelfab_consent_registry import main as registry_main
-    from reelfab_consent_registry import tokens
-    from reelfab_post_producer import main as post_main
-    from reelfab_publisher import main as publisher_main
-    from reelfab_swapper_gpu import main as swapper_main
 
-    if publish_to not in ("dryrun", "tiktok", "none"):
-        raise ValueError(f"--publish-to {publish_to!r}: one of dryrun, tiktok, none")
-    if publish_to == "tiktok" and not account:
-        raise ValueError("--publish-to tiktok needs --account NAME (`reelfab accounts add NAME …` first)")
-    if publish_to != "none" and account:
-        await _check_account(account, publish_to)  # before minutes of swapping, not after
+def demo_settings(settings: Settings, options: DemoOptions, out: Path, people: list[Any]) -> tuple[Settings, Settings]:
+    """(the registry's settings, the other services'): storage under ``out``, quick read-back, a
+    simulator with each person's pinned rate, the planner limited to this run's people."""
+    rates = ",".join(f"subject:{p.subject_id}={p.rate}" for p in people)
+    common = {"consent_asset_kind": "synthetic", "log_level": "INFO", "log_format": "json",
+              "face_backend": options.backend}
+    workers = settings.model_copy(update={
+        **common,
+        "storage_root": (out / "objects").resolve().as_uri(),
+        "publisher_dryrun_dir": out / "dryrun-posts",
+        "planner_template_min_s": 5.0, "planner_max_share": 0.5, "planner_schedule_every_s": 0.0,
+        "planner_subjects": ",".join(p.subject_id for p in people),
+        "publisher_readback_first_s": 2.0, "publisher_readback_max_s": 10.0, "publisher_tick_s": 0.25,
+        "publisher_simulator_views_per_hour": 360_000.0, "publisher_simulator_rates": rates,
+        "analytics_policy_flush_s": 0.5,
+    })
+    return settings.model_copy(update=common), workers
 
-    settings = settings.model_copy(update={"consent_asset_kind": "synthetic", "log_level": "WARNING"})
-    folder.mkdir(parents=True, exist_ok=True)
-    say("generating a virtual person, a template clip and a music bed (no real person in any of them)")
-    face = folder / "vera.png"
-    cv2.imwrite(str(face), virtual_person(1))
-    clip = await asyncio.to_thread(template_clip, folder / "template.mp4", seed=1, seconds=8.0, size=(720, 1280))
-    music = await asyncio.to_thread(music_bed, folder / "bed.m4a", seed=1, seconds=20.0)
 
-    registry = RunningService(registry_main, settings)
-    await registry.ready()
-    say(f"consent registry up on {registry.url}")
-    pool = await asyncpg.create_pool(settings.postgres_dsn, min_size=1, max_size=2)
-    admin = await tokens.create_token(pool, registry.spec.db_schema, f"demo-admin-{uuid.uuid4().hex[:6]}", "admin")
-    reader = await tokens.create_token(pool, registry.spec.db_schema, f"demo-worker-{uuid.uuid4().hex[:6]}", "reader")
-    await pool.close()
-    await give_consent(registry.url, admin, face, say)
+async def run_demo(settings: Settings, options: DemoOptions, view: Any) -> dict[str, Any]:
+    """Run the demo; the report (also written to ``out``/report.json). DemoRefused: why it stopped."""
+    options.check()
+    if options.publish_to == "tiktok" and options.account:
+        from .scenario import check_account
 
-    workers = settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url})
-    swapper, post = RunningService(swapper_main, workers), RunningService(post_main, workers)
-    publisher = RunningService(publisher_main, workers) if publish_to != "none" else None
-    bus = KafkaBus(settings, "demo", default_codec(settings))
+        await check_account(options.account, options.publish_to)
+    out = options.out.resolve()
+    prepare_out(out)
+    log_path = out / "demo.log"
+    with log_path.open("a", buffering=1) as log, contextlib.redirect_stderr(log), _logging_to(log):
+        return await _run(settings, options, out, view)
+
+
+@contextlib.contextmanager
+def _logging_to(stream: Any) -> Any:
+    """Library logs (aiokafka, uvicorn: the standard library's handlers, set up before the demo) into
+    the demo's log file too, for the run; the services' own logs follow sys.stderr, redirected there."""
+    import logging
+
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    before = [h.setStream(stream) for h in handlers]
     try:
-        await swapper.ready()
-        await post.ready()
-        if publisher is not None:
-            await publisher.ready()
-        say("swapper-gpu, post-producer and publisher up; submitting a swap job")
-        await bus.start()
-        store = open_store(settings.storage_root)
-        job_id = f"demo-{uuid.uuid4().hex[:8]}"
-        request = swap_request(store, job_id, face, clip.path, music, producer="demo")
-        submitted = time.perf_counter()
-        await bus.publish(SWAP_REQUESTED, request)
-        topic, value = await _follow(bus, job_id, say)
-        job_seconds = time.perf_counter() - submitted
-        if topic == JOB_FAILED:
-            raise RuntimeError(f"the job failed at {value['stage']}: {value['reason_code']}: {value['reason']}")
-        final = folder / "final.mp4"
-        shutil.copyfile(store.local_path(value["final_uri"]), final)
-        manifest = read_manifest(final)
-        spec = value["spec_check"]
-        say(f"final video: {final}")
-        say(f"  {spec['width']}x{spec['height']} {spec['video_codec']} {spec['video_profile']} {spec['fps']} fps, "
-            f"{spec['audio_codec']} {spec['sample_rate']} Hz, {spec['duration_s']:.2f} s, spec check passed: {spec['passed']}")
-        say(f"  C2PA Content Credentials: valid={manifest.valid}, label {manifest.active_label}")
-        say(f"  title: {value['title']}   {' '.join('#' + t for t in value['hashtags'])}")
-        say(f"  the job took {job_seconds:.1f} s from request to signed video")
-        posted = None
-        if publisher is not None:
-            posted = await publish(bus, job_id, publish_to, account, say)
-        else:
-            say("not published (--publish-to none): the video waits in the publisher's review queue "
-                "(`reelfab review list`, or the review page once `reelfab serve publisher` runs)")
-        return DemoResult(final, face, clip.path, music, job_seconds, posted)
+        yield
     finally:
-        await bus.stop()
-        for service in (publisher, post, swapper, registry):
-            if service is not None:
-                await service.stop()
+        for handler, old in zip(handlers, before, strict=True):
+            if old is not None:
+                handler.setStream(old)
 
 
-OPERATOR = "demo-operator"
+async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any) -> dict[str, Any]:
+    from reelfab import metrics as consent_metrics
+    from reelfab.contracts.topics import TREND_DETECTED
+
+    from . import scenario
+    from .cast import make_cast
+    from .factory import start_factory
+    from .identity import IdentityCheck
+    from .page import write_page
+    from .report import build_report
+    from .tracker import TOPICS, Tracker
+
+    say = view.say
+    started, started_at = time.perf_counter(), datetime.now(UTC)
+    if options.embedded:
+        from reelfab.devtools.localstack import start_postgres
+
+        await asyncio.to_thread(start_postgres, settings, lambda _line: None)
+    say(f"generating {options.people} virtual people (and one who never consents), {options.templates} template "
+        "clips and 2 music beds — no real person in any of them")
+    cast = await make_cast(out / "assets", people=options.people, templates=options.templates)
+    registry_settings, workers = demo_settings(settings, options, out, cast.people)
+    refused_before = consent_metrics.CONSENT_DENIALS.labels("planner", "invalid_lease")._value.get()
+    factory = await start_factory(registry_settings, workers, embedded=options.embedded,
+                                  own_publisher=options.publish_to == "dryrun", say=say)
+    tracker, timeline = Tracker(), scenario.Timeline()
+    bus = factory.buses(workers, "demo")
+    for topic in TOPICS:
+        bus.subscribe(topic, tracker.handle, group=f"demo-view-{uuid.uuid4().hex[:8]}", from_beginning=False)
+    bus.declare_publisher(TREND_DETECTED)
+    stop_view, stop_review = asyncio.Event(), asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await bus.start()
+        tasks.append(asyncio.create_task(view.run(tracker, stop_view), name="demo-view"))
+        await _enrol(factory, cast, say)
+        planner: Any = factory.planner.extra("planner")
+        await scenario.until(lambda: all(p.subject_id in planner.view.latest for p in cast.people), 60,
+                             "the planner seeing every consent")
+        refused = consent_metrics.CONSENT_DENIALS.labels("planner", "invalid_lease")._value.get() - refused_before
+        if refused:
+            say(f"{refused:.0f} consent events already on the topic could not be verified (signed by keys this "
+                "registry does not hold: an earlier stack's); each service treats their subjects as not consented. "
+                f"Details in {out.name}/demo.log")
+        await scenario.stock_catalogue(factory, cast, workers, say)
+        account = options.account or DRYRUN_ACCOUNT
+        if options.publish_to == "dryrun" and options.account is None:
+            await scenario.ensure_dryrun_account(factory)
+        tasks.append(asyncio.create_task(scenario.reviewer(factory, account, timeline, stop_review), name="demo-review"))
+        timeline.leaderboard.append(await scenario.leaderboard(factory, cast, 0))
+        middle = (options.rounds + 1) // 2
+        for round_ in range(1, options.rounds + 1):
+            await scenario.plan_round(factory, tracker, round_, options.batch, say)
+            if round_ == 1:
+                await scenario.deny_stranger(bus, factory, cast, tracker, timeline, workers, say)
+            if round_ == middle:
+                await scenario.emit_trend(bus, tracker, timeline, round_, say)
+                await scenario.until(partial(_posted_in, tracker, round_), scenario.ROUND_TIMEOUT_S,
+                                     "the round's first post")
+                await scenario.revoke(factory, scenario.pick_revoked(cast, tracker, round_), timeline, say)
+            await scenario.settle_round(factory, tracker, round_, workers, say)
+            timeline.leaderboard.append(await scenario.leaderboard(factory, cast, round_))
+            say(_leader_line(timeline.leaderboard[-1]))
+            _check_tasks(tasks)
+        stop_review.set()
+        say("checking every video again: platform spec, C2PA credentials, whose face it shows")
+        references = {p.subject_id: p.image for p in [*cast.people, cast.stranger]}
+        references |= {f"performer:{t}": image for t, image in cast.performers.items()}  # a face left unswapped
+        identity = await asyncio.to_thread(IdentityCheck, references)
+        meta: dict[str, Any] = {"started_at": started_at.isoformat(), "finished_at": None, "seconds": None, "backend": options.backend,
+                "bus": "embedded" if options.embedded else "kafka", "publish_to": options.publish_to, "account": account,
+                "rounds": options.rounds, "people": options.people, "templates": options.templates,
+                "version": __version__}
+        report = await build_report(out, cast, tracker, timeline, workers, meta, identity)
+        _revoked_person(report, timeline)
+        meta["finished_at"], meta["seconds"] = datetime.now(UTC).isoformat(), round(time.perf_counter() - started, 1)
+        import json
+
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        await asyncio.to_thread(write_page, report, out)
+        return report
+    finally:
+        stop_review.set()
+        stop_view.set()
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        with contextlib.suppress(Exception):
+            await bus.stop()
+        await factory.stop()
 
 
-async def _check_account(account: str, publish_to: str) -> None:
-    from reelfab_publisher.accounts import account_problem
-    from reelfab_publisher.cli import publisher_session
+async def _enrol(factory: Any, cast: Any, say: Any) -> None:
+    import httpx
 
-    async with publisher_session() as p:
-        a = await p.repo.account(account)
-        if a is None:
-            raise DemoRefused(f"no account {account!r}: add it first with `reelfab accounts add {account} …`")
-        if (a.platform == "dryrun") != (publish_to == "dryrun"):
-            raise DemoRefused(f"account {account} is a {a.platform} account, not one for --publish-to {publish_to}")
-        problem = account_problem(a, p.clock())
-        if problem is not None:
-            raise DemoRefused(f"account {account} cannot post now: {problem}")
+    from .scenario import enrol
 
-
-class DemoRefused(Exception):
-    """The demo cannot do what was asked (the message says why); nothing was started."""
+    async with httpx.AsyncClient(base_url=factory.registry.url, timeout=120,
+                                 headers={"Authorization": f"Bearer {factory.admin_token}"}) as api:
+        for person in cast.people:
+            await enrol(api, person, cast.allowed_tags)
+            say(f"{person.display_name} ({person.subject_id}): face enrolled, consent granted with a signed document")
+        await enrol(api, cast.stranger, cast.allowed_tags)
+        say(f"{cast.stranger.display_name} ({cast.stranger.subject_id}): face enrolled, no consent")
 
 
-def settings_url() -> str:
-    from reelfab.settings import get_settings
-
-    return get_settings().tiktok_api_url
+def _posted_in(tracker: Any, round_: int) -> bool:
+    return any(j.published for j in tracker.of_round(round_))
 
 
-async def publish(bus: Any, job_id: str, publish_to: str, account: str | None, say: Callable[[str], None]) -> dict[str, Any]:
-    """The video through the publisher's review queue: the demo approves it as an operator (audited as
-    demo-operator), choosing a privacy level the account offers (SELF_ONLY where it can), then waits for
-    publish.completed."""
-    from reelfab_publisher.cli import publisher_session
-    from reelfab_publisher.desk import Approval, NotFound
-    from reelfab_publisher.review import ReviewDesk
-
-    since = datetime.now(UTC).replace(microsecond=0)
-    async with publisher_session() as p:
-        desk = ReviewDesk(p)
-        if publish_to == "dryrun" and account is None:
-            account = "demo-dryrun"
-            if await p.repo.account(account) is None:
-                from reelfab_publisher.repository import AccountRow
-
-                await p.repo.add_account(AccountRow(account, "dryrun", "direct", None, None, None, None, None, None,
-                                                    False, None, False, False, None, None))
-        assert account is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while True:
-            try:
-                item = await desk.item(job_id)
-                break
-            except NotFound:
-                if loop.time() > deadline:
-                    raise TimeoutError(f"{job_id} did not reach the review queue within 60 s") from None
-                await asyncio.sleep(0.25)
-        choice = next((a for a in await desk.accounts() if a.name == account), None)
-        if choice is None:
-            raise DemoRefused(f"no account {account!r}: add it with `reelfab accounts add {account} …`")
-        if not choice.privacy_level_options:
-            raise DemoRefused(f"account {account} cannot post now: {choice.problem}")
-        privacy = "SELF_ONLY" if "SELF_ONLY" in choice.privacy_level_options else choice.privacy_level_options[0]
-        await desk.approve(item.job_id, Approval(account, privacy), OPERATOR)
-        say(f"review: approved by {OPERATOR} for {account} ({choice.platform}, {privacy}); labelled AI-generated")
-    topic, value = await _follow(bus, job_id, say, topics=(PUBLISH_COMPLETED, JOB_FAILED), since=since)
-    if topic == JOB_FAILED:
-        raise DemoRefused(f"publishing failed: {value['reason_code']}: {value['reason']}")
-    where = "to the dry-run folder" if value["dry_run"] else f"on {value['platform']} through {settings_url()}"
-    post = value["post_id"]
-    what = f"post {post}" if value["dry_run"] or not post.startswith("v_") else \
-        f"publish id {post} (TikTok gives a post id only for public posts)"
-    say(f"published {where}: {what} by {value['account']} ({value['privacy_level']}, is_aigc)"
-        + (f" ({value['share_url']})" if value.get("share_url") else ""))
-    return dict(value)
+def _leader_line(board: dict[str, Any]) -> str:
+    people = sorted((a for a in board["arms"] if a["space"] == "subject"), key=lambda a: -a["mean"])
+    return "leaderboard: " + ", ".join(f"{a['label']} {a['mean']:.2f} ({a['posts']} posts)" for a in people[:4])
 
 
-def swap_request(store: Any, job_id: str, face: Path, template: Path, music: Path, *, producer: str) -> dict[str, Any]:
-    """The demo's swap.requested value for ``job_id``: the face, template and music copied into the
-    store under inputs/<job id>/ (bench/job.py submits the same jobs)."""
-    src, tpl = store.put_file(f"inputs/{job_id}/vera.png", face), store.put_file(f"inputs/{job_id}/t.mp4", template)
-    mus = store.put_file(f"inputs/{job_id}/bed.m4a", music)
-    return {
-        "event_id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC), "producer": producer, "job_id": job_id,
-        "subject_id": SUBJECT, "consent_version": 1, "source_image_uri": src.uri, "source_image_sha256": src.sha256,
-        "template_id": f"{producer}-dance", "template_uri": tpl.uri, "template_sha256": tpl.sha256,
-        "template_tags": ["dance"], "swapper_model": "classical", "platform": "tiktok", "commercial": False,
-        "music_uri": mus.uri, "caption_text": "A virtual dance, made with consent",
-    }  # fmt: skip
+def _revoked_person(report: dict[str, Any], timeline: Any) -> None:
+    if timeline.revoked is None:
+        return
+    for person in report["people"]:
+        if person["subject_id"] == timeline.revoked[0]:
+            person["consent"] = "revoked"
 
 
-async def give_consent(url: str, token: str, face: Path, say: Callable[[str], None]) -> None:
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as api:
-        r = await api.post("/subjects", json={"subject_id": SUBJECT, "display_name": "Virtual Vera"})
-        if r.status_code not in (201, 409):
-            raise RuntimeError(f"creating the subject: {r.status_code} {r.text}")
-        r = await api.post(f"/subjects/{SUBJECT}/images", files={"image": ("vera.png", face.read_bytes(), "image/png")})
-        if r.status_code not in (201, 409):
-            raise RuntimeError(f"enrolling the face: {r.status_code} {r.text}")
-        r = await api.post(f"/subjects/{SUBJECT}/consents", files={"document": ("consent.txt", b"Vera consents (demo)", "text/plain")},
-                           data={"platforms": "tiktok", "allowed_tags": "dance", "commercial_use": "false"})
-        if r.status_code not in (201, 409):
-            raise RuntimeError(f"granting consent: {r.status_code} {r.text}")
-        say(f"{SUBJECT}: enrolled and consent granted (lease signed, published on the consent topic)")
+def _check_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
-async def _follow(bus: Any, job_id: str, say: Callable[[str], None], timeout: float = 600,
-                  topics: tuple[str, ...] = (SWAP_COMPLETED, RENDER_COMPLETED, JOB_FAILED),
-                  since: datetime | None = None) -> tuple[str, dict[str, Any]]:
-    codec = bus.codec
-    since = since or datetime.now(UTC).replace(microsecond=0)
-    seen: set[str] = set()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        for topic in topics:
-            for msg in await bus.scan(topic, since):
-                if msg.key != job_id.encode() or topic in seen:
-                    continue
-                seen.add(topic)
-                value = codec.decode(msg.value).value
-                if topic == SWAP_COMPLETED:
-                    say(f"swapped {value['frames']} frames at {value['fps']:.1f} frames/s; post-producing")
-                else:
-                    return topic, value
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"no result for {job_id} within {timeout:.0f} s")
+def main_exit_code(report: dict[str, Any]) -> int:
+    checks = report["checks"]
+    return 0 if not checks["problems"] else 1
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,119 @@
+"""The six services in one process, as `make demo` runs them: over the local Kafka (consumer groups
+named demo-<service>, apart from services the user runs) or, ``embedded``, on one in-process bus; the
+planner, analytics, swapper and post-producer on PostgreSQL schemas of the demo's own, dropped at the
+start of each run (a run starts clean); the consent registry and the publisher on their usual schemas
+(the registry's keys sign the leases already on the consent topic; the publisher holds the accounts)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import asyncpg
+
+from reelfab.bus.base import Bus
+from reelfab.bus.memory import InMemoryBus, MemoryLog
+from reelfab.contracts.codec import default_codec
+from reelfab.devtools.embedded import RunningService
+from reelfab.settings import Settings
+
+FRESH_SCHEMAS = {"planner": "demo_planner", "analytics": "demo_analytics", "swapper-gpu": "demo_swapper",
+                 "post-producer": "demo_post_producer", "publisher": "demo_publisher"}
+
+
+def bus_factory(embedded: bool) -> Any:
+    """(settings, service) -> its bus: Kafka with a demo-<service> group, or the shared in-process log."""
+    log = MemoryLog() if embedded else None
+
+    def make(settings: Settings, service: str) -> Bus:
+        codec = default_codec(settings)
+        if log is not None:
+            return InMemoryBus(settings, f"demo-{service}", codec, log=log)
+        from reelfab.bus.kafka import KafkaBus
+
+        return KafkaBus(settings, f"demo-{service}", codec)
+
+    return make
+
+
+def fresh_schemas(*, own_publisher: bool) -> dict[str, str]:
+    return {k: v for k, v in FRESH_SCHEMAS.items() if own_publisher or k != "publisher"}
+
+
+async def drop_fresh_schemas(dsn: str, schemas: dict[str, str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for schema in schemas.values():
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Factory:
+    registry: RunningService
+    planner: RunningService
+    swapper: RunningService
+    post: RunningService
+    publisher: RunningService
+    analytics: RunningService
+    admin_token: str
+    buses: Any  # the bus factory, for the demo's own bus
+
+    @property
+    def services(self) -> list[RunningService]:
+        return [self.registry, self.planner, self.swapper, self.post, self.publisher, self.analytics]
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            if not service.task.done():
+                await service.stop()
+
+
+async def start_factory(registry_settings: Settings, worker_settings: Settings, *, embedded: bool,
+                        own_publisher: bool, say: Any) -> Factory:
+    """Start the registry, make its tokens, then the five others with a reader token; each ready."""
+    from reelfab_analytics import main as analytics_main
+    from reelfab_consent_registry import main as registry_main
+    from reelfab_consent_registry import tokens
+    from reelfab_planner import main as planner_main
+    from reelfab_post_producer import main as post_main
+    from reelfab_publisher import main as publisher_main
+    from reelfab_swapper_gpu import main as swapper_main
+
+    make_bus = bus_factory(embedded)
+    schemas = fresh_schemas(own_publisher=own_publisher)
+    await drop_fresh_schemas(registry_settings.postgres_dsn, schemas)
+    registry = RunningService(registry_main, registry_settings, bus_factory=make_bus)
+    started: list[RunningService] = [registry]
+    try:
+        await registry.ready()
+        pool = await asyncpg.create_pool(registry_settings.postgres_dsn, min_size=1, max_size=2)
+        try:
+            tag = uuid.uuid4().hex[:6]
+            admin = await tokens.create_token(pool, registry.spec.db_schema, f"demo-admin-{tag}", "admin")
+            reader = await tokens.create_token(pool, registry.spec.db_schema, f"demo-worker-{tag}", "reader")
+        finally:
+            await pool.close()
+        workers = worker_settings.model_copy(update={"consent_token": reader, "consent_registry_url": registry.url})
+
+        def start(module: ModuleType, name: str) -> RunningService:
+            service = RunningService(module, workers, schema=schemas.get(name), bus_factory=make_bus)
+            started.append(service)
+            return service
+
+        planner, swapper = start(planner_main, "planner"), start(swapper_main, "swapper-gpu")
+        post, publisher = start(post_main, "post-producer"), start(publisher_main, "publisher")
+        analytics = start(analytics_main, "analytics")
+        for service in started[1:]:
+            await service.ready()
+        say(f"six services up in this process ({'in-process bus' if embedded else 'Kafka ' + workers.kafka_bootstrap}"
+            f", PostgreSQL {workers.postgres_host}:{workers.postgres_port})")
+        return Factory(registry, planner, swapper, post, publisher, analytics, admin, make_bus)
+    except BaseException:
+        for service in reversed(started):
+            if not service.task.done():
+                await service.stop()
+        raise
