@@ -127,3 +127,18 @@ def test_the_checks_catch_a_failed_spec_missing_ai_credentials_and_timings_that_
     checks = _checks([bad], Timeline(), problems)
     assert checks["spec_passed"] == 0 and checks["c2pa_valid"] == 0 and checks["timings_add_up"] is False
     assert len(problems) == 3
+    nothing: list[str] = []
+    _checks([], Timeline(), nothing)
+    assert nothing == ["no video was posted (the log file says why)"]  # an empty run is no success
+
+
+def test_a_backend_that_cannot_swap_here_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from reelfab.devtools.demo.scenario import check_backend
+    from reelfab.settings import Settings
+
+    settings = Settings(state_dir=tmp_path, models_dir=tmp_path / "models", facefusion_home=None)
+    with pytest.raises(DemoRefused, match=r"--backend onnx: no model installed .*reelfab models pull"):
+        check_backend(settings, "onnx")
+    with pytest.raises(DemoRefused, match="--backend facefusion: .*REELFAB_FACEFUSION_HOME"):
+        check_backend(settings, "facefusion")
+    check_backend(settings, "classical")  # needs nothing downloaded

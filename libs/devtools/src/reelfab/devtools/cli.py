@@ -100,7 +100,8 @@ def demo(
         report = asyncio.run(run_demo(get_settings(), options, view))
     except (DemoRefused, StackError) as exc:
         err.print(f"[red]✗[/red] {exc}")
-        err.print(f"  the services' log: {out / 'demo.log'}")
+        if (out / "demo.log").is_file():
+            err.print(f"  the services' log: {out / 'demo.log'}")
         raise typer.Exit(1) from None
     checks, meta = report["checks"], report["demo"]
     _say(f"{checks['videos']} videos posted in {meta['seconds']:.0f} s; spec passed {checks['spec_passed']}, "

@@ -95,6 +95,9 @@ def demo_settings(settings: Settings, options: DemoOptions, out: Path, people: l
 async def run_demo(settings: Settings, options: DemoOptions, view: Any) -> dict[str, Any]:
     """Run the demo; the report (also written to ``out``/report.json). DemoRefused: why it stopped."""
     options.check()
+    from .scenario import check_backend
+
+    check_backend(settings, options.backend)
     if options.publish_to == "tiktok" and options.account:
         from .scenario import check_account
 

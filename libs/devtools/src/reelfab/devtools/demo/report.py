@@ -131,6 +131,8 @@ def _engagement(v: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _checks(videos: list[dict[str, Any]], timeline: Timeline, problems: list[str]) -> dict[str, Any]:
     revoked_after = 0
+    if not videos:
+        problems.append("no video was posted (the log file says why)")
     for v in videos:
         name = v["job_id"]
         if not v["spec_check"].get("passed"):
