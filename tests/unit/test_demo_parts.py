@@ -142,3 +142,18 @@ def test_a_backend_that_cannot_swap_here_is_refused_before_anything_starts(tmp_p
     with pytest.raises(DemoRefused, match="--backend facefusion: .*REELFAB_FACEFUSION_HOME"):
         check_backend(settings, "facefusion")
     check_backend(settings, "classical")  # needs nothing downloaded
+
+
+def test_the_person_revoked_has_work_in_flight_but_is_never_the_only_one_with_work() -> None:
+    from reelfab.devtools.demo.cast import Cast, Person
+    from reelfab.devtools.demo.scenario import pick_revoked
+
+    ada, bo, cy = (Person(f"demo-{n}", n, Path(f"{n}.png"), None, r) for n, r in (("ada", 0.3), ("bo", 0.1), ("cy", 0.05)))
+    cast = Cast([ada, bo, cy], Person("demo-nico", "Nico", Path("n.png"), None, None), [], [], {})
+    tracker = Tracker(round=1)
+    for job_id, subject in (("j1", "demo-ada"), ("j2", "demo-ada"), ("j3", "demo-bo")):
+        tracker.take("reelfab.swap.requested.v1", request(job_id, subject_id=subject))
+    assert pick_revoked(cast, tracker, 1) is bo  # the least engaging with work in flight (cy has none)
+    tracker.take("reelfab.job.failed.v1", {"job_id": "j3"})
+    # only Ada has work now: revoking her would leave the demo nothing to post; the least engaging instead
+    assert pick_revoked(cast, tracker, 1) is cy

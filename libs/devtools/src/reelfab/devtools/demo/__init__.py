@@ -83,7 +83,7 @@ def demo_settings(settings: Settings, options: DemoOptions, out: Path, people: l
         **common,
         "storage_root": (out / "objects").resolve().as_uri(),
         "publisher_dryrun_dir": out / "dryrun-posts",
-        "planner_template_min_s": 5.0, "planner_max_share": 0.5, "planner_schedule_every_s": 0.0,
+        "planner_template_min_s": 5.0, "planner_max_share": max(0.5, 1.0 / options.templates), "planner_schedule_every_s": 0.0,
         "planner_subjects": ",".join(p.subject_id for p in people),
         "publisher_readback_first_s": 2.0, "publisher_readback_max_s": 10.0, "publisher_tick_s": 0.25,
         "publisher_simulator_views_per_hour": 360_000.0, "publisher_simulator_rates": rates,

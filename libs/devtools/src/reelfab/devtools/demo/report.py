@@ -69,6 +69,7 @@ async def build_report(out: Path, cast: Cast, tracker: Tracker, timeline: Timeli
     names = {p.subject_id: p.display_name for p in [*cast.people, cast.stranger]}
     videos: list[dict[str, Any]] = []
     not_published: list[dict[str, Any]] = []
+    taken_down: list[dict[str, Any]] = []
     problems: list[str] = []
     for job in sorted(tracker.jobs.values(), key=lambda j: j.requested_at):
         if job.published is None:
@@ -78,6 +79,16 @@ async def build_report(out: Path, cast: Cast, tracker: Tracker, timeline: Timeli
                                   "round": job.round})
             continue
         assert job.rendered is not None and job.swapped is not None
+        if timeline.revoked and job.subject == timeline.revoked[0]:
+            # posted before the revocation: taken down with it (the publisher deletes a dry-run post, the
+            # media services purge the job's files), and not kept here either
+            taken_down.append(_taken_down(job, timeline, store, settings))
+            not_published.append({"job_id": job.job_id, "subject_id": job.subject, "stage": "publisher",
+                                  "reason_code": "taken_down", "round": job.round,
+                                  "reason": f"posted before the revocation, taken down with it (post removed: "
+                                            f"{taken_down[-1]['post_removed']}, media deleted: "
+                                            f"{taken_down[-1]['media_deleted']})"})
+            continue
         target = videos_dir / f"{job.job_id}.mp4"
         await asyncio.to_thread(shutil.copyfile, store.local_path(job.rendered["final_uri"]), target)
         spec = await asyncio.to_thread(spec_status, target, settings, float(job.rendered["spec_check"]["duration_s"]))
@@ -107,15 +118,32 @@ async def build_report(out: Path, cast: Cast, tracker: Tracker, timeline: Timeli
             "timings": stage_timings(job, timeline.approvals.get(job.job_id)),
         })
     checks = _checks(videos, timeline, problems)
+    for item in taken_down:
+        if item["post_removed"] is False:
+            problems.append(f"{item['job_id']}: the post of {item['subject_id']} is still up after the revocation")
     return {
         "demo": meta, "people": [_person(p, "granted") for p in cast.people] + [_person(cast.stranger, "none")],
         "templates": [{"template_id": t.item_id, "tags": list(t.tags), "file": str(t.path.relative_to(out)),
                        "duration_s": t.seconds} for t in cast.templates],
         "music": [{"music_id": m.item_id, "file": str(m.path.relative_to(out))} for m in cast.music],
-        "videos": videos, "not_published": not_published, "leaderboard": timeline.leaderboard,
+        "videos": videos, "not_published": not_published, "taken_down": taken_down, "leaderboard": timeline.leaderboard,
         "consent_timeline": _consent_timeline(tracker, timeline, cast),
         "trend": _trend(tracker, timeline), "checks": checks,
     }
+
+
+def _taken_down(job: Job, timeline: Timeline, store: Any, settings: Settings) -> dict[str, Any]:
+    assert job.published is not None and job.rendered is not None and timeline.revoked is not None
+    p = job.published
+    post_file = Path(settings.publisher_dryrun_dir or "") / p["account"] / f"{p['post_id']}.mp4"
+    try:
+        media_deleted = not store.local_path(job.rendered["final_uri"]).exists()
+    except Exception:  # noqa: BLE001 - a URI the store no longer resolves: nothing of it is kept
+        media_deleted = True
+    return {"job_id": job.job_id, "subject_id": job.subject, "post_id": p["post_id"],
+            "published_at": _iso(p["published_at"]), "revoked_at": timeline.revoked[1].isoformat(),
+            "post_removed": (not post_file.exists()) if p["dry_run"] else None,  # None: in the takedown queue
+            "media_deleted": media_deleted}
 
 
 def _person(p: Any, consent: str) -> dict[str, Any]:

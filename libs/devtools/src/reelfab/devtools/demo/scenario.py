@@ -260,11 +260,18 @@ async def revoke(factory: Factory, person: Person, timeline: Timeline, say: Say)
 
 
 def pick_revoked(cast: Cast, tracker: Tracker, round_: int) -> Person:
-    """The person to revoke mid-round: one with a job of this round still in flight (the least engaging
-    such person, so the leaderboard keeps its leader), else the least engaging of all."""
-    open_subjects = {j.subject for j in tracker.of_round(round_) if not j.done}
+    """The person to revoke mid-round: the least engaging one with work of this round in flight (so the
+    revocation visibly stops it), but never the only person with work in the run (the demo would have
+    nothing left to show); else the least engaging such person."""
     ranked = sorted(cast.people, key=lambda p: p.rate or 0.0)
-    return next((p for p in ranked if p.subject_id in open_subjects), ranked[0])
+    working = {j.subject for j in tracker.jobs.values() if j.failed is None and j.subject in {p.subject_id for p in ranked}}
+
+    def leaves_others(person: Person) -> bool:
+        return bool(working - {person.subject_id})
+
+    in_flight = {j.subject for j in tracker.of_round(round_) if not j.done}
+    candidates = [p for p in ranked if leaves_others(p)] or ranked
+    return next((p for p in candidates if p.subject_id in in_flight), candidates[0])
 
 
 async def leaderboard(factory: Factory, cast: Cast, round_: int) -> dict[str, Any]:
@@ -300,8 +307,11 @@ async def settle_round(factory: Factory, tracker: Tracker, round_: int, settings
     if not simulated:
         say(f"round {round_}: {len(posted)} posted, {len(stopped)} stopped (no simulated engagement to wait for)")
         return
-    await until(lambda: all(j.engagement is not None for j in simulated), 120, f"round {round_}'s first engagement")
-    seen = len(tracker.policies)
-    await until(lambda: len(tracker.policies) > seen, 60, "analytics' policy update", step=0.1)
+    await until(lambda: all(j.engaged_at is not None for j in simulated), 120, f"round {round_}'s first engagement")
+    last = max(j.engaged_at for j in simulated if j.engaged_at is not None)
+    # a policy analytics computed after the round's last first reading (a later reading of a post need
+    # not move the posteriors, so "the next update" may never come)
+    await until(lambda: any(p["computed_at"] >= last for p in tracker.policies), 60, "analytics' policy update",
+                step=0.1)
     await asyncio.sleep(2 * settings.analytics_policy_flush_s)  # the planner applies what analytics published
     say(f"round {round_}: {len(posted)} posted, {len(stopped)} stopped; engagement read back, policy updated")

@@ -42,6 +42,7 @@ class Job:
     published: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None
     engagement: dict[str, Any] | None = None  # the latest reading
+    engaged_at: datetime | None = None  # when the first reading was taken
     frames: tuple[int, int] | None = None  # (done, total) while swapping, from the swapper's progress
 
     @property
@@ -118,6 +119,7 @@ class Tracker:
             job.frames = None
         elif topic == ENGAGEMENT_OBSERVED:
             job.engagement = v
+            job.engaged_at = job.engaged_at or v["occurred_at"]
             self.engagement_seen += 1
 
     def note(self, at: datetime, kind: str, text: str, subject_id: str | None = None) -> None:
