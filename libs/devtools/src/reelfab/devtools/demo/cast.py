@@ -15,7 +15,7 @@ import cv2
 from reelfab.devtools.synthetic import music_bed, template_clip, virtual_person
 
 NAMES = ("Ada", "Bo", "Cyd", "Dee", "Eli", "Fay", "Gus", "Hal")
-UNCONSENTED = ("Nico", 91)  # never consents; a face ≥ 0.41 from every cast face by dlib (demo/identity.py)
+UNCONSENTED = ("Noor", 91)  # never consents; a face ≥ 0.41 from every cast face by dlib (demo/identity.py)
 FIRST_SEED = 21  # the cast's faces: seeds apart from person-1..8 of `reelfab faces demo-assets` and the README's
 # hand-run steps, whose subjects may be enrolled on the same stack (the registry refuses one face for two subjects)
 RATES = (0.30, 0.16, 0.09, 0.05, 0.04, 0.03, 0.025, 0.02)  # true engagement rate per person, in cast order
