@@ -399,3 +399,15 @@ def test_a_path_outside_the_folder_is_refused(tmp_path: Path) -> None:
     report = {"videos": [{"job_id": "x", "file": "../elsewhere.mp4", "thumbnail": "../elsewhere.jpg"}]}
     with pytest.raises(PageError, match="outside"):
         write_page(report, tmp_path / "demo")
+
+
+def test_videos_are_shown_in_posting_order_with_numbers_rounded_for_people(tmp_path: Path) -> None:
+    from reelfab.devtools.demo.page import page_view
+
+    late = _video("job-late", "ada", "Ada", 1, (1, 1, 1, 1, 1))
+    early = _video("job-early", "bo", "Bo", 1, (1, 1, 1, 1, 1))
+    late["post"]["published_at"], early["post"]["published_at"] = "2026-03-01T09:05:00Z", "2026-03-01T09:01:00Z"
+    late["identity"]["distance"] = 0.347912345
+    view = page_view({"videos": [late, early]}, tmp_path)
+    assert [v["job_id"] for v in view["videos"]] == ["job-early", "job-late"]
+    assert view["videos"][1]["identity"]["distance"] == 0.348

@@ -3,16 +3,18 @@ follows a job from the bus, the stage timings it reports and the checks it makes
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reelfab.devtools.demo import MARKER, DemoOptions, DemoRefused, prepare_out
+from reelfab.devtools.demo import MARKER, DemoOptions, DemoRefused, prepare_out, run_demo
 from reelfab.devtools.demo.report import _checks, stage_timings
 from reelfab.devtools.demo.scenario import Timeline
 from reelfab.devtools.demo.tracker import Tracker
+from reelfab.settings import Settings
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -49,12 +51,26 @@ def test_an_earlier_demos_folder_is_emptied_and_marked_again(tmp_path: Path) -> 
     (DemoOptions(publish_to="tiktok"), "--account"),
     (DemoOptions(rounds=0), "--rounds"),
     (DemoOptions(people=1), "--people"),
+    (DemoOptions(people=99), "--people must be 2 to 8"),
+    (DemoOptions(templates=0), "--templates must be 1 to 6"),
+    (DemoOptions(templates=7), "--templates"),
     (DemoOptions(batch=0), "--batch"),
 ])
 def test_options_out_of_range_are_refused_naming_the_option(options: DemoOptions, named: str) -> None:
     with pytest.raises(DemoRefused, match=named):
         options.check()
     DemoOptions().check()  # the defaults pass
+
+
+@pytest.mark.parametrize("options", [{"people": 99}, {"templates": 0}, {"rounds": 0}, {"backend": "magic"}])
+def test_refused_options_leave_an_earlier_runs_output_alone(tmp_path: Path, options: dict[str, Any]) -> None:
+    out = tmp_path / "demo-out"
+    out.mkdir()
+    (out / MARKER).write_text("made by the demo")
+    (out / "report.json").write_text("{}")
+    with pytest.raises(DemoRefused):
+        asyncio.run(run_demo(Settings(), DemoOptions(out=out, **options), view=None))
+    assert (out / "report.json").read_text() == "{}"  # refused before the folder was emptied
 
 
 def request(job_id: str, **extra: Any) -> dict[str, Any]:

@@ -145,15 +145,17 @@ def kafka_bus(settings: Settings, service: str) -> Bus:
 
 
 async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: asyncio.Event | None = None,
-                      bus_factory: BusFactory = kafka_bus) -> None:
+                      bus_factory: BusFactory = kafka_bus, *, handle_signals: bool = True) -> None:
     """Run the service until ``stop`` (or SIGTERM/SIGINT). ``bus_factory``: Kafka unless told otherwise
-    (`reelfab demo --embedded` runs every service on one in-process bus)."""
+    (`reelfab demo --embedded` runs every service on one in-process bus). ``handle_signals=False``: the
+    process's signals are its host's (several services in one process: the demo, tests), only ``stop``."""
     configure_logging(settings.log_format, settings.log_level, service=spec.name)
     log = get_logger("reelfab.service")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
     check_http_port(spec, settings)  # before anything starts: a taken port is named, not a uvicorn traceback
     pool = await create_pool(settings)  # a StackError naming the address and `make up` when it does not answer

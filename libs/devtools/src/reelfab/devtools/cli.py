@@ -69,8 +69,8 @@ def check_schemas(repo: Path = typer.Option(Path("."), help="Repository root."))
 
 @app.command()
 def demo(
-    people: int = typer.Option(4, "--people", help="Virtual people who consent (a fifth never does)."),
-    templates: int = typer.Option(3, "--templates", help="Template clips (each must pass the template QC)."),
+    people: int = typer.Option(4, "--people", help="Virtual people who consent, 2 to 8 (one more, who never consents, is always added)."),
+    templates: int = typer.Option(3, "--templates", help="Template clips, 1 to 6 (each must pass the template QC)."),
     rounds: int = typer.Option(3, "--rounds", help="Rounds of plan → post → engagement → policy."),
     batch: int = typer.Option(3, "--batch", help="Jobs the planner plans per round."),
     backend: str = typer.Option("classical", "--backend", help="Face swap backend: classical, onnx or facefusion."),
@@ -95,13 +95,14 @@ def demo(
                           publish_to=publish_to, account=account, embedded=embedded)
     from reelfab.errors import StackError
 
-    view = View(Console())
+    view, began = View(Console()), time.time()
     try:
         report = asyncio.run(run_demo(get_settings(), options, view))
     except (DemoRefused, StackError) as exc:
-        err.print(f"[red]✗[/red] {exc}")
-        if (out / "demo.log").is_file():
-            err.print(f"  the services' log: {out / 'demo.log'}")
+        err.print(f"[red]✗[/red] {exc}", highlight=False)
+        log = out / "demo.log"
+        if log.is_file() and log.stat().st_size and log.stat().st_mtime >= began:  # this run wrote to it
+            err.print(f"  the services' log: {str(log)!r}", highlight=False)
         raise typer.Exit(1) from None
     checks, meta = report["checks"], report["demo"]
     _say(f"{checks['videos']} videos posted in {meta['seconds']:.0f} s; spec passed {checks['spec_passed']}, "

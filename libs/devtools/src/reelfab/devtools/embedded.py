@@ -36,7 +36,8 @@ class RunningService:
             module.wire(ctx)
             self.ctx = ctx
 
-        self.task = asyncio.create_task(run_service(self.spec, self.settings, wire, self.stop_event, bus_factory))
+        self.task = asyncio.create_task(run_service(self.spec, self.settings, wire, self.stop_event, bus_factory,
+                                                     handle_signals=False))
 
     def extra(self, name: str) -> object:
         """What the service's wiring left in ``ctx.extras[name]`` (KeyError naming it when absent)."""

@@ -26,8 +26,9 @@ from typing import Any
 from reelfab.settings import Settings
 from reelfab.version import __version__
 
+from .guard import Guard, endpoints, owning_signals, watch_services, watch_stack
 from .jobs import SUBJECT, give_consent, swap_request
-from .scenario import DRYRUN_ACCOUNT, DemoRefused
+from .scenario import DRYRUN_ACCOUNT, DemoRefused, plural
 
 __all__ = ["SUBJECT", "DemoOptions", "DemoRefused", "give_consent", "run_demo", "swap_request"]
 MARKER = ".reelfab-demo"  # in an output folder the demo made: only such a folder is emptied by a new run
@@ -56,8 +57,13 @@ class DemoOptions:
             raise DemoRefused(f"--rounds must be 1 to 10, not {self.rounds}")
         if not 1 <= self.batch <= 20:
             raise DemoRefused(f"--batch must be 1 to 20, not {self.batch}")
-        if self.people < 2:
-            raise DemoRefused(f"--people must be at least 2 (one of them revokes consent mid-run), not {self.people}")
+        from .cast import NAMES, TEMPLATE_TAGS
+
+        if not 2 <= self.people <= len(NAMES):
+            raise DemoRefused(f"--people must be 2 to {len(NAMES)} (one of them revokes consent mid-run), "
+                              f"not {self.people}")
+        if not 1 <= self.templates <= len(TEMPLATE_TAGS):
+            raise DemoRefused(f"--templates must be 1 to {len(TEMPLATE_TAGS)}, not {self.templates}")
 
 
 def prepare_out(out: Path) -> None:
@@ -105,8 +111,46 @@ async def run_demo(settings: Settings, options: DemoOptions, view: Any) -> dict[
     out = options.out.resolve()
     prepare_out(out)
     log_path = out / "demo.log"
-    with log_path.open("a", buffering=1) as log, contextlib.redirect_stderr(log), _logging_to(log):
-        return await _run(settings, options, out, view)
+    me, before = asyncio.current_task(), asyncio.all_tasks()
+    assert me is not None
+    guard = Guard(me)
+    with log_path.open("a", buffering=1) as log, contextlib.redirect_stderr(log), _logging_to(log), \
+            owning_signals(guard):
+        asyncio.get_running_loop().set_exception_handler(partial(_late_report, log_path))
+        try:
+            return await _run(settings, options, out, view, guard)
+        except BaseException as exc:
+            if guard.reason is None:
+                raise
+            if isinstance(exc, asyncio.CancelledError):
+                me.uncancel()
+            print(f"demo: stopped: {guard.reason} ({type(exc).__name__} in the run)", file=sys.stderr)
+            raise DemoRefused(f"{guard.reason}; what it made so far is in {out}") from None
+        finally:
+            await _settle(before)  # still inside the log: what is left of the services says its last there
+
+
+def _late_report(log_path: Path, _loop: Any, context: dict[str, Any]) -> None:
+    """The event loop's reports of what nobody awaited or closed (a Kafka client left open by a service
+    cancelled mid-stop) go to the demo's log, for the rest of this loop's life, never to the terminal."""
+    with contextlib.suppress(OSError), log_path.open("a") as log:
+        log.write(f"late: {context.get('message')} {context.get('exception') or ''} "
+                  f"{ {k: repr(v)[:200] for k, v in context.items() if k not in ('message', 'exception')} }\n")
+
+
+async def _settle(before: set[asyncio.Task[Any]], timeout: float = 15.0) -> None:
+    """Cancel and await what the run started and left running (a service that did not stop in time),
+    then collect its garbage, so that its last words (an unclosed Kafka client) go to the log file."""
+    import gc
+
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait(left, timeout=timeout)
+    gc.collect()
 
 
 @contextlib.contextmanager
@@ -117,15 +161,43 @@ def _logging_to(stream: Any) -> Any:
 
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
     before = [h.setStream(stream) for h in handlers]
+    throttle = Throttle()
+    for handler in handlers:
+        handler.addFilter(throttle)
     try:
         yield
     finally:
         for handler, old in zip(handlers, before, strict=True):
+            handler.removeFilter(throttle)
             if old is not None:
                 handler.setStream(old)
 
 
-async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any) -> dict[str, Any]:
+class Throttle:
+    """A logging filter: at most ``burst`` records of one message (logger and format string) per
+    ``window_s``; the next one let through says how many were left out. A broker that went away makes
+    its client log each reconnect attempt, tens of thousands a minute: the file stays readable."""
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.burst, self.window_s, self.clock = burst, window_s, clock
+        self.seen: dict[tuple[str, str], list[float]] = {}  # key -> [window start, count, left out]
+
+    def filter(self, record: Any) -> bool:
+        key, now = (record.name, str(record.msg)), self.clock()
+        entry = self.seen.setdefault(key, [now, 0.0, 0.0])
+        if now - entry[0] >= self.window_s:
+            entry[0], entry[1] = now, 0.0
+        entry[1] += 1
+        if entry[1] > self.burst:
+            entry[2] += 1
+            return False
+        if entry[2]:
+            record.msg = f"{record.msg} [and {entry[2]:.0f} more like this left out of the log]"
+            entry[2] = 0.0
+        return True
+
+
+async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, guard: Guard) -> dict[str, Any]:
     from reelfab import metrics as consent_metrics
     from reelfab.contracts.topics import TREND_DETECTED
 
@@ -143,8 +215,8 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any) -
         from reelfab.devtools.localstack import start_postgres
 
         await asyncio.to_thread(start_postgres, settings, lambda _line: None)
-    say(f"generating {options.people} virtual people (and one who never consents), {options.templates} template "
-        "clips and 2 music beds — no real person in any of them")
+    say(f"generating {options.people} virtual people (and one who never consents), "
+        f"{plural(options.templates, 'template clip')} and 2 music beds — no real person in any of them")
     cast = await make_cast(out / "assets", people=options.people, templates=options.templates)
     registry_settings, workers = demo_settings(settings, options, out, cast.people)
     refused_before = consent_metrics.CONSENT_DENIALS.labels("planner", "invalid_lease")._value.get()
@@ -157,9 +229,14 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any) -
     bus.declare_publisher(TREND_DETECTED)
     stop_view, stop_review = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
+    watches: list[asyncio.Task[None]] = []
     try:
         await bus.start()
         tasks.append(asyncio.create_task(view.run(tracker, stop_view), name="demo-view"))
+        watches = [asyncio.create_task(watch_stack(guard, endpoints(workers, embedded=options.embedded)),
+                                       name="demo-stack-watch"),
+                   asyncio.create_task(watch_services(guard, {s.spec.name: s.task for s in factory.services}),
+                                       name="demo-service-watch")]
         await _enrol(factory, cast, say)
         planner: Any = factory.planner.extra("planner")
         await scenario.until(lambda: all(p.subject_id in planner.view.latest for p in cast.people), 60,
@@ -209,12 +286,16 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any) -
     finally:
         stop_review.set()
         stop_view.set()
+        for watch in watches:
+            watch.cancel()
         for task in tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5)
         with contextlib.suppress(Exception):
-            await bus.stop()
-        await factory.stop()
+            await asyncio.wait_for(bus.stop(), 20)
+        cancelled = await factory.stop()
+        if cancelled:
+            print(f"demo: cancelled {', '.join(cancelled)} (not stopped within 30 s)", file=sys.stderr)
 
 
 async def _enrol(factory: Any, cast: Any, say: Any) -> None:
@@ -237,7 +318,9 @@ def _posted_in(tracker: Any, round_: int) -> bool:
 
 def _leader_line(board: dict[str, Any]) -> str:
     people = sorted((a for a in board["arms"] if a["space"] == "subject"), key=lambda a: -a["mean"])
-    return "leaderboard: " + ", ".join(f"{a['label']} {a['mean']:.2f} ({a['posts']} posts)" for a in people[:4])
+    return "leaderboard (expected completion): " + ", ".join(
+        f"{a['label']} {a['mean']:.2f} ({plural(a['posts'], 'post')})" for a in people[:4])
+
 
 
 def _revoked_person(report: dict[str, Any], timeline: Any) -> None:

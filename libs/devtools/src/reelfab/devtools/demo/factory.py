@@ -1,11 +1,15 @@
 """The six services in one process, as `make demo` runs them: over the local Kafka (consumer groups
-named demo-<service>, apart from services the user runs) or, ``embedded``, on one in-process bus; the
+named demo-<service>, apart from services the user runs, moved to the end of their topics at the start
+of each run) or, ``embedded``, on one in-process bus; the
 planner, analytics, swapper and post-producer on PostgreSQL schemas of the demo's own, dropped at the
 start of each run (a run starts clean); the consent registry and the publisher on their usual schemas
 (the registry's keys sign the leases already on the consent topic; the publisher holds the accounts)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
 import uuid
 from dataclasses import dataclass
 from types import ModuleType
@@ -38,6 +42,42 @@ def bus_factory(embedded: bool) -> Any:
     return make
 
 
+WORKERS = ("planner", "swapper-gpu", "post-producer", "publisher", "analytics")  # each on group demo-<service>
+
+
+async def skip_earlier_work(settings: Settings, services: tuple[str, ...] = WORKERS) -> int:
+    """Commit the end of each work topic for every demo-<service> group before the services start, so a
+    run consumes only what it produces: nothing an aborted run left unconsumed (its swap requests name
+    files in a folder this run emptied), nothing other producers left on the user's stack. The consent
+    topic is not touched (every service reads it whole, on a group of its own). How many were skipped."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from reelfab.consent.view import CONSENT_TOPIC
+    from reelfab.contracts.topics import consumed_by
+
+    skipped = 0
+    for service in services:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=f"demo-{service}",
+                                    enable_auto_commit=False)
+        try:
+            await consumer.start()
+            cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - topics() does not keep it
+            tps = [TopicPartition(t.name, p) for t in consumed_by(service) if t.name != CONSENT_TOPIC
+                   for p in sorted(cluster.partitions_for_topic(t.name) or ())]
+            if not tps:
+                continue
+            consumer.assign(tps)
+            ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+            for tp in tps:
+                done = await consumer.committed(tp)
+                skipped += max(0, ends[tp] - max(done if done is not None else 0, starts[tp]))
+            await consumer.commit({tp: OffsetAndMetadata(ends[tp], "") for tp in tps})
+        finally:
+            await consumer.stop()
+    return skipped
+
+
 def fresh_schemas(*, own_publisher: bool) -> dict[str, str]:
     return {k: v for k, v in FRESH_SCHEMAS.items() if own_publisher or k != "publisher"}
 
@@ -66,10 +106,26 @@ class Factory:
     def services(self) -> list[RunningService]:
         return [self.registry, self.planner, self.swapper, self.post, self.publisher, self.analytics]
 
-    async def stop(self) -> None:
-        for service in reversed(self.services):
-            if not service.task.done():
-                await service.stop()
+    async def stop(self, timeout: float = 30.0) -> list[str]:
+        """Stop the five workers side by side, then the registry (a worker may still ask it while it
+        stops). A service that has not stopped within ``timeout`` (its Kafka client waiting on a broker
+        that went away) is cancelled. Never raises: the names of the services that had to be cancelled."""
+        cancelled: list[str] = []
+
+        async def one(service: RunningService) -> None:
+            if service.task.done():
+                return
+            service.stop_event.set()
+            try:
+                await asyncio.wait_for(service.task, timeout)  # cancels it when the time is up
+            except TimeoutError:
+                cancelled.append(service.spec.name)
+            except BaseException:  # noqa: BLE001 - its own error, logged by it; it has stopped either way
+                return
+
+        await asyncio.gather(*(one(s) for s in self.services[1:]))
+        await one(self.registry)
+        return cancelled
 
 
 async def start_factory(registry_settings: Settings, worker_settings: Settings, *, embedded: bool,
@@ -86,6 +142,11 @@ async def start_factory(registry_settings: Settings, worker_settings: Settings, 
     make_bus = bus_factory(embedded)
     schemas = fresh_schemas(own_publisher=own_publisher)
     await drop_fresh_schemas(registry_settings.postgres_dsn, schemas)
+    if not embedded:
+        skipped = await skip_earlier_work(worker_settings)
+        if skipped:  # for the log (stderr is the demo's log file): nothing the person watching must act on
+            print(f"demo: {skipped} messages on the work topics from earlier runs (or services run by hand) left "
+                  "unconsumed: this run's services start at the end of each topic", file=sys.stderr)
     registry = RunningService(registry_main, registry_settings, bus_factory=make_bus)
     started: list[RunningService] = [registry]
     try:
@@ -115,5 +176,7 @@ async def start_factory(registry_settings: Settings, worker_settings: Settings, 
     except BaseException:
         for service in reversed(started):
             if not service.task.done():
-                await service.stop()
+                service.stop_event.set()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(service.task, 30)
         raise

@@ -81,11 +81,23 @@ def ensure_thumbnail(video: dict[str, Any], out_dir: Path) -> Path | None:
     )
 
 
+def _rounded(value: Any, places: int = 3) -> Any:
+    """Floats to ``places`` decimals, all the way down (the lineage dialog shows 0.348, not 0.34791…)."""
+    if isinstance(value, float):
+        return round(value, places)
+    if isinstance(value, dict):
+        return {k: _rounded(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, places) for v in value]
+    return value
+
+
 def page_view(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """What the template shows, with the chart's, the timeline's and the bars' geometry worked out."""
     demo = report.get("demo") or {}
     people = {p.get("subject_id"): p for p in report.get("people") or []}
-    videos = [{**v, "display_name": _name(v, people)} for v in report.get("videos") or []]
+    videos = [{**_rounded(v), "display_name": _name(v, people)} for v in report.get("videos") or []]
+    videos.sort(key=lambda v: str((v.get("post") or {}).get("published_at") or ""))  # in the order they were posted
     return {
         "demo": demo,
         "checks": report.get("checks") or {},

@@ -147,8 +147,13 @@ def _taken_down(job: Job, timeline: Timeline, store: Any, settings: Settings) ->
 
 
 def _person(p: Any, consent: str) -> dict[str, Any]:
+    """``true_rate``: the simulator's pinned engagement rate (likes per view); ``expected_completion``:
+    the completion rate it makes of it on average, the reward analytics' leaderboard estimates."""
+    from reelfab_publisher.simulator import COMPLETION_FLOOR, COMPLETION_SLOPE
+
+    expected = None if p.rate is None else round(min(1.0, COMPLETION_FLOOR + COMPLETION_SLOPE * p.rate), 3)
     return {"subject_id": p.subject_id, "display_name": p.display_name, "image": f"assets/people/{p.image.name}",
-            "consent": consent, "true_rate": p.rate}
+            "consent": consent, "true_rate": p.rate, "expected_completion": expected}
 
 
 def _engagement(v: dict[str, Any] | None) -> dict[str, Any] | None:
