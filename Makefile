@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 LOCKED := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help venv up down status topics test test-unit chaos lint codegen lock sizes bench demo asyncapi check-schemas clean
+.PHONY: help venv deploy-tools up down status topics test test-unit chaos lint codegen lock sizes bench demo asyncapi check-schemas clean
 
 help:
 	@echo "make demo    run the whole factory on this machine"
@@ -34,6 +34,21 @@ $(STAMP): $(UV) $(LOCKED)
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Deployment checks' Go tools (tests/deploy), pinned, built from the Go module proxy into .tools/bin
+KUSTOMIZE_VERSION := v5.7.1
+KUBECONFORM_VERSION := v0.7.0
+GO_TOOLS := .tools/bin/kustomize .tools/bin/kubeconform
+
+.tools/bin/kustomize:
+	@command -v go >/dev/null || { echo "need Go on PATH to build kustomize (tests/deploy)"; exit 1; }
+	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+.tools/bin/kubeconform:
+	@command -v go >/dev/null || { echo "need Go on PATH to build kubeconform (tests/deploy)"; exit 1; }
+	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+deploy-tools: $(GO_TOOLS)
 
 up: $(STAMP)
 	$(BIN)/reelfab up
@@ -72,7 +87,7 @@ TEST_STACK := $(shell sed -n 's/^\(REELFAB_[A-Z_]*\)=\(.*\)$$/\1=\2/p' tests/sta
 
 # Starts the tests' stack, runs everything, and stops it whatever the outcome; the stack `make up` and
 # `make demo` use is not touched.
-test: $(STAMP)
+test: $(STAMP) $(GO_TOOLS)
 	@env $(TEST_STACK) $(BIN)/reelfab up
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=$$?; \

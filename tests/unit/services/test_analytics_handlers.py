@@ -595,3 +595,29 @@ async def test_a_burst_of_readings_is_one_policy_record_per_space_per_batch(worl
     subject = next(r for r in records if r.arm_space == "subject")
     assert [(a.arm_id, a.pulls) for a in subject.arms] == [("s0", 10), ("s1", 10), ("s2", 10)]
     assert all(a.alpha == pytest.approx(1 + 10 * 20 * 0.12) for a in subject.arms)  # newest readings only
+
+
+async def test_a_published_policy_sets_the_leaderboard_gauges(world: World) -> None:
+    from prometheus_client import REGISTRY
+
+    await world.handle(published("p1"))
+    await world.handle(observed("p1", likes=20))
+    records = await world.flusher.flush()
+    subject = next(r for r in records if r.arm_space == "subject")
+    [ada] = [a for a in subject.arms if a.arm_id == "ada"]
+    labels = {"space": "subject", "arm": "ada"}
+    assert REGISTRY.get_sample_value("reelfab_analytics_arm_posterior_mean", labels) == pytest.approx(ada.mean)
+    assert REGISTRY.get_sample_value("reelfab_analytics_arm_posts", labels) == 1.0
+
+
+def test_the_leaderboard_keeps_the_top_live_arms_of_each_space() -> None:
+    from types import SimpleNamespace
+
+    from reelfab_analytics.metrics import Leaderboard
+
+    board = Leaderboard(top=2)
+    arms = [SimpleNamespace(arm_id=a, mean=m, pulls=p, disabled=d)
+            for a, m, p, d in [("a", 0.1, 3, False), ("b", 0.9, 1, True), ("c", 0.5, 2, False), ("d", 0.7, 1, False)]]
+    board.update("subject", arms)
+    [mean, _posts] = list(board.collect())
+    assert [(s.labels["arm"], s.value) for s in mean.samples] == [("d", 0.7), ("c", 0.5)]  # b is disabled

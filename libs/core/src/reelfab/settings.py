@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     consumer_heartbeat_interval_ms: int = 1_000
     consumer_fetch_max_wait_ms: int = 100
     consumer_commit_interval_ms: int = 100  # settled offsets are committed this often (and on revoke/stop)
+    consumer_lag_interval_s: float = 15.0  # reelfab_consumer_lag_messages measured this often (0: never)
 
     # PostgreSQL
     postgres_host: str = "127.0.0.1"

@@ -58,6 +58,7 @@ class PolicyFlusher:
         for record in records:
             metrics.POLICY_PUBLICATIONS.labels(record.arm_space).inc()
             metrics.POLICY_VERSION.labels(record.arm_space).set(record.policy_version)
+            metrics.LEADERBOARD.update(record.arm_space, record.arms)
         if records:
             log.info("policy published", spaces={r.arm_space: r.policy_version for r in records})
         return records

@@ -26,6 +26,7 @@ import contextvars
 import copy
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,7 @@ from reelfab.logging import get_logger
 from reelfab.settings import Settings
 
 from .base import Bus, Subscription
+from .lag import COLLECTOR as LAG
 from .message import Event, Headers, Published, RawMessage
 from .policy import is_utf8
 
@@ -157,6 +159,46 @@ class KafkaBus(Bus):
             graceful_timeout=15.0,
             description=f"Reelfab {service}",
         )
+        # per consumer, the next offset to settle on each partition (for reelfab_consumer_lag_messages)
+        self.settled_next: weakref.WeakKeyDictionary[Any, dict[TopicPartition, int]] = weakref.WeakKeyDictionary()
+        self.measured_lag: dict[tuple[str, str], int] = {}
+        self.lag_task: asyncio.Task[None] | None = None
+        LAG.track(self)
+
+    def lag(self) -> dict[tuple[str, str], int]:
+        """(group, topic) -> messages not settled yet on the partitions this bus's consumers hold, as last
+        measured (every ``consumer_lag_interval_s``)."""
+        return dict(self.measured_lag)
+
+    async def measure_lag(self) -> None:
+        """Ask the broker for the end of every assigned partition (a consumer whose handler is busy fetches
+        nothing, so its cached high-water mark would go stale) and subtract where each group stands: the
+        next offset to settle here, else the group's committed offset, else the partition's beginning."""
+        found: dict[tuple[str, str], int] = {}
+        for subscriber in list(self.broker.subscribers):
+            consumer: Any = getattr(subscriber, "consumer", None)
+            tps = sorted(consumer.assignment()) if consumer is not None else []
+            if not tps:
+                continue
+            ends = await consumer.end_offsets(tps)
+            settled = self.settled_next.get(consumer, {})
+            stands: dict[TopicPartition, int | None] = {tp: await consumer.committed(tp) for tp in tps}
+            unknown = [tp for tp, at in stands.items() if at is None and tp not in settled]
+            begins = await consumer.beginning_offsets(unknown) if unknown else {}
+            group = str(getattr(subscriber, "group_id", "") or "")
+            for tp in tps:
+                at = max(settled.get(tp, 0), stands[tp] or 0, begins.get(tp, 0))
+                key = (group, tp.topic)
+                found[key] = found.get(key, 0) + max(0, ends[tp] - at)
+        self.measured_lag = found
+
+    async def _lag_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.consumer_lag_interval_s)
+            try:
+                await self.measure_lag()
+            except Exception as exc:  # noqa: BLE001 - the broker away: the last measure stands, the probe says why
+                log.debug("consumer lag not measured", error=str(exc)[:200])
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -290,6 +332,8 @@ class KafkaBus(Bus):
         if consumer is None:
             return
         self.committer.settled(consumer, raw.topic, raw.partition, raw.offset)
+        with contextlib.suppress(TypeError):  # a consumer that cannot be weakly referenced: no lag from it
+            self.settled_next.setdefault(consumer, {})[TopicPartition(raw.topic, raw.partition)] = raw.offset + 1
         if self.committer.closing:
             await self.committer.flush()
 
@@ -312,8 +356,15 @@ class KafkaBus(Bus):
     async def _start(self) -> None:
         await self.broker.start()
         self.committer.start()
+        if self.subscriptions and self.settings.consumer_lag_interval_s > 0:
+            self.lag_task = asyncio.create_task(self._lag_loop(), name="kafka-consumer-lag")
 
     async def _stop(self) -> None:
+        if self.lag_task is not None:
+            self.lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lag_task
+            self.lag_task, self.measured_lag = None, {}
         await self.committer.stop()  # from here on each settled message commits at once
         await self.broker.stop()
         await self.committer.flush()
