@@ -27,14 +27,24 @@ def _say(line: str) -> None:
 
 
 @app.command()
-def topics(create: bool = typer.Option(False, "--create", help="Create missing topics first.")) -> None:
+def topics(
+    create: bool = typer.Option(False, "--create", help="Create missing topics first."),
+    min_partitions: int = typer.Option(
+        0, "--min-partitions", min=0,
+        help="With --create: give every non-compacted catalogue topic at least this many partitions, "
+        "growing existing ones (a deployment scaling consumers past the catalogue's counts).",
+    ),
+) -> None:
     """List the broker's topics beside the topic catalogue (schemas/topics.toml)."""
     from reelfab.bus.admin import ensure_topics
     from reelfab.contracts.topics import BY_NAME, DLQ_SUFFIX
 
     s = get_settings()
+    if min_partitions and not create:
+        err.print("[red]--min-partitions needs --create[/red]")
+        raise typer.Exit(2)
     if create:
-        ensure_topics(s, say=_say)
+        ensure_topics(s, say=_say, min_partitions=min_partitions)
     described = asyncio.run(_describe_topics(s.kafka_bootstrap))
     table = Table(title=f"topics on {s.kafka_bootstrap}")
     for col in ("topic", "partitions", "cleanup", "carries", "in catalogue"):
