@@ -214,12 +214,16 @@ WORKDIR /src
 # onnxruntime, and the lock's 1.32.0 has no onnxruntime-gpu release yet, so this is the newest one,
 # 1.31.1 (the Python API the swapper uses is the same); move it to the lock's version once that is out
 # (tests/deploy checks it trails the lock by at most one minor release).
+# nvidia-ml-py (the `pynvml` module, pure Python over the driver's libnvidia-ml) lets the swapper export
+# GPU utilisation, memory and temperature (reelfab_gpu_*; the swapper dashboard and the temperature alert).
 FROM build-cuda AS env-swapper-gpu-cuda
 ARG ONNXRUNTIME_GPU_VERSION=1.31.1
+ARG NVIDIA_ML_PY_VERSION=13.615.71
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package reelfab-swapper-gpu --no-editable \
  && uv pip uninstall --python /opt/reelfab/bin/python onnxruntime \
- && uv pip install --python /opt/reelfab/bin/python --no-deps "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"
+ && uv pip install --python /opt/reelfab/bin/python --no-deps "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+    "nvidia-ml-py==${NVIDIA_ML_PY_VERSION}"
 
 # The runtime: the user, settings and volume mount points of `runtime`, ffmpeg and DejaVu of
 # `runtime-media` (Ubuntu's, as the CPU images have Debian's), and the execution providers: CUDA first,

@@ -86,9 +86,9 @@ def _admissions(lane: Lane) -> float:
 
 @pytest.fixture
 async def running(stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("REELFAB_SWAPPER_MEMORY_BYTES", "1")  # one run slot: every job waits its turn
     run = uuid.uuid4().hex[:8]
-    settings = make_settings(state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri(),
+    settings = make_settings(swapper_memory_bytes=1,  # one run slot: every job waits its turn
+                             state_dir=tmp_path / "state", storage_root=(tmp_path / "objects").as_uri(),
                              face_backend="classical", consent_public_keys=f"{KEY_ID}={public_key_text(KEY.public_key())}",
                              log_format="json")
     wired: list[Swapper] = []

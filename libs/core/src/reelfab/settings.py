@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     swap_min_swapped_share: float = Field(default=0.8, ge=0.0, le=1.0)
     # templates' face tracks kept in memory (tracked once per template, reused by every job on it)
     swap_track_cache_mb: int = Field(default=512, ge=0)
+    # the swapper's memory for frames in flight (GPU memory on a GPU, RAM on CPU): its run slots are the
+    # jobs that fit (swapper domain.per_job_bytes)
+    swapper_memory_bytes: int = Field(default=4 * 2**30, gt=0)
     # fused mode (small deployments): the swapper renders to the platform spec as it swaps (no lossless
     # mezzanine between the services); the post-producer then checks the spec, signs and stores
     fused_render: bool = False
@@ -171,7 +174,12 @@ class Settings(BaseSettings):
 
     @property
     def postgres_dsn(self) -> str:
-        auth = self.postgres_user + (f":{self.postgres_password}" if self.postgres_password else "")
+        """The DSN, user and password percent-encoded (a generated password's '/', '@' or '#' would
+        otherwise end the user-info part early)."""
+        from urllib.parse import quote
+
+        auth = quote(self.postgres_user, safe="") + (
+            f":{quote(self.postgres_password, safe='')}" if self.postgres_password else "")
         return f"postgresql://{auth}@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
 
 

@@ -5,7 +5,6 @@ the point of use through reelfab.consent."""
 from __future__ import annotations
 
 import asyncio
-import os
 from functools import partial
 
 from reelfab.consent.client import RegistryClient
@@ -44,7 +43,7 @@ def wire(ctx: ServiceContext) -> None:
     registry = RegistryClient.from_settings(settings) if settings.consent_token else None
     view = ConsentView(lambda: load_public_keys(settings, registry), service=SPEC.name)
     manifest, installed = _models(settings)
-    budget = int(os.environ.get("REELFAB_SWAPPER_MEMORY_BYTES", str(4 * 2**30)))
+    budget = settings.swapper_memory_bytes
     swapper = bootstrap(
         ctx, store=open_store(settings.storage_root), view=view, gate=ConsentGate(view, registry),
         engine_factory=backend_engines(settings), manifest=manifest, installed=installed,
