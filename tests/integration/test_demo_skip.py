@@ -1,5 +1,6 @@
-"""A demo run consumes only what it produces: what an earlier (aborted) run or a hand-run producer
-left on a work topic is skipped for the demo's groups, and the user's own groups keep it."""
+"""A demo on a shared stack: it consumes only what it produces (what an earlier, aborted run or a
+hand-run producer left on a work topic is skipped for the demo's groups, and the user's own groups keep
+it), and a second demo on the same stack is refused before it touches anything."""
 
 from __future__ import annotations
 
@@ -52,3 +53,18 @@ async def test_earlier_work_is_skipped_for_the_demo_groups_only(stack: Any) -> N
     demo = await committed(settings, "demo-swapper-gpu", SWAP_REQUESTED)
     assert demo == {tp.partition: ends[tp] for tp in tps}  # the demo's group starts at the end
     assert await committed(settings, "swapper-gpu", SWAP_REQUESTED) == user_group_before  # not the user's
+
+
+@pytest.mark.postgres
+async def test_a_second_demo_on_the_stack_is_refused_naming_the_first(stack: Any, tmp_path: Any) -> None:
+    from reelfab.devtools.demo import DemoRefused
+    from reelfab.devtools.demo.lock import one_demo_at_a_time, owner_note
+
+    settings: Settings = stack.model_copy(update={"state_dir": tmp_path / "state"})
+    async with one_demo_at_a_time(settings, tmp_path / "first-out"):
+        with pytest.raises(DemoRefused, match=r"another demo is running on this stack \(pid \d+, writing to .*first-out"):
+            async with one_demo_at_a_time(settings, tmp_path / "second-out"):
+                pytest.fail("two demos held the stack at once")
+    assert not owner_note(settings).exists()
+    async with one_demo_at_a_time(settings, tmp_path / "second-out"):  # free again once the first is done
+        pass

@@ -173,3 +173,15 @@ def test_the_person_revoked_has_work_in_flight_but_is_never_the_only_one_with_wo
     tracker.take("reelfab.job.failed.v1", {"job_id": "j3"})
     # only Ada has work now: revoking her would leave the demo nothing to post; the least engaging instead
     assert pick_revoked(cast, tracker, 1) is cy
+
+
+def test_whether_the_revoked_person_had_work_in_flight_is_told() -> None:
+    from reelfab.devtools.demo.cast import Person
+    from reelfab.devtools.demo.scenario import has_work_in_flight
+
+    ada, bo = (Person(f"demo-{n}", n, Path(f"{n}.png"), None, 0.1) for n in ("ada", "bo"))
+    tracker = Tracker(round=1)
+    tracker.take("reelfab.swap.requested.v1", request("j1", subject_id="demo-ada"))
+    assert has_work_in_flight(tracker, 1, ada) and not has_work_in_flight(tracker, 1, bo)
+    tracker.take("reelfab.job.failed.v1", {"job_id": "j1"})
+    assert not has_work_in_flight(tracker, 1, ada)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 import uuid
 from pathlib import Path
@@ -105,12 +106,17 @@ def demo(
             err.print(f"  the services' log: {str(log)!r}", highlight=False)
         raise typer.Exit(1) from None
     checks, meta = report["checks"], report["demo"]
-    _say(f"{checks['videos']} videos posted in {meta['seconds']:.0f} s; spec passed {checks['spec_passed']}, "
+    gone = len(report.get("taken_down") or [])
+    kept = f"{checks['videos']} video{'' if checks['videos'] == 1 else 's'} posted and kept" + (
+        f" ({gone} more taken down with the revocation)" if gone else "")
+    _say(f"{kept} in {meta['seconds']:.0f} s; spec passed {checks['spec_passed']}, "
          f"C2PA valid and AI-labelled {checks['c2pa_valid']}, revoked face after the revocation "
          f"{checks['revoked_face_after_revocation']}, unconsented face {checks['unconsented_face']}")
     for problem in checks["problems"]:
         err.print(f"[red]✗[/red] {problem}")
-    _say(f"open {out / 'index.html'} in a browser; report: {out / 'report.json'}; log: {out / 'demo.log'}")
+    where = out.resolve()
+    _say(f"open {shlex.quote(str(where / 'index.html'))} in a browser; report: {shlex.quote(str(where / 'report.json'))}; "
+         f"log: {shlex.quote(str(where / 'demo.log'))}")
     raise typer.Exit(main_exit_code(report))
 
 

@@ -57,6 +57,7 @@ class ManifestInfo:
     actions: list[dict[str, Any]] = field(default_factory=list)
     ingredients: list[dict[str, Any]] = field(default_factory=list)  # title, format, relationship, sha256
     validation_errors: list[str] = field(default_factory=list)  # "code: explanation"
+    signer: str | None = None  # the signing certificate's common name (or issuer), as the manifest states it
 
 
 # ---------------------------------------------------------------------------------- certificates
@@ -347,7 +348,13 @@ def _manifest_info(store: dict[str, Any], *, trusted_checked: bool) -> ManifestI
         actions=_actions(manifest),
         ingredients=[_ingredient_summary(i) for i in manifest.get("ingredients", [])],
         validation_errors=errors,
+        signer=_signer_name(manifest.get("signature_info") or {}),
     )
+
+
+def _signer_name(info: dict[str, Any]) -> str | None:
+    name = info.get("common_name") or info.get("issuer")
+    return str(name) if name else None
 
 
 def _actions(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -109,7 +109,21 @@ async def run_demo(settings: Settings, options: DemoOptions, view: Any) -> dict[
 
         await check_account(options.account, options.publish_to)
     out = options.out.resolve()
-    prepare_out(out)
+    if options.embedded:
+        from reelfab.devtools.localstack import start_postgres
+
+        await asyncio.to_thread(start_postgres, settings, lambda _line: None)
+    from .lock import one_demo_at_a_time
+
+    async with one_demo_at_a_time(settings, out):  # before the folder is emptied: it may be the other's
+        return await _run_logged(settings, options, out, view)
+
+
+async def _run_logged(settings: Settings, options: DemoOptions, out: Path, view: Any) -> dict[str, Any]:
+    try:
+        prepare_out(out)
+    except OSError as exc:
+        raise DemoRefused(f"--out {out}: {exc.strerror or exc}") from None
     log_path = out / "demo.log"
     me, before = asyncio.current_task(), asyncio.all_tasks()
     assert me is not None
@@ -211,13 +225,10 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
 
     say = view.say
     started, started_at = time.perf_counter(), datetime.now(UTC)
-    if options.embedded:
-        from reelfab.devtools.localstack import start_postgres
-
-        await asyncio.to_thread(start_postgres, settings, lambda _line: None)
     say(f"generating {options.people} virtual people (and one who never consents), "
         f"{plural(options.templates, 'template clip')} and 2 music beds — no real person in any of them")
     cast = await make_cast(out / "assets", people=options.people, templates=options.templates)
+    say(f"cast ready in {time.perf_counter() - started:.0f} s; starting the six services")
     registry_settings, workers = demo_settings(settings, options, out, cast.people)
     refused_before = consent_metrics.CONSENT_DENIALS.labels("planner", "invalid_lease")._value.get()
     factory = await start_factory(registry_settings, workers, embedded=options.embedded,
@@ -261,7 +272,9 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
                 await scenario.emit_trend(bus, tracker, timeline, round_, say)
                 await scenario.until(partial(_posted_in, tracker, round_), scenario.ROUND_TIMEOUT_S,
                                      "the round's first post")
-                await scenario.revoke(factory, scenario.pick_revoked(cast, tracker, round_), timeline, say)
+                person = scenario.pick_revoked(cast, tracker, round_)
+                await scenario.revoke(factory, person, timeline, say,
+                                      in_flight=scenario.has_work_in_flight(tracker, round_, person))
             await scenario.settle_round(factory, tracker, round_, workers, say)
             timeline.leaderboard.append(await scenario.leaderboard(factory, cast, round_))
             say(_leader_line(timeline.leaderboard[-1]))
@@ -284,6 +297,8 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
         await asyncio.to_thread(write_page, report, out)
         return report
     finally:
+        if guard.reason is not None:
+            say(f"stopping the services: {guard.reason}")
         stop_review.set()
         stop_view.set()
         for watch in watches:
@@ -293,9 +308,10 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
                 await asyncio.wait_for(task, 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(bus.stop(), 20)
-        cancelled = await factory.stop()
+        patience = 30.0 if guard.reason is None else 8.0  # a stack that went away: their clean stop would hang
+        cancelled = await factory.stop(timeout=patience)
         if cancelled:
-            print(f"demo: cancelled {', '.join(cancelled)} (not stopped within 30 s)", file=sys.stderr)
+            print(f"demo: cancelled {', '.join(cancelled)} (not stopped within {patience:.0f} s)", file=sys.stderr)
 
 
 async def _enrol(factory: Any, cast: Any, say: Any) -> None:

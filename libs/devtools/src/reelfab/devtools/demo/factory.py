@@ -143,9 +143,18 @@ async def start_factory(registry_settings: Settings, worker_settings: Settings, 
     schemas = fresh_schemas(own_publisher=own_publisher)
     await drop_fresh_schemas(registry_settings.postgres_dsn, schemas)
     if not embedded:
-        skipped = await skip_earlier_work(worker_settings)
+        from aiokafka.errors import KafkaError
+
+        try:
+            skipped = await skip_earlier_work(worker_settings)
+        except (KafkaError, OSError) as exc:
+            from .scenario import DemoRefused
+
+            raise DemoRefused(f"Kafka at {worker_settings.kafka_bootstrap} would not move the demo's consumer groups "
+                              f"to the end of their topics ({type(exc).__name__}: {exc}); is the stack up (`make up`)?"
+                              ) from None
         if skipped:  # for the log (stderr is the demo's log file): nothing the person watching must act on
-            print(f"demo: {skipped} messages on the work topics from earlier runs (or services run by hand) left "
+            print(f"demo: {skipped} message(s) on the work topics from earlier runs (or services run by hand) left "
                   "unconsumed: this run's services start at the end of each topic", file=sys.stderr)
     registry = RunningService(registry_main, registry_settings, bus_factory=make_bus)
     started: list[RunningService] = [registry]

@@ -46,7 +46,15 @@ def c2pa_status(path: Path) -> dict[str, Any]:
     ai = any(a.get("digitalSourceType") == AI_SOURCE_TYPE or
              any(isinstance(x, dict) and x.get("digitalSourceType") == AI_SOURCE_TYPE for x in a.get("actions", []))
              for a in info.actions)
-    return {"valid": info.valid, "label": info.active_label, "ai_generated": ai, "problems": list(info.validation_errors)}
+    # trust: the demo signs with the test certificate authority it generated (no REELFAB_C2PA_* material),
+    # which no trust list knows; "valid" means the signature and hashes check out, not who vouches for them
+    return {"valid": info.valid, "label": info.active_label, "ai_generated": ai, "signer": info.signer,
+            "trust": "a test certificate (no trust list knows it)" if _test_signer(info.signer) else "not checked",
+            "problems": list(info.validation_errors)}
+
+
+def _test_signer(signer: str | None) -> bool:
+    return bool(signer) and "test" in str(signer).lower()
 
 
 def spec_status(path: Path, settings: Settings, duration: float) -> dict[str, Any]:
@@ -85,9 +93,8 @@ async def build_report(out: Path, cast: Cast, tracker: Tracker, timeline: Timeli
             taken_down.append(_taken_down(job, timeline, store, settings))
             not_published.append({"job_id": job.job_id, "subject_id": job.subject, "stage": "publisher",
                                   "reason_code": "taken_down", "round": job.round,
-                                  "reason": f"posted before the revocation, taken down with it (post removed: "
-                                            f"{taken_down[-1]['post_removed']}, media deleted: "
-                                            f"{taken_down[-1]['media_deleted']})"})
+                                  "reason": "posted before the revocation, taken down with it ("
+                                            + _takedown_words(taken_down[-1]) + ")"})
             continue
         target = videos_dir / f"{job.job_id}.mp4"
         await asyncio.to_thread(shutil.copyfile, store.local_path(job.rendered["final_uri"]), target)
@@ -126,10 +133,16 @@ async def build_report(out: Path, cast: Cast, tracker: Tracker, timeline: Timeli
         "templates": [{"template_id": t.item_id, "tags": list(t.tags), "file": str(t.path.relative_to(out)),
                        "duration_s": t.seconds} for t in cast.templates],
         "music": [{"music_id": m.item_id, "file": str(m.path.relative_to(out))} for m in cast.music],
-        "videos": videos, "not_published": not_published, "taken_down": taken_down, "leaderboard": timeline.leaderboard,
+        "videos": sorted(videos, key=lambda v: str((v.get("post") or {}).get("published_at") or "")),
+        "not_published": not_published, "taken_down": taken_down, "leaderboard": timeline.leaderboard,
         "consent_timeline": _consent_timeline(tracker, timeline, cast),
         "trend": _trend(tracker, timeline), "checks": checks,
     }
+
+
+def _takedown_words(item: dict[str, Any]) -> str:
+    post = {True: "post removed", False: "post still up", None: "post in the takedown queue"}[item["post_removed"]]
+    return f"{post}, media {'deleted' if item['media_deleted'] else 'kept'}"
 
 
 def _taken_down(job: Job, timeline: Timeline, store: Any, settings: Settings) -> dict[str, Any]:

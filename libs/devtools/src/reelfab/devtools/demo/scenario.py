@@ -254,14 +254,22 @@ async def deny_stranger(bus: Any, factory: Factory, cast: Cast, tracker: Tracker
         f"{failed.get('reason_code')}")
 
 
-async def revoke(factory: Factory, person: Person, timeline: Timeline, say: Say) -> None:
+async def revoke(factory: Factory, person: Person, timeline: Timeline, say: Say, *, in_flight: bool = True) -> None:
     async with httpx.AsyncClient(base_url=factory.registry.url, timeout=60,
                                  headers={"Authorization": f"Bearer {factory.admin_token}"}) as api:
         r = await api.post(f"/subjects/{person.subject_id}/revoke", json={"reason": "demo: the person changed their mind"})
         if r.status_code != 200:
             raise DemoRefused(f"the registry refused the revocation of {person.subject_id}: {r.status_code} {r.text}")
     timeline.revoked = (person.subject_id, datetime.now(UTC))
-    say(f"{person.display_name} revoked consent: work in flight with that face stops, nothing more is posted")
+    if in_flight:
+        say(f"{person.display_name} revoked consent: work in flight with that face stops, nothing more is posted")
+    else:
+        say(f"{person.display_name} revoked consent (none of their work was in flight): nothing with that face "
+            "is made or posted from now on, and what was posted is taken down")
+
+
+def has_work_in_flight(tracker: Tracker, round_: int, person: Person) -> bool:
+    return any(j.subject == person.subject_id and not j.done for j in tracker.of_round(round_))
 
 
 def pick_revoked(cast: Cast, tracker: Tracker, round_: int) -> Person:
