@@ -298,7 +298,7 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
         return report
     finally:
         if guard.reason is not None:
-            say(f"stopping the services: {guard.reason}")
+            say(f"{guard.reason.split(';')[0]} — stopping the services")
         stop_review.set()
         stop_view.set()
         for watch in watches:
