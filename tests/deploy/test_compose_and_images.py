@@ -302,7 +302,11 @@ def policy_problems(compose: dict[str, Any]) -> list[str]:
             if not re.search(r"\d", tag) or tag == "latest":
                 problems.append(f"{name}: image {image} is not pinned to a version")
         for port in service.get("ports", []):
-            host = str(port).rsplit(":", 1)[0] if ":" in str(port) else ""
+            parts = str(port).split(":")  # [address:]host:container, the address may hold "${VAR:-default}"
+            host = parts[-2] if len(parts) >= 2 else ""
+            if ":".join(parts[:-2]) not in ("127.0.0.1", "${REELFAB_BIND_ADDRESS:-127.0.0.1}"):
+                problems.append(f"{name}: port {port} is published on every interface (bind it to "
+                                "${REELFAB_BIND_ADDRESS:-127.0.0.1})")
             if host and host in host_ports:
                 problems.append(f"{name}: host port {host} is {host_ports[host]}'s too")
             host_ports[host] = name
@@ -645,7 +649,8 @@ def test_the_policy_check_fails_on_a_latest_image_a_literal_password_and_no_rest
     del broken["services"]["analytics"]["restart"]
     broken["services"]["analytics"]["ports"] = ["8085:8086"]
     problems = policy_problems(broken)
-    for word in ("postgres: image", "POSTGRES_PASSWORD", "analytics: no restart", "8085"):
+    for word in ("postgres: image", "POSTGRES_PASSWORD", "analytics: no restart", "host port 8085",
+                 "analytics: port 8085:8086 is published on every interface"):
         assert any(word in p for p in problems), (word, problems)
 
 

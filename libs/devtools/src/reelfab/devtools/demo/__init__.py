@@ -26,9 +26,10 @@ from typing import Any
 from reelfab.settings import Settings
 from reelfab.version import __version__
 
+from .errors import DemoRefused
 from .guard import Guard, endpoints, owning_signals, watch_services, watch_stack
 from .jobs import SUBJECT, give_consent, swap_request
-from .scenario import DRYRUN_ACCOUNT, DemoRefused, plural
+from .scenario import DRYRUN_ACCOUNT, plural
 
 __all__ = ["SUBJECT", "DemoOptions", "DemoRefused", "give_consent", "run_demo", "swap_request"]
 MARKER = ".reelfab-demo"  # in an output folder the demo made: only such a folder is emptied by a new run

@@ -148,7 +148,7 @@ async def start_factory(registry_settings: Settings, worker_settings: Settings, 
         try:
             skipped = await skip_earlier_work(worker_settings)
         except (KafkaError, OSError) as exc:
-            from .scenario import DemoRefused
+            from .errors import DemoRefused
 
             raise DemoRefused(f"Kafka at {worker_settings.kafka_bootstrap} would not move the demo's consumer groups "
                               f"to the end of their topics ({type(exc).__name__}: {exc}); is the stack up (`make up`)?"

@@ -17,7 +17,7 @@ from pathlib import Path
 from reelfab.db import create_pool
 from reelfab.settings import Settings
 
-from .scenario import DemoRefused
+from .errors import DemoRefused
 
 LOCK_KEY = 0x5EE1FAB0DE30  # pg_try_advisory_lock(bigint): "reelfab demo"
 

@@ -19,6 +19,7 @@ from reelfab.contracts.topics import SWAP_REQUESTED, TREND_DETECTED
 from reelfab.settings import Settings
 
 from .cast import TRENDING, Cast, Person
+from .errors import DemoRefused
 from .factory import Factory
 from .tracker import Tracker
 
@@ -30,11 +31,6 @@ ROUND_TIMEOUT_S = 300.0
 def plural(n: int, noun: str) -> str:
     """``1 template``, ``3 templates``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-class DemoRefused(Exception):
-    """The demo cannot do what was asked, or the factory did not do what it should (the message says
-    which and why)."""
 
 
 @dataclass
