@@ -7,6 +7,13 @@ the default registry, and adds the GPU gauges of the swapper's ``NvmlCollector``
 against a fake NVML with one GPU (the real one only registers where a GPU answers). Names are the
 exposed series names: a counter ``x`` is ``x_total`` (and ``x_created``), a histogram ``x`` is
 ``x_bucket``, ``x_sum``, ``x_count`` (and ``x_created``), a gauge is its name.
+
+``registered_series()`` says more of each exposed series: the type of its family, whether it only grows (a
+counter's ``_total``, a histogram's or a summary's ``_bucket``/``_sum``/``_count``: what rate() and
+increase() are for) and its label names (``le`` on a ``_bucket``, ``quantile`` on a summary's quantiles).
+Label names come from the metric objects (a labelled metric with no child yet exposes no sample to read
+them from) and, for the collectors, from their ``describe()`` families (the consumer lag, the leaderboard)
+or from one ``collect()`` (the GPU gauges against the fake NVML; the default process and GC collectors).
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +126,79 @@ def _registered() -> frozenset[str]:
 def registered_metric_names() -> set[str]:
     """Every series name the code can export (see the module's docstring)."""
     return set(_registered())
+
+
+# ---------------------------------------------------------------------------------------------------
+# each series' type and labels
+
+
+@dataclass(frozen=True)
+class Series:
+    """One exposed series name: its family's type, whether it only grows, its label names."""
+
+    family: str
+    type: str  # counter, gauge, histogram, summary, ... (the family's)
+    monotonic: bool  # a counter: rate(), irate() and increase() apply
+    labels: frozenset[str]
+
+
+# the series each family type exposes: suffix -> (monotonic, extra label)
+_SERIES: dict[str, dict[str, tuple[bool, str | None]]] = {
+    "counter": {"_total": (True, None), "_created": (False, None)},
+    "gauge": {"": (False, None)},
+    "histogram": {"_bucket": (True, "le"), "_sum": (True, None), "_count": (True, None), "_created": (False, None)},
+    "gaugehistogram": {"_bucket": (False, "le"), "_gsum": (False, None), "_gcount": (False, None)},
+    "summary": {"": (False, "quantile"), "_sum": (True, None), "_count": (True, None), "_created": (False, None)},
+    "info": {"_info": (False, None)},
+    "stateset": {"": (False, None)},
+    "unknown": {"": (False, None)},
+}
+
+
+def _series_of(name: str, kind: str, labels: Iterable[str]) -> dict[str, Series]:
+    found: dict[str, Series] = {}
+    for suffix, (monotonic, extra) in _SERIES.get(kind, {"": (False, None)}).items():
+        names = frozenset(labels) | ({extra} if extra else set())
+        found[name + suffix] = Series(name, kind, monotonic, names)
+    return found
+
+
+def _family_labels(family: Metric) -> set[str]:
+    declared = getattr(family, "_labelnames", None)  # the *MetricFamily classes keep their label names
+    names = set(declared or ())
+    for sample in family.samples:
+        names.update(k for k in sample.labels if k not in {"le", "quantile"})
+    return names
+
+
+def _collector_families(collector: Any) -> Iterator[tuple[str, str, set[str]]]:
+    """(family name, type, label names) of one registered collector."""
+    if isinstance(collector, MetricWrapperBase):  # Counter(...), Gauge(...), ...: labels even without children
+        kind = collector._type
+        labels = set(collector._labelnames)
+        if kind == "enum":  # an Enum is a stateset whose state is a label named like the metric
+            kind, labels = "stateset", labels | {collector._name}
+        yield collector._name, kind, labels
+        return
+    describe = getattr(collector, "describe", None)
+    families = list(describe()) if callable(describe) else []
+    for family in families or collector.collect():
+        yield family.name, family.type, _family_labels(family)
+
+
+@cache
+def _registered_series() -> dict[str, Series]:
+    _registered()  # every metrics module imported
+    found: dict[str, Series] = {}
+    collectors = list(REGISTRY._collector_to_names)  # the registry keeps no public list of its collectors
+    for collector in collectors:
+        for name, kind, labels in _collector_families(collector):
+            found.update(_series_of(name, kind, labels))
+    for family in gpu_families():
+        found.update(_series_of(family.name, family.type, _family_labels(family)))
+    return found
+
+
+def registered_series() -> dict[str, Series]:
+    """Every series name the code can export, with its type and label names (see the module's docstring)."""
+    return dict(_registered_series())

@@ -373,7 +373,9 @@ def test_prod_swapper_runs_on_a_gpu_node() -> None:
     pod, c = dep["spec"]["template"]["spec"], container(dep)
     assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 1
     assert any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
-    assert pod.get("nodeSelector"), "GPU nodes are selected"
+    assert pod.get("nodeSelector") == {"nvidia.com/gpu.present": "true"}, "GPU nodes, as the GPU Operator labels them"
+    rolling = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+    assert rolling.get("maxSurge") == 0, "a surge pod would wait for a spare GPU and stall the rollout"
     assert image_repository(c["image"]) == "swapper-gpu-cuda", "the Dockerfile's CUDA build"
     env = environment("prod", dep)
     assert env["REELFAB_FACE_BACKEND"] == "onnx"
