@@ -50,6 +50,7 @@ from tests.packaging.test_dockerfile import (
     base_chain,
     closure,
     copied_from,
+    env_of,
     instructions,
     parse_dockerfile,
     uv_syncs,
@@ -577,16 +578,6 @@ def lock_version(package: str) -> str:
     lock = tomllib.loads((ROOT / "uv.lock").read_text())
     (version,) = {p["version"] for p in lock["package"] if p["name"] == package}
     return str(version)
-
-
-def env_of(chain: list[Stage]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in instructions(chain, "ENV"):
-        for word in shlex.split(line):
-            key, sep, value = word.partition("=")
-            if sep:
-                env[key] = value
-    return env
 
 
 def external_base(stage: Stage) -> str:

@@ -96,6 +96,17 @@ def closure(target: Stage) -> list[Stage]:
     return seen
 
 
+def env_of(chain: list[Stage]) -> dict[str, str]:
+    """The ENV a stage ends up with along its base chain (later stages win)."""
+    env: dict[str, str] = {}
+    for line in instructions(chain, "ENV"):
+        for word in shlex.split(line):
+            key, sep, value = word.partition("=")
+            if sep:
+                env[key] = value
+    return env
+
+
 def instructions(stages: list[Stage], keyword: str) -> list[str]:
     return [rest for s in stages for kw, rest in s.instructions if kw == keyword]
 
@@ -182,12 +193,7 @@ def test_a_target_serves_its_service_with_the_runtime_settings(service: Service)
     chain = base_chain(BY_NAME[service.name])
     entrypoints = instructions(chain, "ENTRYPOINT")
     assert entrypoints and json.loads(entrypoints[-1]) == ["reelfab", "serve", service.name]
-    env: dict[str, str] = {}
-    for line in instructions(chain, "ENV"):
-        for word in shlex.split(line):
-            key, sep, value = word.partition("=")
-            if sep:
-                env[key] = value
+    env = env_of(chain)
     assert env.get("REELFAB_HTTP_HOST") == "0.0.0.0"
     assert env.get("REELFAB_LOG_FORMAT") == "json"
 
