@@ -71,6 +71,11 @@ FROM build AS env-analytics
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package reelfab-analytics --no-editable
 
+# the retention worker: reelfab-retention's `reelfab storage` commands on reelfab-runtime's `reelfab`
+FROM build AS env-retention
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --package reelfab-retention --package reelfab-runtime --no-editable
+
 # ---------------------------------------------------------------------------------------------------
 # Runtime bases: the same Python image (the environment's python links to its /usr/local/bin/python3.11),
 # no uv, no sources; a non-root user (numeric, so Kubernetes' runAsNonRoot can verify it) whose home is
@@ -176,6 +181,20 @@ EXPOSE 8086
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; p = int(os.environ.get('REELFAB_HTTP_PORT') or 0) or 8086; u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4)"]
 ENTRYPOINT ["reelfab", "serve", "analytics"]
+
+# Not a service: the retention worker, which deletes what the retention policy lets go from the shared
+# object store (finished jobs' intermediates, finals past their age; README "Storage retention") and
+# published outbox rows, once an hour, and serves reelfab_storage_bytes/objects{kind} on /metrics (8087).
+FROM runtime AS retention
+COPY --from=env-retention /opt/reelfab /opt/reelfab
+LABEL org.opencontainers.image.title="reelfab-retention" \
+      org.opencontainers.image.description="Reelfab retention worker: prunes the object store and delivery tables"
+USER 10001:10001
+EXPOSE 8087
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8087/metrics', timeout=4)"]
+ENTRYPOINT ["reelfab", "storage", "prune"]
+CMD ["--apply", "--every", "3600", "--metrics-port", "8087"]
 
 # ---------------------------------------------------------------------------------------------------
 # The swapper on an NVIDIA GPU: `docker build --target swapper-gpu-cuda .` (docker-compose.yml's `gpu`

@@ -33,6 +33,8 @@ OBSERVABILITY = REPO / "deploy" / "observability"
 OVERLAYS = ("dev", "prod")
 
 SERVICES = ("consent-registry", "planner", "swapper-gpu", "post-producer", "publisher", "analytics")
+WORKERS = ("retention",)  # Deployments that are not services (no consumer group, /metrics only)
+RETENTION_PORT = 8087
 SCALED = {"swapper-gpu", "post-producer", "publisher"}  # KEDA scales these on consumer lag
 MEDIA = {"consent-registry", "swapper-gpu", "post-producer", "publisher"}  # read/write the file:// store
 STATE_DIR = "/var/lib/reelfab"
@@ -233,11 +235,15 @@ def test_crd_schemas_are_strict_where_the_crd_lists_properties() -> None:
 # -- services ------------------------------------------------------------------------------------------
 
 
+def service_deployments(overlay: str) -> dict[str, Doc]:
+    return {name: dep for name, dep in deployments(overlay).items() if name not in WORKERS}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_one_deployment_and_service_per_service_on_its_port(overlay: str) -> None:
     deps, services = deployments(overlay), of_kind(overlay, "Service")
-    assert set(deps) == set(SERVICES) and set(services) == set(SERVICES)
-    for name, dep in deps.items():
+    assert set(deps) == set(SERVICES) | set(WORKERS) and set(services) == set(SERVICES) | set(WORKERS)
+    for name, dep in service_deployments(overlay).items():
         port = service_module(name).SPEC.default_port
         c = container(dep)
         assert c["name"] == name
@@ -265,7 +271,7 @@ def resolve_port(c: Doc, port: int | str) -> int:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_on_healthz_and_readyz(overlay: str) -> None:
-    for name, dep in deployments(overlay).items():
+    for name, dep in service_deployments(overlay).items():
         c, port = container(dep), service_module(name).SPEC.default_port
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
             get = c.get(probe, {}).get("httpGet")
@@ -471,7 +477,31 @@ def test_every_service_is_scraped_by_a_service_monitor(overlay: str) -> None:
                 ports = {p.get("name") for p in svc["spec"]["ports"]}
                 assert endpoint["port"] in ports, f"{name}: Service {svc['metadata']['name']} has no port {endpoint['port']}"
         monitored |= {s["metadata"]["name"] for s in chosen}
-    assert monitored == set(SERVICES)
+    assert monitored == set(SERVICES) | set(WORKERS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_retention_worker_prunes_the_shared_volume_once_at_a_time(overlay: str) -> None:
+    dep = deployments(overlay)["retention"]
+    c, pod = container(dep), dep["spec"]["template"]["spec"]
+    assert image_repository(c["image"]) == "retention", "the Dockerfile's retention target"
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", "two would race"
+    args = c["args"]
+    assert "--apply" in args and float(args[args.index("--every") + 1]) > 0, args
+    assert int(args[args.index("--metrics-port") + 1]) == RETENTION_PORT
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": RETENTION_PORT}
+    for probe in ("startupProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/metrics" and resolve_port(c, get["port"]) == RETENTION_PORT, probe
+    # the store it prunes is the one the media services write: the same claim at the same path
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    media = container(deployments(overlay)["post-producer"])
+    media_pod = deployments(overlay)["post-producer"]["spec"]["template"]["spec"]
+    media_claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                    for v in media_pod["volumes"] if "persistentVolumeClaim" in v}
+    mounted = {claims[m["name"]]: m["mountPath"] for m in c["volumeMounts"] if m["name"] in claims}
+    media_mounted = {media_claims[m["name"]]: m["mountPath"] for m in media["volumeMounts"] if m["name"] in media_claims}
+    assert mounted and mounted == media_mounted, (mounted, media_mounted)
 
 
 def alert_groups() -> list[Any]:
