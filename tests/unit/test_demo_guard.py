@@ -40,7 +40,8 @@ async def test_a_stack_that_goes_away_stops_the_run_naming_it() -> None:
     with pytest.raises(asyncio.CancelledError):
         await run
     assert guard.reason is not None
-    assert guard.reason.startswith(f"Kafka at 127.0.0.1:{down} stopped answering mid-run")
+    assert guard.reason == f"Kafka at 127.0.0.1:{down} stopped answering mid-run"
+    assert "make up" in guard.hint
 
 
 async def test_a_stack_that_answers_is_left_alone() -> None:

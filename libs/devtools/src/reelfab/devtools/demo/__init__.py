@@ -140,7 +140,9 @@ async def _run_logged(settings: Settings, options: DemoOptions, out: Path, view:
             if isinstance(exc, asyncio.CancelledError):
                 me.uncancel()
             print(f"demo: stopped: {guard.reason} ({type(exc).__name__} in the run)", file=sys.stderr)
-            raise DemoRefused(f"{guard.reason}; what it made so far is in {out}") from None
+            hint = f" ({guard.hint})" if guard.hint else ""
+            raise DemoRefused(f"{guard.reason}; the services were stopped{hint}; what it made so far is in {out}"
+                              ) from None
         finally:
             await _settle(before)  # still inside the log: what is left of the services says its last there
 
@@ -299,7 +301,7 @@ async def _run(settings: Settings, options: DemoOptions, out: Path, view: Any, g
         return report
     finally:
         if guard.reason is not None:
-            say(f"{guard.reason.split(';')[0]} — stopping the services")
+            say(f"{guard.reason} — stopping the services")
         stop_review.set()
         stop_view.set()
         for watch in watches:

@@ -22,11 +22,12 @@ class Guard:
 
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
-        self.reason: str | None = None
+        self.reason: str | None = None  # what happened, one clause
+        self.hint = ""  # what to do about it, for the closing message
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, hint: str = "") -> None:
         if self.reason is None:
-            self.reason = reason
+            self.reason, self.hint = reason, hint
         self.task.cancel()
 
 
@@ -78,8 +79,8 @@ async def watch_stack(guard: Guard, targets: list[tuple[str, str, int]], *, ever
         for what, host, port in targets:
             failures[what] = 0 if await _answers(host, port) else failures[what] + 1
             if failures[what] >= down_after:
-                guard.stop(f"{what} at {host}:{port} stopped answering mid-run; the demo stopped its services "
-                           "(start the stack again with `make up`, then run the demo again)")
+                guard.stop(f"{what} at {host}:{port} stopped answering mid-run",
+                           "start the stack again with `make up`, then run the demo again")
                 return
         await asyncio.sleep(every_s)
 
