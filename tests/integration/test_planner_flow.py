@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from reelfab.bus.kafka import KafkaBus
@@ -54,12 +55,12 @@ async def planner(stack: Any) -> AsyncIterator[dict[str, Any]]:
     spec = dataclasses.replace(planner_main.SPEC, name=f"planner-{run}", db_schema=schema)  # a consumer group of its own
     from reelfab.devtools.embedded import free_port
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_service(spec, settings.model_copy(update={"http_port": free_port()}), planner_main.wire, stop))
+    stop, port = asyncio.Event(), free_port()
+    task = asyncio.create_task(run_service(spec, settings.model_copy(update={"http_port": port}), planner_main.wire, stop))
     store = PostgresPlannerStore(pool, schema)
     try:
         await asyncio.sleep(0)
-        yield {"bus": bus, "tag": tag, "subjects": subjects, "store": store, "task": task, "run": run}
+        yield {"bus": bus, "tag": tag, "subjects": subjects, "store": store, "task": task, "run": run, "port": port}
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
@@ -88,7 +89,19 @@ async def jobs_of(bus: KafkaBus, topic: str, trend_id: str, since: datetime) -> 
 
 
 async def until_ready(store: PostgresPlannerStore, f: dict[str, Any], bus: KafkaBus) -> None:
-    """The planner is consuming once a probe trend (matching nothing) is recorded as planned-nothing."""
+    """The planner is ready as an operator sees it (/readyz: every consumer has joined its group, so no
+    rebalance stops the consumers any more) and consuming: a probe trend (matching nothing) is recorded
+    as planned-nothing. While consumers are still joining, each join pauses the others (seconds)."""
+
+    async def serving() -> bool:
+        assert not f["task"].done(), f["task"].result()
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                return (await http.get(f"http://127.0.0.1:{f['port']}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(serving, timeout=90, interval=0.2)
     probe = trend(f["run"], [f"nothing-{f['run']}"])
     await bus.publish("reelfab.trend.detected.v1", probe)
 

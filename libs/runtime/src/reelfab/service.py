@@ -184,20 +184,32 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         http_task = asyncio.create_task(server.serve(), name="http")
         for hook in ctx.on_start:
             await hook()
-        try:
-            await bus.start()
-        except KafkaConnectionError as exc:
-            server.should_exit = True
-            await http_task
-            raise StackError(
-                f"{spec.name}: Kafka does not answer at {settings.kafka_bootstrap} ({exc}); "
-                "start it with `make up` or set REELFAB_KAFKA_BOOTSTRAP"
-            ) from None
         relay = OutboxRelay(
             pool, spec.db_schema, bus,
             batch_size=settings.outbox_batch_size, poll_interval_s=settings.outbox_poll_interval_s,
         )
-        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        relay_task: asyncio.Task[None] | None = None
+        try:
+            # the relay runs before the consumers start: starting them takes seconds (each joins its
+            # group) and the first ones handle messages meanwhile; what they write leaves at once
+            await bus.connect()
+            relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+            await bus.start()
+        except BaseException as exc:
+            if relay_task is not None:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await relay_task
+            with contextlib.suppress(Exception):  # what connected before the failure
+                await bus.stop()
+            server.should_exit = True
+            await http_task
+            if isinstance(exc, KafkaConnectionError):
+                raise StackError(
+                    f"{spec.name}: Kafka does not answer at {settings.kafka_bootstrap} ({exc}); "
+                    "start it with `make up` or set REELFAB_KAFKA_BOOTSTRAP"
+                ) from None
+            raise
         probe_task = asyncio.create_task(_probe_every(bus, pool, stop, settings.health_probe_interval_s, ctx.probes),
                                          name="dependency-probe")
         log.info("started", port=settings.http_port or spec.default_port, consumes=list(spec.consumes))

@@ -237,6 +237,12 @@ class Bus(ABC):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def connect(self) -> None:
+        """Be able to publish before any consumer starts: a service's outbox relay must be running by
+        the time the first handler writes to the outbox, and starting the consumers can take seconds
+        (each joins its group) while the first of them already handle messages. start() connects too."""
+        await self._connect()
+
     async def start(self) -> None:
         await self._start()
         self.started = True
@@ -254,6 +260,9 @@ class Bus(ABC):
 
     @abstractmethod
     async def _send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> Published: ...
+
+    async def _connect(self) -> None:
+        return None  # a transport that publishes without connecting first
 
     @abstractmethod
     async def _start(self) -> None: ...

@@ -353,6 +353,9 @@ class KafkaBus(Bus):
         # aiokafka's own check before sending, and the broker's answer (error 10) for a topic with a lower limit
         return super().is_too_large(exc) or isinstance(exc, MessageSizeTooLargeError)
 
+    async def _connect(self) -> None:
+        await self.broker.connect()  # the producer; broker.start() below finds it connected
+
     async def _start(self) -> None:
         await self.broker.start()
         self.committer.start()
