@@ -30,6 +30,7 @@ from reelfab.service import run_service
 from reelfab_analytics import cli
 from reelfab_analytics import main as analytics_main
 from tests.conftest import eventually, make_settings, unique
+from tests.integration.test_planner_flow import until_serving
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -54,7 +55,7 @@ async def analytics(stack: Any) -> AsyncIterator[dict[str, Any]]:
     stop = asyncio.Event()
     task = asyncio.create_task(run_service(spec, settings, analytics_main.wire, stop))
     world = {"bus": bus, "pool": pool, "schema": schema, "run": run, "task": task, "producer": spec.name,
-             "since": datetime.now(UTC) - timedelta(seconds=5)}
+             "since": datetime.now(UTC) - timedelta(seconds=5), "port": settings.http_port}
     try:
         await until_ready(world)
         yield world
@@ -94,7 +95,9 @@ async def processed(world: dict[str, Any], *event_ids: str) -> bool:
 
 
 async def until_ready(world: dict[str, Any]) -> None:
-    """The service is consuming once a probe reading (of a post nobody published) is processed."""
+    """The service is ready (/readyz: every consumer has joined) and consuming: a probe reading (of a post
+    nobody published) is processed."""
+    await until_serving(world["task"], world["port"])
     probe = reading(f"probe-{world['run']}", completion=0.5, at=datetime.now(UTC))
     await world["bus"].publish(OBSERVED, probe)
     await eventually(lambda: processed(world, probe["event_id"]), timeout=90, interval=0.2)

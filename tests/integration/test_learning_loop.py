@@ -32,7 +32,7 @@ from reelfab_planner.catalogue_store import PostgresCatalogueStore
 from reelfab_planner.repository import PostgresPlannerStore
 from tests.conftest import eventually, make_settings, unique
 from tests.integration.media_handlers_support import KEY, KEY_ID
-from tests.integration.test_planner_flow import consent_record, jobs_of, trend, until_ready
+from tests.integration.test_planner_flow import consent_record, jobs_of, trend, until_ready, until_serving
 from tests.unit.services.planner_samples import template, terms
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -61,18 +61,19 @@ async def loop(stack: Any) -> AsyncIterator[dict[str, Any]]:
     a, b = f"ana-{run}", f"ben-{run}"
     for subject in (a, b):
         await bus.publish("reelfab.consent.changed.v1", consent_record(terms(subject, tags=(tag,))))
-    stop = asyncio.Event()
+    stop, ports = asyncio.Event(), (free_port(), free_port())
     tasks = [
         asyncio.create_task(run_service(dataclasses.replace(planner_main.SPEC, name=f"planner-{run}", db_schema=planner_schema),
-                                        settings.model_copy(update={"http_port": free_port()}), planner_main.wire, stop)),
+                                        settings.model_copy(update={"http_port": ports[0]}), planner_main.wire, stop)),
         asyncio.create_task(run_service(dataclasses.replace(analytics_main.SPEC, name=f"analytics-{run}",
                                                             db_schema=analytics_schema),
-                                        settings.model_copy(update={"http_port": free_port()}), analytics_main.wire, stop)),
+                                        settings.model_copy(update={"http_port": ports[1]}), analytics_main.wire, stop)),
     ]
     store = PostgresPlannerStore(pool, planner_schema)
     try:
         world = {"bus": bus, "tag": tag, "run": run, "a": a, "b": b, "templates": templates, "store": store,
-                 "task": tasks[0], "analytics": tasks[1]}
+                 "task": tasks[0], "analytics": tasks[1], "port": ports[0]}
+        await until_serving(tasks[1], ports[1])
         await until_ready(store, world, bus)
         yield world
     finally:

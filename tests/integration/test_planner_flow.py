@@ -88,20 +88,26 @@ async def jobs_of(bus: KafkaBus, topic: str, trend_id: str, since: datetime) -> 
     return [v for v in values if v.get("trend_id") == trend_id]
 
 
-async def until_ready(store: PostgresPlannerStore, f: dict[str, Any], bus: KafkaBus) -> None:
-    """The planner is ready as an operator sees it (/readyz: every consumer has joined its group, so no
-    rebalance stops the consumers any more) and consuming: a probe trend (matching nothing) is recorded
-    as planned-nothing. While consumers are still joining, each join pauses the others (seconds)."""
+async def until_serving(task: asyncio.Task[None], port: int) -> None:
+    """A service run in-process is ready as an operator sees it: /readyz answers 200 (every consumer has
+    joined its group, so no rebalance stops the consumers any more; while they are still joining, each
+    join pauses the others for seconds)."""
 
     async def serving() -> bool:
-        assert not f["task"].done(), f["task"].result()
+        assert not task.done(), task.result()
         try:
             async with httpx.AsyncClient(timeout=5) as http:
-                return (await http.get(f"http://127.0.0.1:{f['port']}/readyz")).status_code == 200
+                return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
         except httpx.TransportError:
             return False
 
     await eventually(serving, timeout=90, interval=0.2)
+
+
+async def until_ready(store: PostgresPlannerStore, f: dict[str, Any], bus: KafkaBus) -> None:
+    """The planner is ready (/readyz) and consuming: a probe trend (matching nothing) is recorded as
+    planned-nothing."""
+    await until_serving(f["task"], f["port"])
     probe = trend(f["run"], [f"nothing-{f['run']}"])
     await bus.publish("reelfab.trend.detected.v1", probe)
 

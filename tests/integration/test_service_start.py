@@ -15,11 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from reelfab.bus.memory import InMemoryBus, MemoryLog
 from reelfab.contracts.codec import default_codec
 from reelfab.contracts.topics import TREND_DETECTED
 from reelfab.devtools.embedded import free_port
+from reelfab.errors import StackError
 from reelfab.service import ServiceContext, ServiceSpec, run_service
 from reelfab.settings import Settings
 from tests.conftest import eventually, make_settings, unique
@@ -88,3 +90,43 @@ async def test_what_the_first_handlers_write_leaves_before_the_consumers_have_al
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 30)
     assert trend_ids(log).count("out") == 1  # sent once, not again once start() returned
+
+
+class RefusingBus(InMemoryBus):
+    """Kafka away: connecting (``at="connect"``) or starting the consumers (``at="start"``) fails."""
+
+    def __init__(self, settings: Settings, service: str, at: str) -> None:
+        super().__init__(settings, service, default_codec())
+        self.at, self.stopped = at, False
+
+    async def _connect(self) -> None:
+        if self.at == "connect":
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, <AddressFamily.AF_INET: 2>)]")
+
+    async def _start(self) -> None:
+        await super()._start()
+        if self.at == "start":
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, <AddressFamily.AF_INET: 2>)]")
+
+    async def _stop(self) -> None:
+        self.stopped = True
+        await super()._stop()
+
+
+@pytest.mark.parametrize("at", ["connect", "start"])
+async def test_kafka_away_at_start_is_named_and_leaves_nothing_running(at: str) -> None:
+    settings = make_settings(http_port=free_port(), kafka_bootstrap="127.0.0.1:1")
+    spec = ServiceSpec(name=f"echo-{uuid.uuid4().hex[:6]}", package="reelfab", db_schema=unique("svcstart"),
+                       default_port=0, consumes=(TREND_DETECTED,), produces=(TREND_DETECTED,))
+    buses: list[RefusingBus] = []
+
+    def factory(s: Settings, service: str) -> RefusingBus:
+        buses.append(RefusingBus(s, service, at))
+        return buses[-1]
+
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    with pytest.raises(StackError, match=r"Kafka does not answer at 127\.0\.0\.1:1 .*make up.*REELFAB_KAFKA_BOOTSTRAP"):
+        await asyncio.wait_for(run_service(spec, settings, echo_wire, asyncio.Event(), factory, handle_signals=False), 30)
+    assert buses[0].stopped  # what had connected was closed
+    left = {t.get_name() for t in asyncio.all_tasks() if not t.done()} - {t.get_name() for t in before}
+    assert "outbox-relay" not in left and "http" not in left, left
