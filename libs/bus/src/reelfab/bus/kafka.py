@@ -374,7 +374,9 @@ class KafkaBus(Bus):
         await _start_subscribers_together(self.broker)
         for publisher in self.broker.publishers:
             await publisher.start()
-        self.broker.running = True  # what FastStream's broker.start() ends with (0.7.8: its three steps, here)
+        # the rest of FastStream's broker.start() (0.7.8: connect, subscribers, publishers, running); a
+        # FastStream upgrade must check BrokerUsecase.start still does no more than that
+        self.broker.running = True
         self.committer.start()
         if self.subscriptions and self.settings.consumer_lag_interval_s > 0:
             self.lag_task = asyncio.create_task(self._lag_loop(), name="kafka-consumer-lag")
