@@ -190,8 +190,8 @@ async def run_service(spec: ServiceSpec, settings: Settings, wire: Wire, stop: a
         )
         relay_task: asyncio.Task[None] | None = None
         try:
-            # the relay runs before the consumers start: starting them takes seconds (each joins its
-            # group) and the first ones handle messages meanwhile; what they write leaves at once
+            # the relay runs before the consumers start: the first to join handle messages while the
+            # others are still joining their group; what they write leaves at once
             await bus.connect()
             relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
             await bus.start()

@@ -102,8 +102,8 @@ class OffsetCommitter:
 async def _start_subscribers_together(broker: KafkaBroker) -> None:
     """Start every subscriber at once. FastStream starts them one after another and each start waits
     until its group has assigned it partitions, so the group rebalanced once per subscription, each
-    rebalance pausing the consumers already in: the planner's eight took 14-26 s to start on the test
-    stack, and a new replica paid it again. Joining together, they land in one rebalance (under a second).
+    rebalance pausing the consumers already in: the planner's eight took 2.5-43 s to start on the test
+    stack (bench/service_start.py). Joining together, they land in one or two rebalances (under a second).
     Every start is awaited before the first failure is raised, so no consumer is left half-started
     behind the caller's stop()."""
     results = await asyncio.gather(*(sub.start() for sub in broker.subscribers), return_exceptions=True)
